@@ -1,0 +1,150 @@
+"""Readers for experiment tables: Parquet (a file or a folder of files) and CSV.
+
+Everything goes through pyarrow. ``iter_batches`` streams a large file in chunks
+of at most ``batch_rows`` rows so memory stays bounded; ``read_table`` reads the
+whole table. Both check, before any row is read, that the file exists, has a
+supported format, has no duplicate column names and holds the requested columns.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class DataError(ValueError):
+    """Input data that does not fit what was expected; the message says where."""
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir():
+        return "parquet"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    raise DataError(
+        f"{path}: unsupported file type; expected one of "
+        f"{', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)} or a folder of Parquet files"
+    )
+
+
+def _check_names(path: Path, names: Sequence[str], columns: Sequence[str] | None) -> None:
+    dup = sorted(n for n, c in Counter(names).items() if c > 1)
+    if dup:
+        raise DataError(f"{path}: duplicate column names {dup}; each column name must be unique")
+    if columns is not None:
+        missing = [c for c in columns if c not in set(names)]
+        if missing:
+            raise DataError(
+                f"{path}: missing column(s) {missing}; the file has columns {list(names)}"
+            )
+
+
+def _csv_header(path: Path) -> list[str]:
+    # Read a single small block: only the header row is needed.
+    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16))
+    return list(reader.schema.names)
+
+
+def column_names(path: str | Path) -> list[str]:
+    """Column names of a table file, without reading its rows."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"data file not found: {p}")
+    fmt = _format_of(p)
+    if fmt == "csv":
+        if p.stat().st_size == 0:
+            raise DataError(f"{p}: the file is empty (no header, no rows)")
+        return _csv_header(p)
+    if p.is_dir():
+        return list(pads.dataset(p, format="parquet").schema.names)
+    return list(pq.ParquetFile(p).schema_arrow.names)
+
+
+def _csv_convert_options(columns: Sequence[str] | None) -> pacsv.ConvertOptions:
+    # Empty strings in CSV mean "missing", as in pandas.
+    return pacsv.ConvertOptions(
+        include_columns=list(columns) if columns is not None else None,
+        strings_can_be_null=True,
+    )
+
+
+def iter_batches(
+    path: str | Path, *, columns: Sequence[str] | None = None, batch_rows: int = 1_000_000
+) -> Iterator[pa.Table]:
+    """Yield the table at ``path`` in chunks of at most ``batch_rows`` rows.
+
+    Raises ``DataError`` (naming the file and the column) for a missing column,
+    duplicate column names, an unsupported format, or an empty file.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    p = Path(path)
+    names = column_names(p)
+    _check_names(p, names, columns)
+    fmt = _format_of(p)
+    n_seen = 0
+    if fmt == "csv":
+        reader = pacsv.open_csv(
+            p,
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            convert_options=_csv_convert_options(columns),
+        )
+        buf: list[pa.RecordBatch] = []
+        rows = 0
+        for rb in reader:
+            buf.append(rb)
+            rows += rb.num_rows
+            if rows >= batch_rows:
+                t = pa.Table.from_batches(buf)
+                for off in range(0, rows - rows % batch_rows, batch_rows):
+                    n_seen += batch_rows
+                    yield t.slice(off, batch_rows)
+                rest = t.slice(rows - rows % batch_rows)
+                buf = rest.to_batches() if rest.num_rows else []
+                rows = rest.num_rows
+        if rows:
+            n_seen += rows
+            yield pa.Table.from_batches(buf)
+    else:
+        ds = pads.dataset(p, format="parquet")
+        for rb in ds.to_batches(columns=list(columns) if columns else None, batch_size=batch_rows):
+            if rb.num_rows:
+                n_seen += rb.num_rows
+                yield pa.Table.from_batches([rb])
+    if n_seen == 0:
+        raise DataError(f"{p}: the file has a header but no rows")
+
+
+def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read a whole table (all rows) from Parquet or CSV; same checks as ``iter_batches``."""
+    p = Path(path)
+    names = column_names(p)
+    _check_names(p, names, columns)
+    if _format_of(p) == "csv":
+        t = pacsv.read_csv(p, convert_options=_csv_convert_options(columns))
+    else:
+        t = pads.dataset(p, format="parquet").to_table(columns=list(columns) if columns else None)
+    if t.num_rows == 0:
+        raise DataError(f"{p}: the file has a header but no rows")
+    return t
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> None:
+    """Write a table to Parquet atomically (temporary name, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(p)

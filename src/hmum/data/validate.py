@@ -1,0 +1,312 @@
+"""Validation at the boundary: a pyarrow table plus a Schema -> checked arrays.
+
+Every problem raises ``DataError`` with a message that names the column, what was
+expected and what was received. No row is dropped silently: the only way rows
+are removed is ``drop_invalid_responses=True``, and then their number is
+reported in ``ExperimentData.n_dropped`` and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hmum.data.io import DataError
+from hmum.data.schema import ALL_TREATMENTS, Schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExperimentData:
+    """Validated experiment rows.
+
+    Attributes:
+        features: table with the F feature columns (numeric ones as float64).
+        arm: (N,) int64 in [0, K], or None when the arm was not required.
+        y: (N, R) float64 observed responses, or None when not required.
+        user_id: (N,) user ids, or None.
+        mu: (N, K+1, R) true expected responses per arm (simulated data), or None.
+        mu_all: (N, R) true expected responses under all treatments together, or None.
+        propensity: (N,) probability of the received arm when logged, or None.
+        n_dropped: rows removed by ``drop_invalid_responses``.
+    """
+
+    schema: Schema
+    features: pa.Table
+    arm: np.ndarray | None = None
+    y: np.ndarray | None = None
+    user_id: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    mu_all: np.ndarray | None = None
+    propensity: np.ndarray | None = None
+    n_dropped: int = 0
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.features.num_rows
+
+    @property
+    def tau(self) -> np.ndarray | None:
+        """(N, K, R) true absolute uplift, when ground truth is present."""
+        return None if self.mu is None else self.mu[:, 1:] - self.mu[:, :1]
+
+    def take(self, idx: np.ndarray) -> ExperimentData:
+        """Rows ``idx`` (an index array) of every array, as a new ExperimentData."""
+        def sub(a):
+            return None if a is None else a[idx]
+
+        return ExperimentData(
+            schema=self.schema,
+            features=self.features.take(pa.array(idx)),
+            arm=sub(self.arm),
+            y=sub(self.y),
+            user_id=sub(self.user_id),
+            mu=sub(self.mu),
+            mu_all=sub(self.mu_all),
+            propensity=sub(self.propensity),
+            extra={k: v[idx] for k, v in self.extra.items()},
+        )
+
+
+def _is_numeric_type(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def _first_rows(mask: np.ndarray, k: int = 5) -> list[int]:
+    return np.flatnonzero(mask)[:k].tolist()
+
+
+def numeric_column(col: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
+    """A column as float64 (nulls -> NaN); strings must parse as numbers.
+
+    Raises DataError naming the column and showing offending values.
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if _is_numeric_type(col.type) or pa.types.is_null(col.type):
+        return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        stripped = pc.utf8_trim_whitespace(col)
+        # Empty strings count as missing; anything else must parse.
+        empty = pc.equal(stripped, "")
+        cleaned = pc.if_else(empty, pa.scalar(None, pa.string()), stripped)
+        try:
+            return cleaned.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            vals = cleaned.to_numpy(zero_copy_only=False)
+            bad = []
+            for i, v in enumerate(vals):
+                if v is None:
+                    continue
+                try:
+                    float(v)
+                except ValueError:
+                    bad.append((i, v))
+                    if len(bad) == 3:
+                        break
+            raise DataError(
+                f"column {name!r}: expected numeric values, received non-numeric "
+                + ", ".join(f"{v!r} (row {i})" for i, v in bad)
+            ) from None
+    raise DataError(f"column {name!r}: expected a numeric column, received type {col.type}")
+
+
+def _arm_column(col: pa.ChunkedArray, schema: Schema) -> np.ndarray:
+    name = schema.arm_column
+    col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if col.null_count:
+        mask = col.is_null().to_numpy(zero_copy_only=False)
+        raise DataError(
+            f"column {name!r}: expected an arm in every row, received {col.null_count} "
+            f"missing value(s) (rows {_first_rows(mask)})"
+        )
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        idx = pc.index_in(col, value_set=pa.array(schema.arms))
+        if idx.null_count:
+            unknown = pc.unique(col.filter(idx.is_null())).to_pylist()[:5]
+            raise DataError(
+                f"column {name!r}: expected arm names {schema.arms}, received unknown "
+                f"arm name(s) {unknown}"
+            )
+        return idx.to_numpy().astype(np.int64)
+    a = numeric_column(col, name)
+    bad = (a != np.round(a)) | (a < 0) | (a > schema.K)
+    if bad.any():
+        vals = np.unique(a[bad])[:5].tolist()
+        raise DataError(
+            f"column {name!r}: expected arm indices in [0, {schema.K}] (0 = control), "
+            f"received {vals} in {int(bad.sum())} row(s) (rows {_first_rows(bad)})"
+        )
+    return a.astype(np.int64)
+
+
+def _check_response(y: np.ndarray, spec, name: str) -> None:
+    if spec.kind == "binary":
+        bad = (y != 0) & (y != 1)
+        if bad.any():
+            raise DataError(
+                f"response {name!r}: expected binary values 0/1, received "
+                f"{np.unique(y[bad])[:5].tolist()} in {int(bad.sum())} row(s)"
+            )
+    elif spec.kind == "count" or spec.nonnegative:
+        bad = y < 0
+        if bad.any():
+            what = "a count" if spec.kind == "count" else "a non-negative value"
+            raise DataError(
+                f"response {name!r}: expected {what} (>= 0), received negative values "
+                f"in {int(bad.sum())} row(s) (rows {_first_rows(bad)}); set "
+                f"nonnegative=false in the schema for a signed continuous response"
+            )
+
+
+def validate_table(
+    table: pa.Table,
+    schema: Schema,
+    *,
+    require_arm: bool = True,
+    require_responses: bool = True,
+    require_all_arms: bool = True,
+    drop_invalid_responses: bool = False,
+    source: str = "data",
+) -> ExperimentData:
+    """Check ``table`` against ``schema`` and return its validated arrays.
+
+    Args:
+        table: N rows with (at least) the schema's columns.
+        require_arm / require_responses: False for scoring data (features only).
+        require_all_arms: every arm 0..K must have at least one row.
+        drop_invalid_responses: drop rows whose response is NaN/inf instead of
+            raising; the number dropped is returned in ``n_dropped`` and logged.
+
+    Raises:
+        DataError: naming the column, the expected and the received values.
+    """
+    names = table.column_names
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"{source}: duplicate column names {dup}; each name must be unique")
+    needed = list(schema.feature_names)
+    if require_arm:
+        needed.append(schema.arm_column)
+    if require_responses:
+        needed += schema.response_names
+    if schema.ground_truth and require_responses:
+        needed += list(schema.ground_truth_columns().values())
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}; the data has columns {names}")
+    if table.num_rows == 0:
+        raise DataError(f"{source}: the table is empty (0 rows)")
+
+    n_dropped = 0
+    y = None
+    if require_responses:
+        y = np.empty((table.num_rows, schema.R), dtype=np.float64)
+        for r, spec in enumerate(schema.responses):
+            y[:, r] = numeric_column(table.column(spec.name), spec.name)
+        nonfinite = ~np.isfinite(y)
+        if nonfinite.any():
+            bad_rows = nonfinite.any(axis=1)
+            if not drop_invalid_responses:
+                cols = [schema.response_names[r] for r in np.flatnonzero(nonfinite.any(axis=0))]
+                raise DataError(
+                    f"response column(s) {cols}: expected finite numbers, received NaN, inf or "
+                    f"missing values in {int(bad_rows.sum())} row(s) (rows "
+                    f"{_first_rows(bad_rows)}); pass drop_invalid_responses to drop them"
+                )
+            keep = np.flatnonzero(~bad_rows)
+            n_dropped = int(bad_rows.sum())
+            log.warning("%s: dropped %d row(s) with NaN/inf responses", source, n_dropped)
+            table = table.take(pa.array(keep))
+            y = y[keep]
+            if table.num_rows == 0:
+                raise DataError(f"{source}: every row has a NaN/inf response")
+        for r, spec in enumerate(schema.responses):
+            _check_response(y[:, r], spec, spec.name)
+
+    arm = None
+    if require_arm:
+        arm = _arm_column(table.column(schema.arm_column), schema)
+        if require_all_arms:
+            counts = np.bincount(arm, minlength=schema.K + 1)
+            empty = [schema.arms[a] for a in np.flatnonzero(counts == 0)]
+            if empty:
+                raise DataError(
+                    f"column {schema.arm_column!r}: every arm needs rows; arm(s) {empty} have "
+                    f"none (rows per arm: {dict(zip(schema.arms, counts.tolist(), strict=True))})"
+                )
+
+    cols = {}
+    for f in schema.features:
+        col = table.column(f.name)
+        if f.kind == "numeric":
+            cols[f.name] = pa.array(numeric_column(col, f.name), type=pa.float64())
+        else:
+            cols[f.name] = col
+    features = pa.table(cols)
+
+    mu = mu_all = None
+    if schema.ground_truth and require_responses:
+        gt = schema.ground_truth_columns()
+        mu = np.stack(
+            [
+                np.stack([numeric_column(table.column(gt[(a, r)]), gt[(a, r)])
+                          for r in schema.response_names], axis=1)
+                for a in schema.arms
+            ],
+            axis=1,
+        )
+        if schema.K > 1:
+            mu_all = np.stack(
+                [numeric_column(table.column(gt[(ALL_TREATMENTS, r)]), gt[(ALL_TREATMENTS, r)])
+                 for r in schema.response_names],
+                axis=1,
+            )
+        if not np.isfinite(mu).all():
+            raise DataError(f"{source}: ground-truth columns contain NaN or inf")
+
+    user_id = None
+    if schema.user_id and schema.user_id in names:
+        user_id = table.column(schema.user_id).to_numpy()
+    propensity = None
+    if "propensity" in names:
+        propensity = numeric_column(table.column("propensity"), "propensity")
+
+    return ExperimentData(
+        schema=schema,
+        features=features,
+        arm=arm,
+        y=y,
+        user_id=user_id,
+        mu=mu,
+        mu_all=mu_all,
+        propensity=propensity,
+        n_dropped=n_dropped,
+    )
+
+
+def load_experiment(path, schema: Schema, **kwargs) -> ExperimentData:
+    """Read a Parquet/CSV file (or folder) and validate it against ``schema``.
+
+    Only the columns the schema needs are read; keyword arguments go to
+    ``validate_table``.
+    """
+    from hmum.data.io import column_names, read_table
+
+    names = column_names(path)
+    wanted = [c for c in schema.input_columns() if c in names]
+    wanted += [c for c in schema.ground_truth_columns().values() if c in names]
+    if "propensity" in names:
+        wanted.append("propensity")
+    # Absent required columns are reported by validate_table with the full list.
+    table = read_table(path, columns=wanted)
+    return validate_table(table, schema, source=str(path), **kwargs)
