@@ -76,5 +76,5 @@ def test_missing_feature_column():
 
 
 def test_bad_parameters():
-    with pytest.raises(ValueError, match="n_bins must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="n_bins\n  Input should be greater than or equal to 1"):
         FeatureEncoder(FIELDS, n_bins=0)

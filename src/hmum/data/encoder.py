@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
 
 from hmum.data.io import DataError
 from hmum.data.schema import FeatureSpec
@@ -27,6 +28,16 @@ from hmum.data.validate import numeric_column
 
 MISSING = 0
 OOV = 1
+
+
+class EncoderConfig(BaseModel):
+    """Settings of the feature encoder (the only home of their defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_bins: int = Field(32, ge=1, description="maximum quantile bins per numeric field")
+    max_vocab: int = Field(10_000, ge=1, description="maximum categories per field")
+    min_count: int = Field(1, ge=1, description="training rows a category needs for an id")
 
 
 def _as_strings(col: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -37,9 +48,9 @@ def _as_strings(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     if pa.types.is_floating(col.type):
         # 3.0 and 3 must be the same category whether a file stored floats or ints.
         f = col.to_numpy(zero_copy_only=False)
-        whole = np.isfinite(f) & (f == np.round(f))
-        if whole.all() or not np.isfinite(f).any():
-            col = pa.array(np.where(np.isfinite(f), f, 0).astype(np.int64), mask=~np.isfinite(f))
+        fin = np.isfinite(f)
+        if (f[fin] == np.round(f[fin])).all():
+            col = pa.array(np.where(fin, f, 0).astype(np.int64), mask=~fin)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         col = col.cast(pa.string())
     return col
@@ -50,29 +61,18 @@ class FeatureEncoder:
 
     Args:
         fields: the schema's feature specs, in order (F of them).
-        n_bins: maximum quantile bins per numeric field.
-        max_vocab: maximum vocabulary size per categorical field.
-        min_count: a category needs this many training rows to get its own id.
+        config: EncoderConfig; keyword overrides (n_bins=..., ...) are applied on top.
     """
 
     def __init__(
-        self,
-        fields: list[FeatureSpec],
-        *,
-        n_bins: int = 32,
-        max_vocab: int = 10_000,
-        min_count: int = 1,
+        self, fields: list[FeatureSpec], config: EncoderConfig | None = None, **overrides
     ) -> None:
-        if n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-        if max_vocab < 1:
-            raise ValueError(f"max_vocab must be >= 1, got {max_vocab}")
-        if min_count < 1:
-            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        base = (config or EncoderConfig()).model_dump()
+        self.config = EncoderConfig(**{**base, **overrides})
         self.fields = list(fields)
-        self.n_bins = n_bins
-        self.max_vocab = max_vocab
-        self.min_count = min_count
+        self.n_bins = self.config.n_bins
+        self.max_vocab = self.config.max_vocab
+        self.min_count = self.config.min_count
         self.edges_: dict[str, list[float]] | None = None
         self.vocab_: dict[str, list[str]] | None = None
 
@@ -145,9 +145,7 @@ class FeatureEncoder:
         self._check_fitted()
         return {
             "fields": [f.model_dump() for f in self.fields],
-            "n_bins": self.n_bins,
-            "max_vocab": self.max_vocab,
-            "min_count": self.min_count,
+            "config": self.config.model_dump(),
             "edges": self.edges_,
             "vocab": self.vocab_,
         }
@@ -155,12 +153,7 @@ class FeatureEncoder:
     @classmethod
     def from_dict(cls, d: dict) -> FeatureEncoder:
         try:
-            enc = cls(
-                [FeatureSpec(**f) for f in d["fields"]],
-                n_bins=d["n_bins"],
-                max_vocab=d["max_vocab"],
-                min_count=d["min_count"],
-            )
+            enc = cls([FeatureSpec(**f) for f in d["fields"]], EncoderConfig(**d["config"]))
             enc.edges_ = {k: [float(e) for e in v] for k, v in d["edges"].items()}
             enc.vocab_ = {k: [str(e) for e in v] for k, v in d["vocab"].items()}
         except (KeyError, TypeError) as e:

@@ -1,0 +1,282 @@
+"""scikit-learn-shaped estimators around the networks.
+
+Every estimator answers the same question: ``predict_outcomes(data)`` returns
+potential outcomes ``y_hat`` of shape (N, K+1, R), ``y_hat[:, 0]`` being the
+no-treatment estimate. Metrics, decisions and serving only see that array.
+
+The constructor only stores parameters; ``fit`` validates and trains and
+returns self; learned state ends in ``_``; predicting before fitting raises
+``NotFittedError``. ``save`` writes an artifact folder (JSON + safetensors +
+manifest) and ``load_estimator`` reads any registered estimator back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+import torch
+from pydantic import BaseModel
+
+from hmum.data.encoder import EncoderConfig, FeatureEncoder
+from hmum.data.schema import Schema
+from hmum.data.split import split_indices
+from hmum.data.validate import ExperimentData, validate_table
+from hmum.models.hum import HUM, HUMConfig
+from hmum.training.artifacts import ArtifactError, read_artifact, write_artifact
+from hmum.training.losses import hum_loss
+from hmum.training.trainer import Trainer, TrainerConfig, TrainingHistory
+
+
+class NotFittedError(RuntimeError):
+    """The estimator was used before ``fit`` (or ``load``)."""
+
+
+_REGISTRY: dict[str, type[NeuralUpliftEstimator]] = {}
+
+
+def register(cls: type[NeuralUpliftEstimator]) -> type[NeuralUpliftEstimator]:
+    _REGISTRY[cls.model_type] = cls
+    return cls
+
+
+class NeuralUpliftEstimator:
+    """Shared machinery: encoding, standardization, training, artifacts.
+
+    Subclasses set ``model_type`` and ``config_class`` and implement
+    ``_build``, ``_loss`` and ``_outcomes``.
+
+    Args:
+        schema: the experiment's Schema (K treatments, R responses, F fields).
+        model: the network's config (a pydantic model of ``config_class``) or a dict.
+        trainer: TrainerConfig or dict.
+        encoder: EncoderConfig or dict.
+    """
+
+    model_type: ClassVar[str] = ""
+    config_class: ClassVar[type[BaseModel]] = BaseModel
+
+    def __init__(self, schema: Schema, *, model=None, trainer=None, encoder=None) -> None:
+        self.schema = schema
+        self.model = model
+        self.trainer = trainer
+        self.encoder = encoder
+
+    # --- configs ----------------------------------------------------------
+    def _configs(self) -> tuple[BaseModel, TrainerConfig, EncoderConfig]:
+        def as_cfg(v, cls):
+            if v is None:
+                return cls()
+            if isinstance(v, cls):
+                return v
+            if isinstance(v, dict):
+                return cls(**v)
+            raise TypeError(f"expected {cls.__name__} or dict, got {type(v).__name__}")
+
+        return (
+            as_cfg(self.model, self.config_class),
+            as_cfg(self.trainer, TrainerConfig),
+            as_cfg(self.encoder, EncoderConfig),
+        )
+
+    # --- subclass hooks -----------------------------------------------------
+    def _build(self, cardinalities, links, y_mean, y_std, cfg) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _loss(self, module, batch):
+        raise NotImplementedError
+
+    def _outcomes(self, module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"y_hat": (n, K+1, R), ...extras} for an encoded batch x (n, F)."""
+        raise NotImplementedError
+
+    # --- fitting ------------------------------------------------------------
+    def fit(
+        self,
+        train: ExperimentData,
+        valid: ExperimentData | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        progress: bool = False,
+    ) -> NeuralUpliftEstimator:
+        """Fit on ``train``; ``valid`` drives early stopping and the LR schedule.
+
+        Without ``valid``, 10 % of ``train`` (stratified by arm, seeded) is held out.
+        """
+        model_cfg, trainer_cfg, enc_cfg = self._configs()
+        self._check_data(train, "train")
+        if valid is None:
+            tr, va = split_indices(train.arm, (0.9, 0.1), seed=trainer_cfg.seed)
+            train, valid = train.take(tr), train.take(va)
+        else:
+            self._check_data(valid, "valid")
+        encoder = FeatureEncoder(self.schema.features, enc_cfg).fit(train.features)
+        y_mean = train.y.mean(axis=0)
+        y_std = train.y.std(axis=0)
+        if (y_std <= 0).any():
+            bad = [self.schema.response_names[r] for r in np.flatnonzero(y_std <= 0)]
+            raise ValueError(
+                f"response(s) {bad} are constant in the training data; nothing to learn"
+            )
+        links = [r.link for r in self.schema.responses]
+        torch.manual_seed(trainer_cfg.seed)
+        module = self._build(
+            encoder.cardinalities,
+            links,
+            torch.tensor(y_mean, dtype=torch.float32),
+            torch.tensor(y_std, dtype=torch.float32),
+            model_cfg,
+        )
+
+        def tensors(d: ExperimentData):
+            return (
+                torch.from_numpy(encoder.transform(d.features)),
+                torch.from_numpy(d.arm),
+                torch.from_numpy(d.y.astype(np.float32)),
+            )
+
+        history = Trainer(trainer_cfg, checkpoint_dir=checkpoint_dir, progress=progress).fit(
+            module, self._loss, tensors(train), tensors(valid), resume=resume
+        )
+        module.to("cpu").eval()
+        self.encoder_, self.module_, self.history_ = encoder, module, history
+        self.model_config_, self.trainer_config_ = model_cfg, trainer_cfg
+        return self
+
+    def _check_data(self, d: ExperimentData, name: str) -> None:
+        if not isinstance(d, ExperimentData):
+            raise TypeError(f"{name}: expected ExperimentData (see hmum.data.load_experiment), "
+                            f"got {type(d).__name__}")
+        if d.arm is None or d.y is None:
+            raise ValueError(f"{name}: training data needs the arm and the responses")
+        same = (d.schema.arms, d.schema.response_names) == (
+            self.schema.arms, self.schema.response_names
+        )
+        if not same:
+            raise ValueError(f"{name}: its schema does not match the estimator's schema")
+
+    # --- prediction -----------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "module_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit() or load an artifact"
+            )
+
+    def encode(self, data: ExperimentData | pa.Table) -> np.ndarray:
+        """Feature ids (N, F) int32 of ``data`` (validated features or a raw table)."""
+        self._check_fitted()
+        if isinstance(data, pa.Table):
+            data = validate_table(data, self.schema, require_arm=False, require_responses=False)
+        return self.encoder_.transform(data.features)
+
+    @torch.inference_mode()
+    def predict_all(
+        self, data: ExperimentData | pa.Table | np.ndarray, *, batch_size: int = 65536
+    ) -> dict[str, np.ndarray]:
+        """Every output in batches: {"y_hat": (N, K+1, R), ...model extras}, float32.
+
+        ``data`` may also be pre-encoded feature ids (N, F).
+        """
+        self._check_fitted()
+        x = data if isinstance(data, np.ndarray) else self.encode(data)
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        parts: dict[str, list[np.ndarray]] = {}
+        for s in range(0, xt.shape[0], batch_size):
+            for k, v in self._outcomes(self.module_, xt[s : s + batch_size]).items():
+                parts.setdefault(k, []).append(v.numpy())
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def predict_outcomes(self, data, *, batch_size: int = 65536) -> np.ndarray:
+        """Potential outcomes y_hat (N, K+1, R); y_hat[:, 0] is the no-treatment estimate."""
+        return self.predict_all(data, batch_size=batch_size)["y_hat"]
+
+    def predict_uplift(self, data, *, batch_size: int = 65536) -> np.ndarray:
+        """Absolute uplift tau (N, K, R) = y_hat[:, 1:] - y_hat[:, :1]."""
+        y = self.predict_outcomes(data, batch_size=batch_size)
+        return y[:, 1:] - y[:, :1]
+
+    # --- artifacts ------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the artifact folder: config, schema, encoder, history, weights, manifest."""
+        self._check_fitted()
+        config = {
+            "model_type": self.model_type,
+            "model": self.model_config_.model_dump(),
+            "trainer": self.trainer_config_.model_dump(),
+            "cardinalities": self.encoder_.cardinalities,
+            "links": [r.link for r in self.schema.responses],
+        }
+        return write_artifact(
+            path,
+            json_files={
+                "config": config,
+                "schema": self.schema.model_dump(),
+                "encoder": self.encoder_.to_dict(),
+                "history": self.history_.model_dump(),
+            },
+            tensors=self.module_.state_dict(),
+        )
+
+    @classmethod
+    def _from_artifact(cls, jsons: dict, weights: dict) -> NeuralUpliftEstimator:
+        config = jsons["config"]
+        schema = Schema.model_validate(jsons["schema"])
+        est = cls(schema, model=config["model"], trainer=config["trainer"])
+        model_cfg, trainer_cfg, _ = est._configs()
+        module = est._build(
+            config["cardinalities"],
+            config["links"],
+            weights["y_mean"],
+            weights["y_std"],
+            model_cfg,
+        )
+        module.load_state_dict(weights)
+        module.eval()
+        est.encoder_ = FeatureEncoder.from_dict(jsons["encoder"])
+        est.module_, est.model_config_, est.trainer_config_ = module, model_cfg, trainer_cfg
+        est.history_ = TrainingHistory.model_validate(jsons.get("history", {}))
+        return est
+
+
+def load_estimator(path: str | Path) -> NeuralUpliftEstimator:
+    """Load any registered estimator from its artifact folder (sums verified)."""
+    jsons, weights = read_artifact(path)
+    for name in ("config", "schema", "encoder"):
+        if name not in jsons:
+            raise ArtifactError(f"{path}: {name}.json missing from the artifact")
+    mtype = jsons["config"].get("model_type")
+    if mtype not in _REGISTRY:
+        raise ArtifactError(f"{path}: unknown model_type {mtype!r}; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[mtype]._from_artifact(jsons, weights)
+
+
+@register
+class HUMEstimator(NeuralUpliftEstimator):
+    """HUM (paper §4.1) as an estimator.
+
+    ``predict_all`` also returns ``y0_branch`` (N, K, R): each treatment's
+    branches' own control estimate y^{0,k}; ``y_hat[:, 0]`` is their mean y0*.
+    """
+
+    model_type = "hum"
+    config_class = HUMConfig
+
+    def _build(self, cardinalities, links, y_mean, y_std, cfg):
+        self._kl_weight = cfg.kl_weight
+        return HUM(cardinalities, self.schema.K, links, y_mean, y_std, cfg)
+
+    def _loss(self, module: HUM, batch):
+        x, arm, y = batch
+        out = module(x)
+        return hum_loss(out, arm, y, module.y_std, module.branch_treatment, self._kl_weight)
+
+    def _outcomes(self, module: HUM, x):
+        y_hat, y0b = module.potential_outcomes(module(x))
+        return {"y_hat": y_hat, "y0_branch": y0b}
+
+    def predict_branch_controls(self, data, *, batch_size: int = 65536) -> np.ndarray:
+        """y0_branch (N, K, R): each treatment branch's own no-treatment estimate."""
+        return self.predict_all(data, batch_size=batch_size)["y0_branch"]

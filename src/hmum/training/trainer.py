@@ -1,0 +1,288 @@
+"""The trainer: loop, optimizer, LR schedule, early stopping, checkpoints.
+
+Models only do ``forward``; the trainer owns everything else. It is generic:
+``loss_fn(model, batch) -> (loss, logs)`` says how a batch (a tuple of tensor
+slices) becomes a scalar loss, so HUM, the baselines and the value-weight model
+share one loop.
+
+Checkpoints (``checkpoint_dir``) hold no pickle: tensors (model, best model,
+optimizer state) in safetensors, everything else in JSON. A run started again
+with ``resume=True`` continues after the last finished epoch and ends with the
+same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hmum.data.batching import BatchIterator
+
+LossFn = Callable[[nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, float]]]
+
+
+class TrainerConfig(BaseModel):
+    """Training settings; defaults are the paper's appendix A.1."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(4096, ge=1)
+    max_epochs: int = Field(30, ge=1)
+    lr_factor: float = Field(0.6, gt=0, lt=1, description="ReduceLROnPlateau factor")
+    lr_patience: int = Field(2, ge=0, description="ReduceLROnPlateau patience (epochs)")
+    early_stopping_patience: int = Field(
+        5, ge=1, description="stop after this many epochs without validation improvement"
+    )
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    num_threads: int | None = Field(None, ge=1, description="torch threads; None = leave as is")
+    device: str = "cpu"
+
+
+class TrainingHistory(BaseModel):
+    epochs: list[dict] = Field(default_factory=list)
+    best_epoch: int = -1
+    best_valid_loss: float = math.inf
+    stopped_early: bool = False
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state_dict into tensors and JSON-able values."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for pid, st in state["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().clone().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    return tensors, {"scalars": scalars, "param_groups": state["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for pid, st in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(st)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+class Trainer:
+    """Fits a model with Adam + ReduceLROnPlateau + early stopping on validation loss.
+
+    Args:
+        config: TrainerConfig.
+        checkpoint_dir: where to keep the last checkpoint (None: no checkpoints).
+        progress: show a rich progress bar with the loss per epoch.
+        log: callable receiving one dict per finished epoch.
+    """
+
+    def __init__(
+        self,
+        config: TrainerConfig | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        progress: bool = False,
+        log: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.config = config or TrainerConfig()
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.progress = progress
+        self.log = log
+
+    # ------------------------------------------------------------------------
+    def fit(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        train: Sequence[torch.Tensor],
+        valid: Sequence[torch.Tensor],
+        *,
+        resume: bool = False,
+    ) -> TrainingHistory:
+        """Train ``model`` in place; at the end it holds the best validation weights.
+
+        train / valid: aligned tensors, first dimension = rows (e.g. x (N, F),
+        arm (N,), y (N, R)). Each batch passed to ``loss_fn`` is a tuple of slices.
+        """
+        cfg = self.config
+        old_threads = torch.get_num_threads()
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        try:
+            return self._fit(model, loss_fn, train, valid, resume)
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _fit(self, model, loss_fn, train, valid, resume) -> TrainingHistory:
+        cfg = self.config
+        device = torch.device(cfg.device)
+        model.to(device)
+        train = [t.to(device) for t in train]
+        valid = [t.to(device) for t in valid]
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
+        )
+        batches = BatchIterator(train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+        history = TrainingHistory()
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        bad_epochs = 0
+        start_epoch = 0
+        if resume and self.checkpoint_dir and (self.checkpoint_dir / "state.json").exists():
+            start_epoch, bad_epochs, history, best_state = self._load_checkpoint(
+                model, opt, sched, device
+            )
+
+        bar = None
+        if self.progress:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            bar = Progress(
+                TextColumn("[bold]epoch {task.fields[epoch]}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} batches"),
+                TextColumn("{task.fields[msg]}"),
+                TimeElapsedColumn(),
+            )
+            bar.start()
+            task = bar.add_task("train", total=len(batches), epoch=start_epoch + 1, msg="")
+        try:
+            for epoch in range(start_epoch, cfg.max_epochs):
+                t0 = time.perf_counter()
+                model.train()
+                batches.set_epoch(epoch)
+                tot, rows = 0.0, 0
+                if bar:
+                    bar.reset(task, total=len(batches), epoch=epoch + 1)
+                for batch in batches:
+                    loss, _ = loss_fn(model, batch)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"training loss became {float(loss)} at epoch {epoch + 1}; "
+                            "lower the learning rate or check the responses' scale"
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    n = batch[0].shape[0]
+                    tot += float(loss.detach()) * n
+                    rows += n
+                    if bar:
+                        bar.update(task, advance=1)
+                train_loss = tot / max(rows, 1)
+                valid_loss, valid_logs = self.evaluate(model, loss_fn, valid)
+                sched.step(valid_loss)
+                improved = valid_loss < history.best_valid_loss
+                if improved:
+                    history.best_valid_loss = valid_loss
+                    history.best_epoch = epoch + 1
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    bad_epochs = 0
+                else:
+                    bad_epochs += 1
+                rec = {
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    "valid_loss": valid_loss,
+                    **{f"valid_{k}": v for k, v in valid_logs.items()},
+                    "lr": opt.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - t0,
+                    "rows_per_s": rows / max(time.perf_counter() - t0, 1e-9),
+                }
+                history.epochs.append(rec)
+                if bar:
+                    bar.update(
+                        task, msg=f"train {train_loss:.4f}  valid {valid_loss:.4f}"
+                        + ("  *" if improved else "")
+                    )
+                    bar.console.print(
+                        f"epoch {epoch + 1}: train {train_loss:.4f} valid {valid_loss:.4f} "
+                        f"lr {rec['lr']:.2e} ({rec['seconds']:.1f}s)"
+                    )
+                if self.log:
+                    self.log(rec)
+                stop = bad_epochs >= cfg.early_stopping_patience
+                history.stopped_early = stop
+                if self.checkpoint_dir:
+                    self._save_checkpoint(model, opt, sched, epoch + 1, bad_epochs, history,
+                                          best_state)
+                if stop:
+                    break
+        finally:
+            if bar:
+                bar.stop()
+        model.load_state_dict(best_state)
+        return history
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, loss_fn: LossFn, data: Sequence[torch.Tensor]
+    ) -> tuple[float, dict[str, float]]:
+        """Mean loss (and logs) over ``data``, weighted by batch rows."""
+        model.eval()
+        tot, rows, logs_sum = 0.0, 0, {}
+        for batch in BatchIterator(data, batch_size=max(self.config.batch_size, 8192)):
+            loss, logs = loss_fn(model, batch)
+            n = batch[0].shape[0]
+            tot += float(loss) * n
+            rows += n
+            for k, v in logs.items():
+                logs_sum[k] = logs_sum.get(k, 0.0) + v * n
+        return tot / max(rows, 1), {k: v / max(rows, 1) for k, v in logs_sum.items()}
+
+    # --- checkpoints ----------------------------------------------------------
+    def _save_checkpoint(self, model, opt, sched, epoch, bad_epochs, history, best_state):
+        d = self.checkpoint_dir
+        tmp = d.with_name(d.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        opt_tensors, opt_meta = _flatten_optimizer(opt.state_dict())
+        tensors = {
+            f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+        }
+        tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_state.items()})
+        tensors.update({k: v.cpu() for k, v in opt_tensors.items()})
+        save_file(tensors, tmp / "tensors.safetensors")
+        state = {
+            "epoch": epoch,
+            "bad_epochs": bad_epochs,
+            "history": history.model_dump(),
+            "optimizer": opt_meta,
+            "scheduler": sched.state_dict(),
+        }
+        (tmp / "state.json").write_text(json.dumps(state))
+        # swap in the new checkpoint in two renames; a crash leaves one whole copy
+        old = d.with_name(d.name + ".old")
+        if d.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            d.rename(old)
+        tmp.rename(d)
+        if old.exists():
+            shutil.rmtree(old)
+
+    def _load_checkpoint(self, model, opt, sched, device):
+        d = self.checkpoint_dir
+        state = json.loads((d / "state.json").read_text())
+        tensors = load_file(d / "tensors.safetensors", device=str(device))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+        sched.load_state_dict(state["scheduler"])
+        history = TrainingHistory.model_validate(state["history"])
+        return state["epoch"], state["bad_epochs"], history, best
