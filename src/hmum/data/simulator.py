@@ -9,7 +9,7 @@ the share labels of paper eq. 9) for the value-weight model of the decision half
 
 Everything below is deterministic for ``SimulatorConfig.seed``: user ``i`` depends
 only on ``(seed, i)`` (random streams are keyed by ``(seed, stream, block)`` with
-blocks of 50 000 users), so the output does not depend on ``chunk_size``, and the
+blocks of 10 000 users), so the output does not depend on ``chunk_size``, and the
 first ``n`` users of a large run equal a run of ``n`` users.
 
 Generating equations
@@ -21,7 +21,7 @@ with mean ``m`` and shape ``k`` (a Poisson draw with a Gamma(k, m/k) rate);
 ``ordinal(x; c)`` is the number of cut points ``c`` below ``x``.
 
 **1. Users.** ``region`` (8 values), ``gender`` (3) and ``age_band`` (6) are drawn
-from fixed shares. Four latent traits follow, each partly explained by them:
+from fixed shares. Latent traits follow, partly explained by them:
 
 * orientation ``u = a_region + a_gender + a_age + 0.9 z`` (``u > 0``:
   consumption-oriented, ``u < 0``: commercially-oriented); ``c = sigmoid(u)``;
@@ -37,16 +37,16 @@ written, unless ``write_latent``):
 
 * categorical: ``region``, ``gender``, ``age_band``,
   ``device_tier = ordinal(q)``, ``activity_level = ordinal(e + 0.5 z)``,
-  ``commercial_value_class = ordinal(-u + 0.3 q + 0.6 z)``;
+  ``commercial_value_class = ordinal(-u + 0.3 q + z)``;
 * numeric: ``usage_time_7d = 7 * 40 * exp(0.6 e + 0.25 u + h_time + 0.3 z)``
   (minutes; ``usage_time_30d`` the same with 30 days and noise ``0.12 z``),
   ``video_views_7d ~ NB(7 * 25 * exp(0.5 e - 0.25 u + h_views + 0.3 z), 5)``
-  (``video_views_30d`` alike), ``avg_play_seconds = 25 exp(0.35 u + 0.25 z)``,
+  (``video_views_30d`` alike), ``avg_play_seconds = 25 exp(0.25 u + 0.4 z)``,
   ``tenure_days = clip(exp(6 - 0.6 n + 0.2 e + 0.5 z), 1, 3650)``,
   ``follow_count ~ NB(exp(3 + 0.4 e + 0.5 v), 1)``,
   ``like_rate_30d = sigmoid(-3 + 0.5 v + 0.15 u + 0.3 z)``,
   ``comment_count_30d ~ NB(exp(0.3 + 0.3 e + 0.7 v), 0.8)``,
-  ``ad_click_rate_30d = sigmoid(-4 - 0.45 u + 0.35 z)``,
+  ``ad_click_rate_30d = sigmoid(-4 - 0.3 u + 0.5 z)``,
   ``purchase_count_90d ~ NB(exp(-0.6 - 0.5 u + 0.3 q), 0.7)``.
 
 **2. Potential outcomes.** Responses live on three axes: consumption, commercial,
@@ -72,19 +72,22 @@ follows        count       1         (0.5, 0, 0.8)     NB shape 0.5
 where ``A^a`` is the effect of arm a on the three axes (``m = 1 - c``,
 ``sv = sigmoid(v - 0.5)``, ``nv = sigmoid(n)``):
 
-* t1, consumption-side scorer: ``s1 * (1.5 c - 0.3, 1.2 c - 1.0, 0.3 (c - 0.5))``;
-* t2, commercialization-side scorer: ``s2 * (1.2 m - 1.0, 1.5 m - 0.3, -0.1)``;
+* t1, consumption-side scorer: ``s1 * (1.5 c - 0.3, 1.4 c - 1.1, 0.3 (c - 0.5))``;
+* t2, commercialization-side scorer: ``s2 * (1.4 m - 1.1, 1.5 m - 0.3, -0.1)``;
 * t3, social / interaction scorer: ``s3 * (0.8 sv - 0.6, 0.2 - 0.5 sv, 1.6 sv - 0.4)``;
 * t4, freshness scorer: ``s4 * (1.4 nv - 0.6, 1.2 nv - 0.5, 0.6 nv - 0.3)``;
 * "all" (every treatment at once, K > 1): ``sum_k A^k + I`` with the interaction
-  ``I = -sqrt(s1 s2) * (0.45, 0.1, 0)`` when t1 and t2 are stacked, minus
-  ``0.3 |A^k|`` (element-wise) for every stacked k >= 3 (diminishing returns).
+  ``I = sqrt(s1 s2) * (-0.45, 0.25, 0)`` when t1 and t2 are stacked (the stacked
+  scorers over-promote short commercial videos), minus ``0.3 |A^k|``
+  (element-wise) for every stacked k >= 3 (diminishing returns).
 
 So t1 for everyone raises mean usage time and lowers mean views, t2 does the
 opposite, and both together trade off as well (the pattern of paper Table 4),
 while sending t1 to consumption-oriented users and t2 to commercially-oriented
-ones raises both. With ``effect_scale = 1`` population effects are about 0.3-1.5 %
-(per-user up to a few %), small against the response noise, as in real A/B tests.
+ones raises both. With ``effect_scale = 1`` the population effects of t1, t2 and
+"all" are about 0.5-1.5 % (t3, t4: 0.05-1 %; per user up to a few %), small
+against the response noise, as in real A/B tests. Effect signs vary across users
+(e.g. t1 raises views for the most consumption-oriented users).
 
 **3. Value weights.** The user's latent value weight over responses is
 ``w = softmax(theta)``, ``theta_r = 0.5 * l_r . (u, -u, v - 1)`` (for R = 2,
@@ -117,14 +120,26 @@ percentile ranks ``p_r`` are taken within the catalog's scores, and its type is
 ``sum_r w_req_r p_r + 0.05 * Gumbel`` are exposed; the label
 ``o_r = V_r / V`` is the share of exposed candidates of type r (eq. 9, sums to 1).
 
-Public API: ``SimulatorConfig``, ``simulate``, ``simulate_users``,
-``simulate_requests``, ``simulation_schema``, ``SimulationResult``.
+**6. Files** written by ``simulate(config, out_dir)``:
+
+* ``users.parquet``: ``user_id``, the 17 fields (categorical as strings), ``arm``
+  (0 = control, k = t_k), ``propensity``, the R responses, and the ground truth
+  ``mu__<arm>__<response>`` for arm in control, t1..tK and ``all`` (K > 1);
+* ``requests.parquet``: ``request_id``, ``user_id``, ``cand_<field>`` and
+  ``recent_<field>`` (fixed-size lists of item-field codes), ``cand_score_<response>``,
+  ``exposed`` (candidate indices), labels ``o_<response>`` and the request's latent
+  value weights ``true_w_<response>``;
+* ``schema.json`` (the users table's Schema) and ``simulation.json`` (the config).
+
+Public API: ``SimulatorConfig``, ``simulate``, ``SimulationResult``,
+``simulate_users``, ``simulate_requests``, ``simulation_schema``, ``arm_names``;
+constants ``RESPONSES``, ``TREATMENTS``, ``ITEM_FIELDS``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,8 +206,8 @@ ITEM_FIELDS: dict[str, int] = {
 }
 
 _BASE_EFFECT = 0.02  # lam at effect_scale = 1
-_BLOCK = 50_000  # users per random-stream block (the unit of determinism)
-_REQ_BLOCK = 10_000  # requests per random-stream block
+_BLOCK = 10_000  # users per random-stream block (the unit of determinism)
+_REQ_BLOCK = 2_000  # requests per random-stream block
 _STREAM_USERS, _STREAM_ASSIGN, _STREAM_OUTCOME, _STREAM_CATALOG, _STREAM_REQUESTS = range(5)
 
 _REGIONS = ("north", "south", "east", "west", "central", "northeast", "northwest", "southwest")
@@ -415,7 +430,9 @@ def _population(seed: int, block: int) -> dict[str, np.ndarray]:
     """Features and latent traits of the _BLOCK users of one block (all arrays (B,))."""
     rng = _rng(seed, _STREAM_USERS, block)
     n = _BLOCK
-    z = rng.standard_normal((24, n))  # one row per Gaussian need, in a fixed order
+    # One row per Gaussian need, in a fixed order; spare rows let a field be added
+    # later without shifting the draws of the others.
+    z = rng.standard_normal((24, n))
     uni = rng.random((3, n))
     region = _categorical(uni[0], np.asarray(_REGION_P)).astype(np.int8)
     gender = _categorical(uni[1], np.asarray(_GENDER_P)).astype(np.int8)
@@ -439,7 +456,7 @@ def _population(seed: int, block: int) -> dict[str, np.ndarray]:
         "age_band": age,
         "device_tier": _ordinal(q, _DEVICE_CUTS),
         "activity_level": _ordinal(e + 0.5 * z[11], _ACTIVITY_CUTS),
-        "commercial_value_class": _ordinal(-u + 0.3 * q + 0.6 * z[12], _COMMERCIAL_CUTS),
+        "commercial_value_class": _ordinal(-u + 0.3 * q + 1.0 * z[12], _COMMERCIAL_CUTS),
     }
     t_log = math.log(40.0) + 0.6 * e + 0.25 * u + h_time
     out["usage_time_7d"] = 7.0 * np.exp(t_log + 0.3 * z[13])
@@ -447,12 +464,12 @@ def _population(seed: int, block: int) -> dict[str, np.ndarray]:
     v_log = math.log(25.0) + 0.5 * e - 0.25 * u + h_views
     out["video_views_7d"] = _neg_binomial(rng, 7.0 * np.exp(v_log + 0.3 * z[15]), 5.0)
     out["video_views_30d"] = _neg_binomial(rng, 30.0 * np.exp(v_log + 0.12 * z[16]), 5.0)
-    out["avg_play_seconds"] = 25.0 * np.exp(0.35 * u + 0.25 * z[17])
+    out["avg_play_seconds"] = 25.0 * np.exp(0.25 * u + 0.4 * z[17])
     out["tenure_days"] = np.clip(np.rint(np.exp(6.0 - 0.6 * nov + 0.2 * e + 0.5 * z[18])), 1, 3650)
     out["follow_count"] = _neg_binomial(rng, np.exp(3.0 + 0.4 * e + 0.5 * v), 1.0)
     out["like_rate_30d"] = _sigmoid(-3.0 + 0.5 * v + 0.15 * u + 0.3 * z[19])
     out["comment_count_30d"] = _neg_binomial(rng, np.exp(0.3 + 0.3 * e + 0.7 * v), 0.8)
-    out["ad_click_rate_30d"] = _sigmoid(-4.0 - 0.45 * u + 0.35 * z[20])
+    out["ad_click_rate_30d"] = _sigmoid(-4.0 - 0.3 * u + 0.5 * z[20])
     out["purchase_count_90d"] = _neg_binomial(rng, np.exp(-0.6 - 0.5 * u + 0.3 * q), 0.7)
 
     out.update(
@@ -483,8 +500,8 @@ def _effect_axes(pop: dict[str, np.ndarray], n_treatments: int) -> np.ndarray:
     nv = _sigmoid(pop["latent_novelty"])
     s = [pop[f"latent_sensitivity_t{k}"] for k in range(1, 5)]
     per_k = [
-        s[0][:, None] * np.stack([1.5 * c - 0.3, 1.2 * c - 1.0, 0.3 * (c - 0.5)], axis=1),
-        s[1][:, None] * np.stack([1.2 * m - 1.0, 1.5 * m - 0.3, np.full_like(m, -0.1)], axis=1),
+        s[0][:, None] * np.stack([1.5 * c - 0.3, 1.4 * c - 1.1, 0.3 * (c - 0.5)], axis=1),
+        s[1][:, None] * np.stack([1.4 * m - 1.1, 1.5 * m - 0.3, np.full_like(m, -0.1)], axis=1),
         s[2][:, None] * np.stack([0.8 * sv - 0.6, 0.2 - 0.5 * sv, 1.6 * sv - 0.4], axis=1),
         s[3][:, None] * np.stack([1.4 * nv - 0.6, 1.2 * nv - 0.5, 0.6 * nv - 0.3], axis=1),
     ][:n_treatments]
@@ -493,7 +510,7 @@ def _effect_axes(pop: dict[str, np.ndarray], n_treatments: int) -> np.ndarray:
         both = sum(per_k)
         # Stacking t1 and t2 (a multiplicative scorer) over-promotes short, commercial
         # content: usage time suffers most (paper Table 4, "Both s1 & s2").
-        both = both - np.sqrt(s[0] * s[1])[:, None] * np.array([0.45, 0.1, 0.0])
+        both = both + np.sqrt(s[0] * s[1])[:, None] * np.array([-0.45, 0.25, 0.0])
         for k in range(2, n_treatments):
             both = both - 0.3 * np.abs(per_k[k])
         arms.append(both)
@@ -563,14 +580,30 @@ def _user_block(config: SimulatorConfig, block: int) -> dict[str, np.ndarray]:
     return pop
 
 
-def _user_arrays(config: SimulatorConfig, start: int, n: int) -> dict[str, np.ndarray]:
-    """The block arrays for users [start, start + n), concatenated along rows."""
-    parts = []
+def _user_parts(
+    config: SimulatorConfig, start: int, n: int, cache: dict[int, dict] | None = None
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(first user id, arrays) for each block's share of users [start, start + n).
+
+    ``cache`` keeps the last block, so consecutive chunks that split a block do not
+    generate it twice.
+    """
     for b in range(start // _BLOCK, (start + n - 1) // _BLOCK + 1):
-        blk = _user_block(config, b)
+        if cache is not None and b in cache:
+            blk = cache[b]
+        else:
+            blk = _user_block(config, b)
+            if cache is not None:
+                cache.clear()
+                cache[b] = blk
         lo = max(start - b * _BLOCK, 0)
         hi = min(start + n - b * _BLOCK, _BLOCK)
-        parts.append({k: a[lo:hi] for k, a in blk.items()})
+        yield b * _BLOCK + lo, {k: a[lo:hi] for k, a in blk.items()}
+
+
+def _user_arrays(config: SimulatorConfig, start: int, n: int) -> dict[str, np.ndarray]:
+    """The arrays of users [start, start + n), concatenated along rows."""
+    parts = [p for _, p in _user_parts(config, start, n)]
     if len(parts) == 1:
         return parts[0]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -795,6 +828,7 @@ def _requests_table(arr: dict[str, np.ndarray], cat: _Catalog, config: Simulator
 
 
 def _request_arrays(config, cat, theta_of, start: int, n: int) -> dict[str, np.ndarray]:
+    """The arrays of requests [start, start + n), concatenated along rows."""
     parts = []
     for b in range(start // _REQ_BLOCK, (start + n - 1) // _REQ_BLOCK + 1):
         blk = _request_block(config, cat, b, theta_of)
@@ -913,8 +947,8 @@ def simulate(
     Writes ``users.parquet`` (``config.n_users`` rows, see ``simulate_users``),
     ``requests.parquet`` (``config.n_requests`` rows, see ``simulate_requests``),
     ``schema.json`` (the users table's Schema) and ``simulation.json`` (the config).
-    Users are generated and written ``chunk_size`` at a time, requests
-    ``max(1, chunk_size // 50)`` at a time, so memory stays bounded.
+    Users are generated and written ``chunk_size`` at a time, requests about
+    ``chunk_size // 50`` at a time (whole blocks of 2 000), so memory stays bounded.
 
     Args:
         progress: called as ``progress(stage, done, total)`` with stage "users" or
@@ -930,13 +964,17 @@ def simulate(
     summary = _Summary(config)
 
     writer: pq.ParquetWriter | None = None
+    cache: dict[int, dict] = {}
     try:
         for start in range(0, config.n_users, config.chunk_size):
             n = min(config.chunk_size, config.n_users - start)
-            arr = _user_arrays(config, start, n)
-            summary.add_users(arr)
-            table = _users_table(arr, config, start, config.write_latent)
-            del arr
+            tables = []
+            # Block by block: no concatenation of numpy arrays, only of Arrow chunks.
+            for first, part in _user_parts(config, start, n, cache):
+                summary.add_users(part)
+                tables.append(_users_table(part, config, first, config.write_latent))
+            table = pa.concat_tables(tables)
+            del tables
             if writer is None:
                 writer = pq.ParquetWriter(users_path, table.schema)
             writer.write_table(table)
@@ -948,7 +986,8 @@ def simulate(
 
     cat = _catalog(config)
     theta_of = _theta_lookup(config)
-    step = max(1, config.chunk_size // 50)
+    # Request rows are ~50x wider than user rows; whole blocks avoid regenerating one.
+    step = max(1, config.chunk_size // 50 // _REQ_BLOCK) * _REQ_BLOCK
     writer = None
     try:
         for start in range(0, config.n_requests, step):
