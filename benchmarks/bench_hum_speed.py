@@ -1,0 +1,129 @@
+"""HUM speed on this machine: training and inference throughput vs the fp32 matmul peak.
+
+Measured side by side in one process with the same thread count:
+
+1. fp32 matmul peak: median GFLOP/s of a square torch.mm (the best the CPU does).
+2. HUM inference: users/s for all K+1 arms (one forward gives every arm), and the
+   achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter on the same batch)
+   as a fraction of the peak.
+3. HUM training: rows/s of optimizer steps with the paper's batch size 4096.
+
+Usage: python benchmarks/bench_hum_speed.py [--threads 2] [--users 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def matmul_peak(n: int = 2048, reps: int = 7) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--users", type=int, default=200_000)
+    ap.add_argument("--infer-batch", type=int, default=16384)
+    ap.add_argument("--train-steps", type=int, default=40)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from hmum.data.simulator import SimulatorConfig, simulate
+    from hmum.data.validate import load_experiment
+    from hmum.training.estimator import HUMEstimator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = simulate(SimulatorConfig(n_users=args.users, n_requests=0), Path(tmp))
+        data = load_experiment(res.users_path, res.schema)
+    est = HUMEstimator(data.schema, trainer={"max_epochs": 1})
+    est.fit(data.take(np.arange(min(len(data), 50_000))))  # builds encoder + module
+    module = est.module_
+    x_all = torch.from_numpy(est.encode(data))
+    arm = torch.from_numpy(data.arm)
+    y = torch.from_numpy(data.y.astype(np.float32))
+
+    peak = matmul_peak()
+
+    # inference: all K+1 arms per user
+    module.eval()
+    xb = x_all[: args.infer_batch]
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as fc:
+            module.potential_outcomes(module(xb))
+        flops_per_user = fc.get_total_flops() / xb.shape[0]
+        module.potential_outcomes(module(xb))  # warm-up
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            module.potential_outcomes(module(xb))
+            times.append(time.perf_counter() - t0)
+    t_inf = statistics.median(times)
+    users_s = xb.shape[0] / t_inf
+    gflops_inf = flops_per_user * users_s / 1e9
+
+    # end-to-end scoring through the estimator API (encode excluded: pre-encoded ids)
+    x_np = x_all.numpy()
+    t0 = time.perf_counter()
+    est.predict_outcomes(x_np)
+    e2e_users_s = x_np.shape[0] / (time.perf_counter() - t0)
+
+    # training steps, batch 4096, the estimator's loss
+    module.train()
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    bs = 4096
+    perm = torch.randperm(x_all.shape[0])
+    with FlopCounterMode(display=False) as fc:
+        idx = perm[:bs]
+        loss, _ = est._loss(module, (x_all[idx], arm[idx], y[idx]))
+        loss.backward()
+    train_flops_per_row = fc.get_total_flops() / bs
+    step_times = []
+    for s in range(args.train_steps):
+        idx = perm[(s * bs) % (len(perm) - bs):][:bs]
+        t0 = time.perf_counter()
+        loss, _ = est._loss(module, (x_all[idx], arm[idx], y[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step_times.append(time.perf_counter() - t0)
+    t_step = statistics.median(step_times[3:])
+    rows_s = bs / t_step
+    out = {
+        "threads": args.threads,
+        "matmul_peak_gflops": round(peak, 1),
+        "params": sum(p.numel() for p in module.parameters()),
+        "inference_mflop_per_user": round(flops_per_user / 1e6, 3),
+        "inference_users_per_s": round(users_s),
+        "inference_gflops": round(gflops_inf, 1),
+        "inference_fraction_of_peak": round(gflops_inf / peak, 3),
+        "predict_outcomes_users_per_s": round(e2e_users_s),
+        "train_mflop_per_row": round(train_flops_per_row / 1e6, 3),
+        "train_rows_per_s": round(rows_s),
+        "train_gflops": round(train_flops_per_row * rows_s / 1e9, 1),
+        "train_fraction_of_peak": round(train_flops_per_row * rows_s / 1e9 / peak, 3),
+    }
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
