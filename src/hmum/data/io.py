@@ -95,36 +95,56 @@ def iter_batches(
     _check_names(p, names, columns)
     fmt = _format_of(p)
     n_seen = 0
+    for t in _rechunk(_raw_pieces(p, fmt, columns), batch_rows):
+        n_seen += t.num_rows
+        yield t
+    if n_seen == 0:
+        raise DataError(f"{p}: the file has a header but no rows")
+
+
+def _raw_pieces(p: Path, fmt: str, columns: Sequence[str] | None) -> Iterator[pa.Table]:
+    """Pieces of the file in storage order: CSV blocks or Parquet row groups."""
     if fmt == "csv":
         reader = pacsv.open_csv(
             p,
             read_options=pacsv.ReadOptions(block_size=1 << 24),
             convert_options=_csv_convert_options(columns),
         )
-        buf: list[pa.RecordBatch] = []
-        rows = 0
         for rb in reader:
-            buf.append(rb)
-            rows += rb.num_rows
-            if rows >= batch_rows:
-                t = pa.Table.from_batches(buf)
-                for off in range(0, rows - rows % batch_rows, batch_rows):
-                    n_seen += batch_rows
-                    yield t.slice(off, batch_rows)
-                rest = t.slice(rows - rows % batch_rows)
-                buf = rest.to_batches() if rest.num_rows else []
-                rows = rest.num_rows
-        if rows:
-            n_seen += rows
-            yield pa.Table.from_batches(buf)
-    else:
-        ds = pads.dataset(p, format="parquet")
-        for rb in ds.to_batches(columns=list(columns) if columns else None, batch_size=batch_rows):
-            if rb.num_rows:
-                n_seen += rb.num_rows
-                yield pa.Table.from_batches([rb])
-    if n_seen == 0:
-        raise DataError(f"{p}: the file has a header but no rows")
+            yield pa.Table.from_batches([rb])
+        return
+    # Row group by row group: ParquetFile.iter_batches and the dataset scanner both
+    # buffer ahead (GBs on a 10 M-row file); read_row_group keeps memory flat.
+    files = (
+        sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(PARQUET_SUFFIXES))
+        if p.is_dir()
+        else [p]
+    )
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for i in range(pf.num_row_groups):
+            yield pf.read_row_group(i, columns=list(columns) if columns else None)
+
+
+def _rechunk(pieces: Iterator[pa.Table], batch_rows: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of tables into tables of exactly batch_rows rows (last: fewer)."""
+    buf: list[pa.Table] = []
+    rows = 0
+    for piece in pieces:
+        if piece.num_rows == 0:
+            continue
+        buf.append(piece)
+        rows += piece.num_rows
+        if rows >= batch_rows:
+            t = pa.concat_tables(buf)
+            full = rows - rows % batch_rows
+            for off in range(0, full, batch_rows):
+                yield t.slice(off, batch_rows)
+            rest = t.slice(full)
+            buf = [rest] if rest.num_rows else []
+            rows = rest.num_rows
+    if rows:
+        yield pa.concat_tables(buf)
 
 
 def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pa.Table:
