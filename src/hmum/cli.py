@@ -1,0 +1,235 @@
+"""The ``hmum`` command line (Typer + rich). The only module that imports everything."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hmum.cli_serving import score, store_app
+
+app = typer.Typer(
+    help="hmum: heterogeneous multi-treatment, multi-response uplift modeling (HMUM).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+
+def _fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code=2)
+
+
+# --------------------------------------------------------------------------------------
+# simulate
+# --------------------------------------------------------------------------------------
+
+
+def print_simulation_summary(summary: dict) -> None:
+    """Rich tables: rows per arm, true relative effects of each strategy and the oracle."""
+    arms, responses = summary["arms"], summary["responses"]
+    t = Table(title="Simulated experiment: rows and observed means per arm")
+    t.add_column("arm")
+    t.add_column("rows", justify="right")
+    for r in responses:
+        t.add_column(f"mean {r}", justify="right")
+    for a in arms:
+        t.add_row(a, f"{summary['rows_per_arm'][a]:,}",
+                  *[f"{summary['mean_response'][a][r]:.3f}" for r in responses])
+    console.print(t)
+    t = Table(title="Ground truth: relative change vs control when applied to everyone")
+    t.add_column("strategy")
+    for r in responses:
+        t.add_column(r, justify="right")
+    for name, eff in summary["true_relative_effect"].items():
+        t.add_row(f"everyone {name}", *[f"{100 * eff[r]:+.3f}%" for r in responses])
+    oracle = summary["oracle_policy"]
+    t.add_row("[bold]oracle personalized[/]",
+              *[f"[bold]{100 * oracle['relative_effect'][r]:+.3f}%[/]" for r in responses])
+    console.print(t)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/sim"),
+    users: Annotated[int, typer.Option(help="number of users")] = 200_000,
+    treatments: Annotated[int, typer.Option(help="K treatments (1-4)")] = 2,
+    responses: Annotated[int, typer.Option(help="R responses")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    effect_scale: Annotated[float, typer.Option(help="multiplies every true effect")] = 1.0,
+    confounded: Annotated[bool, typer.Option(help="assignment depends on features")] = False,
+    requests: Annotated[int, typer.Option(help="request-level log rows")] = 20_000,
+    candidates: Annotated[int, typer.Option(help="L candidates per request")] = 100,
+) -> None:
+    """Simulate a short-video A/B experiment with ground truth and request logs."""
+    from pydantic import ValidationError
+    from rich.progress import Progress
+
+    from hmum.data.simulator import SimulatorConfig
+    from hmum.data.simulator import simulate as run_simulation
+
+    try:
+        cfg = SimulatorConfig(
+            n_users=users, n_treatments=treatments, n_responses=responses, seed=seed,
+            effect_scale=effect_scale, confounded=confounded, n_requests=requests,
+            n_candidates=candidates,
+        )
+    except ValidationError as e:
+        _fail(str(e))
+    t0 = time.perf_counter()
+    with Progress(console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"simulating {stage}", total=total)
+            bar.update(tasks[stage], completed=done)
+
+        res = run_simulation(cfg, out, progress=progress)
+    console.print(f"wrote {res.users_path}, {res.requests_path}, {res.schema_path} "
+                  f"in {time.perf_counter() - t0:.1f}s")
+    print_simulation_summary(res.summary)
+
+
+# --------------------------------------------------------------------------------------
+# train / evaluate
+# --------------------------------------------------------------------------------------
+
+
+def _load(data: Path, schema: Path | None):
+    from hmum.data.io import DataError
+    from hmum.data.schema import Schema
+    from hmum.data.validate import load_experiment
+
+    schema_path = schema or data.parent / "schema.json"
+    if not schema_path.is_file():
+        _fail(f"schema not found at {schema_path}; pass --schema")
+    try:
+        s = Schema.from_json(schema_path)
+        return s, load_experiment(data, s)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="training data (Parquet/CSV)")],
+    out: Annotated[Path, typer.Option(help="model artifact folder")],
+    schema: Annotated[Path | None, typer.Option(help="schema JSON (default: beside data)")] = None,
+    valid_data: Annotated[Path | None, typer.Option(help="validation data")] = None,
+    split: Annotated[bool, typer.Option(help="hold out an 8:1:1 test split (seeded)")] = True,
+    kl_weight: Annotated[float, typer.Option(help="KL coefficient; 0 = HUM w/o KL")] = 1.0,
+    epochs: Annotated[int, typer.Option(help="maximum epochs")] = 30,
+    batch_size: Annotated[int, typer.Option()] = 4096,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="resumable checkpoints")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+) -> None:
+    """Train HUM on experiment data and write a model artifact."""
+    from hmum.pipeline import train_hum
+
+    s, d = _load(data, schema)
+    valid = _load(valid_data, schema or data.parent / "schema.json")[1] if valid_data else None
+    est, split_info = train_hum(
+        d, valid, kl_weight=kl_weight, trainer={
+            "max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+            "num_threads": threads,
+        }, split=split, checkpoint_dir=checkpoint_dir, resume=resume, progress=True,
+    )
+    est.save(out)
+    h = est.history_
+    console.print(f"saved {out} (best epoch {h.best_epoch}, valid loss {h.best_valid_loss:.4f}; "
+                  f"{split_info})")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="model artifact folder")],
+    data: Annotated[Path, typer.Option(help="evaluation data (Parquet/CSV)")],
+    schema: Annotated[Path | None, typer.Option(help="schema JSON (default: the model's)")] = None,
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/eval"),
+    test_split: Annotated[bool, typer.Option(
+        help="evaluate on the seeded 8:1:1 test split of --data (as train --split held out)"
+    )] = False,
+    seed: Annotated[int, typer.Option(help="seed of that split")] = 0,
+) -> None:
+    """K x R table of normalized Qini/AUUC (+ ground-truth errors), curves and a report."""
+    from hmum.data.validate import load_experiment
+    from hmum.pipeline import evaluate_models, test_part
+    from hmum.training.artifacts import ArtifactError
+    from hmum.training.estimator import load_estimator
+
+    try:
+        est = load_estimator(model)
+    except ArtifactError as e:
+        _fail(str(e))
+    s = est.schema
+    if schema is not None:
+        from hmum.data.schema import Schema
+        s = Schema.from_json(schema)
+    d = load_experiment(data, s)
+    if test_split:
+        d = test_part(d, seed)
+    res = evaluate_models({model.name: est}, d, out)
+    print_evaluation(res)
+    console.print(f"report: {res['report']}")
+
+
+def print_evaluation(res: dict) -> None:
+    for name, tab in res["tables"].items():
+        t = Table(title=f"{name}: normalized Qini / AUUC per (treatment, response)")
+        for c in tab.columns:
+            t.add_column(str(c), justify="right")
+        for row in tab.itertuples(index=False):
+            t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+        console.print(t)
+
+
+# --------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
+    users: Annotated[int, typer.Option(help="simulated users")] = 100_000,
+    epochs: Annotated[int, typer.Option(help="maximum epochs per model")] = 12,
+    effect_scale: Annotated[float, typer.Option(help="true effect multiplier")] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+) -> None:
+    """The main job: simulate -> train HUM and HUM w/o KL -> evaluate both -> report."""
+    from hmum.pipeline import run_demo
+
+    t0 = time.perf_counter()
+    res = run_demo(out, users=users, epochs=epochs, effect_scale=effect_scale, seed=seed,
+                   threads=threads, console=console)
+    print_simulation_summary(res["simulation"])
+    print_evaluation(res)
+    console.print(f"[bold green]demo finished[/] in {time.perf_counter() - t0:.0f}s; "
+                  f"report: {res['report']}")
+
+
+app.command()(score)
+app.add_typer(store_app, name="store")
+
+
+@app.command()
+def version() -> None:
+    """Print the hmum version."""
+    import hmum
+
+    console.print(json.dumps({"hmum": hmum.__version__}))
+
+
+if __name__ == "__main__":
+    app()

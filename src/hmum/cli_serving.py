@@ -1,0 +1,231 @@
+"""``hmum score`` and ``hmum store ...``: the daily scoring job and the uplift store.
+
+Registered in ``hmum.cli`` with::
+
+    from hmum.cli_serving import score, store_app
+    app.command()(score)
+    app.add_typer(store_app, name="store")
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+DEFAULT_STORE = "runs/uplift.sqlite"
+StoreOpt = Annotated[str, typer.Option(
+    "--store", help="store URL: redis://127.0.0.1:6379/0, sqlite:///path or a file path")]
+NamespaceOpt = Annotated[str, typer.Option(help="store namespace")]
+
+store_app = typer.Typer(help="The versioned uplift store: status, switch, rollback, cleanup, get.",
+                        no_args_is_help=True)
+
+
+def _fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code=2)
+
+
+def _open(store: str, namespace: str):
+    from hmum.serving.store import StoreError, open_store
+
+    try:
+        return open_store(store, namespace)
+    except (StoreError, ValueError, OSError) as e:
+        _fail(str(e))
+
+
+def score(
+    model: Annotated[Path, typer.Option(help="model artifact folder")],
+    input: Annotated[Path, typer.Option(help="users: one Parquet file or a folder of them")],
+    out: Annotated[Path, typer.Option(help="root of the Parquet record")] = Path("runs/scores"),
+    store: StoreOpt = DEFAULT_STORE,
+    namespace: NamespaceOpt = "default",
+    date: Annotated[str | None, typer.Option(help="scoring date YYYY-MM-DD (default: today, UTC)")
+                    ] = None,
+    model_version: Annotated[str | None, typer.Option(
+        help="model version (default: from the artifact's sha256)")] = None,
+    id_column: Annotated[str | None, typer.Option(help="user id column")] = None,
+    shard_rows: Annotated[int, typer.Option(help="rows per shard (the resume unit)")] = 200_000,
+    batch_size: Annotated[int, typer.Option(help="rows per model forward")] = 65_536,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    switch: Annotated[bool, typer.Option(help="make the new version current once checked")
+                      ] = True,
+    cleanup: Annotated[bool, typer.Option(help="delete versions older than the previous")] = True,
+    restart: Annotated[bool, typer.Option(help="discard this run's earlier output first")
+                       ] = False,
+) -> None:
+    """Score all users (HUM, every arm) into a Parquet record and the uplift store.
+
+    Resumable: run the same command again after an interruption.
+    """
+    from pydantic import ValidationError
+    from rich.progress import Progress
+
+    from hmum.data.io import DataError
+    from hmum.serving.scoring import ScoringConfig, ScoringError, run_scoring
+    from hmum.serving.store import StoreError
+    from hmum.training.artifacts import ArtifactError
+
+    try:
+        day = dt.date.fromisoformat(date) if date else None
+    except ValueError:
+        _fail(f"--date: expected YYYY-MM-DD, got {date!r}")
+    try:
+        cfg = ScoringConfig(shard_rows=shard_rows, batch_size=batch_size, date=day,
+                            model_version=model_version, id_column=id_column, switch=switch,
+                            cleanup=cleanup, restart=restart, threads=threads)
+    except ValidationError as e:
+        _fail(str(e))
+    try:
+        with Progress(console=console, transient=True) as bar:
+            task = None
+
+            def progress(stage: str, done: int, total: int) -> None:
+                nonlocal task
+                if task is None:
+                    task = bar.add_task(f"scoring {stage}", total=total)
+                bar.update(task, completed=done)
+
+            rep = run_scoring(model, input, out, store, cfg, namespace=namespace,
+                              progress=progress)
+    except (DataError, ScoringError, StoreError, ArtifactError, FileNotFoundError,
+            ValueError) as e:
+        _fail(str(e))
+    console.print(
+        f"scored {rep.rows:,} users in {rep.n_shards} shard(s) ({rep.shards_scored} scored, "
+        f"{rep.shards_loaded} loaded now) in {rep.seconds:.1f}s ({rep.users_per_s:,.0f} users/s)")
+    console.print(f"record: {rep.partition}")
+    console.print(f"store version {rep.store_version}: current={rep.current} "
+                  f"previous={rep.previous}" + (f"; cleaned {rep.cleaned}" if rep.cleaned else ""))
+
+
+@store_app.command("status")
+def store_status(
+    store: StoreOpt = DEFAULT_STORE,
+    namespace: NamespaceOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Versions of the namespace, with the current and previous pointers."""
+    with _open(store, namespace) as st:
+        s = st.status()
+    if as_json:
+        console.print_json(json.dumps(s))
+        return
+    t = Table(title=f"uplift store ({s['backend']}) namespace {s['namespace']!r}")
+    t.add_column("version", no_wrap=True)
+    t.add_column("pointer", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    t.add_column("users", justify="right", no_wrap=True)
+    t.add_column("K x R", no_wrap=True)
+    t.add_column("created (UTC)")
+    for v in s["versions"]:
+        ptr = ("current" if v["version"] == s["current"] else
+               "previous" if v["version"] == s["previous"] else "")
+        t.add_row(v["version"], ptr, v["status"], f"{v['rows']:,}" if v["rows"] else "-",
+                  f"{v['K']} x {v['R']}", v["created"][:19].replace("T", " "))
+    console.print(t)
+
+
+@store_app.command("switch")
+def store_switch(
+    version: Annotated[str, typer.Argument(help="a ready version")],
+    store: StoreOpt = DEFAULT_STORE,
+    namespace: NamespaceOpt = "default",
+) -> None:
+    """Make VERSION current (atomic); the old current becomes previous."""
+    from hmum.serving.store import StoreError
+
+    with _open(store, namespace) as st:
+        try:
+            cur, prev = st.switch(version)
+        except (StoreError, ValueError) as e:
+            _fail(str(e))
+    console.print(f"current={cur} previous={prev}")
+
+
+@store_app.command("rollback")
+def store_rollback(
+    store: StoreOpt = DEFAULT_STORE,
+    namespace: NamespaceOpt = "default",
+) -> None:
+    """Make the previous version current again (one step)."""
+    from hmum.serving.store import StoreError
+
+    with _open(store, namespace) as st:
+        try:
+            cur, prev = st.rollback()
+        except StoreError as e:
+            _fail(str(e))
+    console.print(f"current={cur} previous={prev}")
+
+
+@store_app.command("cleanup")
+def store_cleanup(
+    store: StoreOpt = DEFAULT_STORE,
+    namespace: NamespaceOpt = "default",
+    include_loading: Annotated[bool, typer.Option(
+        help="also delete unfinished (loading) versions; only when no job is running")] = False,
+) -> None:
+    """Delete every version that is neither current nor previous."""
+    with _open(store, namespace) as st:
+        gone = st.cleanup(include_loading=include_loading)
+    console.print(f"deleted {len(gone)} version(s): {gone}")
+
+
+@store_app.command("get")
+def store_get(
+    user_ids: Annotated[list[str], typer.Argument(help="user ids")],
+    store: StoreOpt = DEFAULT_STORE,
+    namespace: NamespaceOpt = "default",
+    version: Annotated[str | None, typer.Option(help="version (default: current)")] = None,
+    timeout: Annotated[float, typer.Option(help="read timeout, seconds")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Relative uplifts delta (K x R) of the given users."""
+    import numpy as np
+
+    from hmum.serving.store import StoreError
+
+    with _open(store, namespace) as st:
+        try:
+            name = version or st.current()
+            if name is None:
+                _fail(f"namespace {namespace!r} has no current version; pass --version")
+            info = st.info(name)
+            ids = np.asarray(user_ids, dtype=object)
+            if info.id_kind == "int":
+                try:
+                    ids = np.asarray([int(u) for u in user_ids], dtype=np.int64)
+                except ValueError:
+                    _fail(f"version {name!r} stores integer user ids; got {user_ids}")
+            res = st.get(ids, version=name, timeout=timeout)
+        except (StoreError, ValueError) as e:
+            _fail(str(e))
+    treatments = info.arms[1:]
+    rows = []
+    for u, ok, d in zip(user_ids, res.found.tolist(), res.delta, strict=True):
+        rows.append({"user_id": u, "found": ok, "delta": {
+            t: {r: (float(d[k, j]) if ok else None) for j, r in enumerate(info.responses)}
+            for k, t in enumerate(treatments)}})
+    if as_json:
+        console.print_json(json.dumps({"version": res.version, "users": rows}))
+        return
+    t = Table(title=f"delta (relative uplift) from version {res.version}")
+    t.add_column("user")
+    cols = [(tr, r) for tr in treatments for r in info.responses]
+    for tr, r in cols:
+        t.add_column(f"{tr} / {r}", justify="right")
+    for row in rows:
+        vals = [f"{100 * row['delta'][tr][r]:+.3f}%" if row["found"] else "not found"
+                for tr, r in cols]
+        t.add_row(str(row["user_id"]), *vals)
+    console.print(t)

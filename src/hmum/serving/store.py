@@ -1,0 +1,1110 @@
+"""The uplift store: per-user relative uplifts delta (K, R), versioned, for online reads.
+
+Paper §6.2: HUM scores every user daily and the results go to a key-value store;
+on each request DDM reads the user's delta and weighs it with the value weights.
+This module is that store: one interface (``UpliftStore``), two backends:
+
+* ``SQLiteStore`` -- the embedded default: one file, WAL journal, one table per
+  version with the user id as primary key, values as compact blobs.
+* ``RedisStore`` -- production: redis-py (hiredis parser), a connection pool,
+  pipelined writes, small hash buckets for memory, per-call read deadlines.
+
+``open_store(url)`` picks the backend: ``redis://host:port/db`` -> Redis;
+``sqlite:///path.db`` or a plain path -> SQLite.
+
+Values
+------
+One user's value is delta (K, R) as ``K * R`` little-endian float32 (4 bytes
+each), row-major: the float at index ``k * R + r`` is delta for treatment
+``k + 1`` (arm ``arms[k + 1]``) and response ``responses[r]``. K, R, the arm
+and response names are kept in the version's metadata (``VersionInfo``).
+
+Versions and the current pointer
+--------------------------------
+Every scoring run loads into its own *version* (a namespace of its own), first
+with status ``loading``; once its row count and sample reads are checked it is
+marked ``ready``; ``switch(v)`` then makes it current in one atomic step and
+keeps the old current as ``previous``, so ``rollback()`` is one step back.
+``cleanup()`` deletes every version that is neither current nor previous
+(``loading`` ones only when asked: a job may be filling one right now).
+Reads without an explicit version go to the current one.
+
+Redis key schema (``{ns}`` the namespace, ``{v}`` the version)
+----------------------------------------------------------------
+==================================  ======  ==============================================
+key                                 type    content
+==================================  ======  ==============================================
+``hmum:{ns}:current``               string  name of the current version
+``hmum:{ns}:previous``              string  the version current before the last switch
+``hmum:{ns}:versions``              hash    version -> VersionInfo as JSON
+``hmum:{ns}:v:{v}:shards``          hash    shard index -> rows loaded (resumable loads)
+``hmum:{ns}:v:{v}:b:{bucket}``      hash    user id -> value (K*R float32 LE, see above)
+==================================  ======  ==============================================
+
+``bucket`` is ``user_id mod n_buckets`` (floor modulo, in [0, n_buckets)) for
+integer ids and ``crc32(utf-8 of the id) mod n_buckets`` for string ids; the
+hash field is the id in decimal (integers) or the id itself (strings).
+``n_buckets`` is fixed per version (``VersionInfo.n_buckets``), sized for about
+64 users per bucket so each bucket stays a compact listpack (Redis' defaults:
+``hash-max-listpack-entries 128``, ``hash-max-listpack-value 64`` bytes, i.e.
+K*R <= 16; larger values still work, with the bigger hashtable encoding).
+Small hashes cost a few bytes per user instead of ~100 for one key per user.
+
+SQLite layout
+-------------
+``hmum_versions(namespace, version, info JSON)``, ``hmum_pointers(namespace,
+name in {current, previous}, version)``, ``hmum_shards(namespace, version,
+shard, rows)`` and one data table per version ``"hmum_delta__{ns}__{v}"``
+``(user_id INTEGER PRIMARY KEY, delta BLOB)`` (``TEXT`` ids: ``WITHOUT ROWID``).
+A shard's rows and its shard marker are written in one transaction.
+
+Reads
+-----
+``get(user_ids, version=None, timeout=None) -> Lookup``: ``Lookup.delta``
+(n, K, R) float32 (NaN where the user is unknown), ``Lookup.found`` (n,) bool,
+``Lookup.version``. ``timeout`` (seconds) bounds the whole call and raises
+``StoreTimeout``; SQLite interrupts its query, Redis drops the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+#: Names of namespaces and versions: they become parts of Redis keys, SQLite
+#: table names and Parquet partition folders, so no ':', '/', '=', quotes or spaces.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+#: Users per Redis hash bucket, aimed well below hash-max-listpack-entries (128)
+#: so that even a random-id bucket (binomial spread) stays a listpack.
+USERS_PER_BUCKET = 64
+
+#: Users a Redis version is sized for when ``create_version`` gets no expected_rows.
+DEFAULT_EXPECTED_ROWS = 1024 * USERS_PER_BUCKET
+
+IdKind = Literal["int", "str"]
+Status = Literal["loading", "ready", "deleting"]
+
+
+class StoreError(RuntimeError):
+    """A store operation that cannot be done; the message says why."""
+
+
+class StoreTimeout(StoreError, TimeoutError):
+    """A read did not finish within its timeout."""
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a valid namespace/version name, else ValueError naming ``what``."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ValueError(
+            f"{what} must match {NAME_RE.pattern} (letters, digits, '_', '.', '-'; at most 64), "
+            f"got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """Metadata of one stored version.
+
+    Attributes:
+        version: its name.
+        K, R: treatments and responses; a value is K*R float32.
+        arms: the K+1 arm names (arms[0] is control).
+        responses: the R response names.
+        id_kind: "int" (int64 user ids) or "str".
+        status: "loading" until checked, then "ready"; "deleting" while being removed
+            (a cleanup cut short is finished by the next; never switchable).
+        rows: users stored (set when ready).
+        created: UTC time of creation, ISO 8601.
+        model_version, date: what produced it (informational).
+        n_buckets: Redis only, hash buckets of this version.
+    """
+
+    version: str
+    K: int  # noqa: N815 - the paper's symbol
+    R: int  # noqa: N815
+    arms: list[str]
+    responses: list[str]
+    id_kind: IdKind = "int"
+    status: Status = "loading"
+    rows: int | None = None
+    created: str = ""
+    model_version: str | None = None
+    date: str | None = None
+    n_buckets: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.version, "version")
+        if self.K < 1 or self.R < 1:
+            raise ValueError(f"K and R must be >= 1, got K={self.K}, R={self.R}")
+        if len(self.arms) != self.K + 1:
+            raise ValueError(f"arms must hold K+1 = {self.K + 1} names, got {self.arms}")
+        if len(self.responses) != self.R:
+            raise ValueError(f"responses must hold R = {self.R} names, got {self.responses}")
+        if self.id_kind not in ("int", "str"):
+            raise ValueError(f"id_kind must be 'int' or 'str', got {self.id_kind!r}")
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes of one user's value: K * R * 4."""
+        return self.K * self.R * 4
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> VersionInfo:
+        return cls(**json.loads(raw))
+
+    def same_layout(self, other: VersionInfo) -> bool:
+        return (self.K, self.R, list(self.arms), list(self.responses), self.id_kind) == (
+            other.K, other.R, list(other.arms), list(other.responses), other.id_kind
+        )
+
+
+@dataclass
+class Lookup:
+    """Result of a batch read.
+
+    Attributes:
+        delta: (n, K, R) float32; NaN for users not found.
+        found: (n,) bool.
+        version: the version that was read.
+    """
+
+    delta: np.ndarray
+    found: np.ndarray
+    version: str
+
+
+# --------------------------------------------------------------------------------------
+# Value encoding
+# --------------------------------------------------------------------------------------
+
+
+def encode_values(delta: np.ndarray) -> list[bytes]:
+    """delta (n, K, R) -> n values of K*R little-endian float32 bytes (row-major)."""
+    a = np.ascontiguousarray(delta, dtype="<f4").reshape(delta.shape[0], -1)
+    # One buffer, viewed as n fixed-width records: tolist() gives n bytes objects
+    # without a Python-level loop over floats.
+    return a.view(np.dtype((np.void, a.shape[1] * 4))).ravel().tolist()
+
+
+def decode_values(values: Sequence[bytes], K: int, R: int) -> np.ndarray:  # noqa: N803
+    """n values -> delta (n, K, R) float32. Raises StoreError on a value of the wrong size."""
+    raw = b"".join(values)
+    width = K * R * 4
+    if len(raw) != width * len(values):
+        bad = next(len(v) for v in values if len(v) != width)
+        raise StoreError(f"stored value of {bad} bytes where K*R*4 = {width} were expected")
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(len(values), K, R)
+
+
+def as_user_ids(user_ids: Any, id_kind: IdKind, what: str = "user_ids") -> np.ndarray:
+    """``user_ids`` as an (n,) int64 array (id_kind "int") or object array of str."""
+    a = np.asarray(user_ids)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    if a.ndim != 1:
+        raise ValueError(f"{what} must be one-dimensional (n,), got shape {a.shape}")
+    if id_kind == "int":
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            try:
+                b = a.astype(np.int64)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{what}: this version stores integer user ids, got {a.dtype} "
+                                 f"values such as {a[:3].tolist()}") from e
+            if a.dtype.kind == "f" and not np.array_equal(b, a):
+                raise ValueError(f"{what}: integer user ids expected, got fractional values")
+            a = b
+        return a.astype(np.int64, copy=False)
+    return np.asarray([str(x) for x in a.tolist()], dtype=object)
+
+
+# --------------------------------------------------------------------------------------
+# The interface
+# --------------------------------------------------------------------------------------
+
+
+class UpliftStore(ABC):
+    """Versioned per-user delta (K, R) store (see the module docstring).
+
+    Subclasses implement the storage primitives; this class owns validation,
+    the version life cycle (create -> load -> ready -> switch / rollback /
+    cleanup) and the read API.
+    """
+
+    backend: str = ""
+    #: default per-call read timeout in seconds (None: no limit)
+    read_timeout: float | None = None
+
+    def __init__(self, namespace: str = "default") -> None:
+        self.namespace = check_name(namespace, "namespace")
+        # K, R, id kind and buckets of a version never change: cached for reads.
+        self._info_cache: dict[str, VersionInfo] = {}
+
+    # --- primitives (backends) ---------------------------------------------
+    @abstractmethod
+    def _read_info(self, version: str) -> VersionInfo | None: ...
+
+    @abstractmethod
+    def _list_infos(self) -> list[VersionInfo]: ...
+
+    @abstractmethod
+    def _create(self, info: VersionInfo, expected_rows: int | None) -> None: ...
+
+    @abstractmethod
+    def _write_info(self, info: VersionInfo) -> None: ...
+
+    @abstractmethod
+    def _put(self, info: VersionInfo, ids: np.ndarray, values: list[bytes],
+             shard: int | None) -> None: ...
+
+    @abstractmethod
+    def _get(self, info: VersionInfo | None, ids: np.ndarray,
+             deadline: float | None) -> tuple[VersionInfo, list[bytes | None]]: ...
+
+    @abstractmethod
+    def _update_pointers(
+        self, fn: Callable[[str | None, str | None], tuple[str | None, str | None]]
+    ) -> tuple[str | None, str | None]: ...
+
+    @abstractmethod
+    def _delete(self, info: VersionInfo) -> None: ...
+
+    @abstractmethod
+    def pointers(self) -> tuple[str | None, str | None]:
+        """(current, previous) version names (None when unset)."""
+
+    @abstractmethod
+    def count(self, version: str) -> int:
+        """Users stored in ``version``."""
+
+    @abstractmethod
+    def loaded_shards(self, version: str) -> dict[int, int]:
+        """{shard index: rows} of the shards whose load into ``version`` finished."""
+
+    @abstractmethod
+    def items(self, version: str, *, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (user_ids (m,), delta (m, K, R)) of ``version``, in chunks (any order)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # --- context manager --------------------------------------------------
+    def __enter__(self) -> UpliftStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- versions ---------------------------------------------------------
+    def info(self, version: str) -> VersionInfo:
+        """VersionInfo of ``version``; StoreError when it does not exist."""
+        got = self._read_info(check_name(version, "version"))
+        if got is None:
+            known = [i.version for i in self._list_infos()]
+            raise StoreError(
+                f"version {version!r} not found in namespace {self.namespace!r}; known: {known}"
+            )
+        return got
+
+    def versions(self) -> list[VersionInfo]:
+        """All versions of the namespace, oldest first."""
+        return sorted(self._list_infos(), key=lambda i: (i.created, i.version))
+
+    def current(self) -> str | None:
+        return self.pointers()[0]
+
+    def create_version(self, info: VersionInfo, *, expected_rows: int | None = None
+                       ) -> VersionInfo:
+        """Create ``info.version`` (status loading), or return it if it exists with the
+        same layout (a resumed load). StoreError if it exists with another layout.
+
+        ``expected_rows`` sizes backend structures (Redis hash buckets)."""
+        old = self._read_info(info.version)
+        if old is not None:
+            if not old.same_layout(info):
+                raise StoreError(
+                    f"version {info.version!r} already exists with another layout "
+                    f"(K={old.K}, R={old.R}, arms={old.arms}, responses={old.responses}, "
+                    f"ids {old.id_kind}); delete it or use another version name"
+                )
+            return old
+        if not info.created:
+            now = datetime.datetime.now(datetime.UTC)
+            info = replace(info, created=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        info = replace(info, status="loading", rows=None)
+        self._create(info, expected_rows)
+        return self.info(info.version)
+
+    def put(self, version: str, user_ids, delta: np.ndarray, *, shard: int | None = None) -> None:
+        """Upsert users: user_ids (n,), delta (n, K, R). Idempotent.
+
+        With ``shard``, the shard is recorded as loaded once its rows are in (a
+        resumed job skips it; see ``loaded_shards``).
+        """
+        info = self.info(version)
+        ids = as_user_ids(user_ids, info.id_kind)
+        d = np.asarray(delta)
+        if d.shape != (len(ids), info.K, info.R):
+            raise ValueError(
+                f"delta must have shape (n, K, R) = ({len(ids)}, {info.K}, {info.R}) for "
+                f"version {version!r}, got {d.shape}"
+            )
+        if not np.isfinite(d).all():
+            raise ValueError("delta contains NaN or inf; refusing to store it")
+        self._put(info, ids, encode_values(d), shard)
+
+    def mark_ready(self, version: str, rows: int) -> VersionInfo:
+        """Mark a checked version ready to be switched to."""
+        info = replace(self.info(version), status="ready", rows=int(rows))
+        self._write_info(info)
+        return info
+
+    def verify(self, version: str, *, rows: int, sample_ids=None, sample_delta=None) -> None:
+        """Check that ``version`` holds ``rows`` users and that the samples read back
+        exactly (sample_ids (m,), sample_delta (m, K, R)). StoreError otherwise."""
+        n = self.count(version)
+        if n != rows:
+            raise StoreError(
+                f"version {version!r} holds {n} users but {rows} rows were scored"
+                + ("; are some user ids duplicated in the input?" if n < rows else "")
+            )
+        if sample_ids is not None and len(sample_ids):
+            got = self.get(sample_ids, version=version, timeout=None)
+            if not got.found.all():
+                miss = np.asarray(sample_ids)[~got.found][:5].tolist()
+                raise StoreError(f"version {version!r}: sample users {miss} not found")
+            want = np.asarray(sample_delta, dtype=np.float32)
+            if not np.array_equal(got.delta, want):
+                bad = np.flatnonzero((got.delta != want).reshape(len(want), -1).any(1))[:5]
+                raise StoreError(
+                    f"version {version!r}: sample reads differ from the scored values "
+                    f"(users {np.asarray(sample_ids)[bad].tolist()})"
+                )
+
+    def switch(self, version: str) -> tuple[str | None, str | None]:
+        """Make ``version`` (status ready) current in one atomic step; the old current
+        becomes previous. Switching to the current version changes nothing.
+        Returns the new (current, previous)."""
+        info = self.info(version)
+        if info.status != "ready":
+            raise StoreError(
+                f"version {version!r} has status {info.status!r}; only a checked (ready) "
+                "version can be made current"
+            )
+
+        def fn(cur, prev):
+            return (cur, prev) if cur == version else (version, cur)
+
+        return self._update_pointers(fn)
+
+    def rollback(self) -> tuple[str | None, str | None]:
+        """Make the previous version current again (one step). The rolled-back version
+        stays (switchable) until ``cleanup``. Returns the new (current, previous)."""
+        cur, prev = self.pointers()
+        if prev is None:
+            raise StoreError(
+                f"namespace {self.namespace!r}: no previous version to roll back to "
+                f"(current: {cur!r})"
+            )
+        if self._read_info(prev) is None:
+            raise StoreError(f"previous version {prev!r} no longer exists; cannot roll back")
+
+        def fn(c, p):
+            if (c, p) != (cur, prev):
+                raise StoreError("the pointers changed during rollback; run it again")
+            return p, None
+
+        return self._update_pointers(fn)
+
+    def cleanup(self, *, include_loading: bool = False) -> list[str]:
+        """Delete every version that is neither current nor previous; ``loading``
+        versions only with ``include_loading`` (a job may be filling them). Returns
+        the deleted names."""
+        cur, prev = self.pointers()
+        gone = []
+        for info in self.versions():
+            if info.version in (cur, prev):
+                continue
+            if info.status == "loading" and not include_loading:
+                continue
+            self._remove(info)
+            gone.append(info.version)
+        return gone
+
+    def delete_version(self, version: str) -> None:
+        """Delete one version; refused for the current or previous one."""
+        info = self.info(version)
+        if version in self.pointers():
+            raise StoreError(f"version {version!r} is current or previous; switch away first")
+        self._remove(info)
+
+    def _remove(self, info: VersionInfo) -> None:
+        # Marked first: a version half deleted by a killed cleanup can never be
+        # switched to, and the next cleanup finishes it.
+        self._write_info(replace(info, status="deleting"))
+        self._delete(info)
+
+    def status(self) -> dict[str, Any]:
+        """{backend, namespace, current, previous, versions: [VersionInfo as dict]}."""
+        cur, prev = self.pointers()
+        return {
+            "backend": self.backend,
+            "namespace": self.namespace,
+            "current": cur,
+            "previous": prev,
+            "versions": [asdict(i) for i in self.versions()],
+        }
+
+    # --- reads --------------------------------------------------------------
+    def get(self, user_ids, *, version: str | None = None,
+            timeout: float | None | Literal["default"] = "default") -> Lookup:
+        """Batch read: user_ids (n,) -> Lookup(delta (n, K, R), found (n,), version).
+
+        ``version`` None reads the current version. ``timeout`` in seconds bounds
+        the whole call (None: no limit; "default": the store's read timeout).
+        Raises StoreTimeout, or StoreError when there is no current version.
+        """
+        t = self.read_timeout if timeout == "default" else timeout
+        deadline = None if t is None else time.monotonic() + float(t)
+        info = None if version is None else self._cached_info(version)
+        kind = info.id_kind if info else None
+        ids = np.asarray(user_ids)
+        if ids.ndim == 0:
+            ids = ids.reshape(1)
+        if ids.ndim != 1:
+            raise ValueError(f"user_ids must be one-dimensional (n,), got shape {ids.shape}")
+        if kind is not None:
+            ids = as_user_ids(ids, kind)
+        info, values = self._get(info, ids, deadline)
+        found = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+        delta = np.full((len(values), info.K, info.R), np.nan, dtype=np.float32)
+        if found.any():
+            delta[found] = decode_values([v for v in values if v is not None], info.K, info.R)
+        return Lookup(delta=delta, found=found, version=info.version)
+
+    def _cached_info(self, version: str) -> VersionInfo:
+        info = self._info_cache.get(version)
+        if info is None:
+            info = self._info_cache[version] = self.info(version)
+        return info
+
+    def dump(self, version: str) -> tuple[np.ndarray, np.ndarray]:
+        """All of ``version`` sorted by user id: (user_ids (n,), delta (n, K, R)).
+        For checks and small stores; memory grows with n."""
+        info = self.info(version)
+        parts = list(self.items(version))
+        if not parts:
+            empty = np.empty(0, np.int64 if info.id_kind == "int" else object)
+            return empty, np.empty((0, info.K, info.R), np.float32)
+        ids = np.concatenate([p[0] for p in parts])
+        delta = np.concatenate([p[1] for p in parts])
+        order = np.argsort(ids, kind="stable")
+        return ids[order], delta[order]
+
+
+# --------------------------------------------------------------------------------------
+# SQLite
+# --------------------------------------------------------------------------------------
+
+
+class SQLiteStore(UpliftStore):
+    """Embedded backend: one SQLite file (WAL), one table per version.
+
+    Args:
+        path: database file (created with its folder).
+        namespace: store namespace (several may share one file).
+        read_timeout: default per-call read timeout in seconds (None: no limit).
+        busy_timeout: seconds a writer waits for another writer's lock.
+
+    Thread-safe: every thread gets its own connection (WAL lets readers run
+    while one writer loads).
+    """
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path, namespace: str = "default", *,
+                 read_timeout: float | None = None, busy_timeout: float = 10.0) -> None:
+        super().__init__(namespace)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_timeout = read_timeout
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        c = self._conn()
+        with self._tx(c):
+            c.execute("CREATE TABLE IF NOT EXISTS hmum_versions (namespace TEXT NOT NULL, "
+                      "version TEXT NOT NULL, info TEXT NOT NULL, "
+                      "PRIMARY KEY (namespace, version))")
+            c.execute("CREATE TABLE IF NOT EXISTS hmum_pointers (namespace TEXT NOT NULL, "
+                      "name TEXT NOT NULL, version TEXT, PRIMARY KEY (namespace, name))")
+            c.execute("CREATE TABLE IF NOT EXISTS hmum_shards (namespace TEXT NOT NULL, "
+                      "version TEXT NOT NULL, shard INTEGER NOT NULL, rows INTEGER NOT NULL, "
+                      "PRIMARY KEY (namespace, version, shard))")
+
+    # --- connections ----------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            # isolation_level=None: transactions are explicit (BEGIN / COMMIT below).
+            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                timeout=self.busy_timeout)
+            c.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a crash can lose the last commits, never corrupt.
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
+            self._local.conn = c
+            with self._lock:
+                self._conns.append(c)
+        return c
+
+    @contextlib.contextmanager
+    def _tx(self, c: sqlite3.Connection, mode: str = "IMMEDIATE"):
+        c.execute(f"BEGIN {mode}")
+        try:
+            yield c
+        except BaseException:
+            if c.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._conns:
+                c.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def _table(self, version: str) -> str:
+        return f'"hmum_delta__{self.namespace}__{version}"'
+
+    # --- primitives -----------------------------------------------------------
+    def _read_info(self, version):
+        row = self._conn().execute(
+            "SELECT info FROM hmum_versions WHERE namespace=? AND version=?",
+            (self.namespace, version)).fetchone()
+        return None if row is None else VersionInfo.from_json(row[0])
+
+    def _list_infos(self):
+        rows = self._conn().execute(
+            "SELECT info FROM hmum_versions WHERE namespace=?", (self.namespace,)).fetchall()
+        return [VersionInfo.from_json(r[0]) for r in rows]
+
+    def _create(self, info, expected_rows):
+        c = self._conn()
+        ddl = (f"CREATE TABLE IF NOT EXISTS {self._table(info.version)} "
+               "(user_id INTEGER PRIMARY KEY, delta BLOB NOT NULL)" if info.id_kind == "int" else
+               f"CREATE TABLE IF NOT EXISTS {self._table(info.version)} "
+               "(user_id TEXT PRIMARY KEY, delta BLOB NOT NULL) WITHOUT ROWID")
+        with self._tx(c):
+            c.execute(ddl)
+            c.execute("INSERT OR REPLACE INTO hmum_versions VALUES (?, ?, ?)",
+                      (self.namespace, info.version, info.to_json()))
+
+    def _write_info(self, info):
+        c = self._conn()
+        with self._tx(c):
+            c.execute("UPDATE hmum_versions SET info=? WHERE namespace=? AND version=?",
+                      (info.to_json(), self.namespace, info.version))
+
+    def _put(self, info, ids, values, shard):
+        c = self._conn()
+        order = np.argsort(ids, kind="stable")  # B-tree appends in key order are cheapest
+        id_list = ids[order].tolist()
+        vals = [values[i] for i in order.tolist()]
+        with self._tx(c):
+            c.executemany(f"INSERT OR REPLACE INTO {self._table(info.version)} VALUES (?, ?)",
+                          zip(id_list, vals, strict=True))
+            if shard is not None:
+                c.execute("INSERT OR REPLACE INTO hmum_shards VALUES (?, ?, ?, ?)",
+                          (self.namespace, info.version, int(shard), len(id_list)))
+
+    def _get(self, info, ids, deadline):
+        c = self._conn()
+        if deadline is not None:
+            def stop() -> int:  # called every 1000 VM steps; nonzero interrupts the query
+                return int(time.monotonic() > deadline)
+            c.set_progress_handler(stop, 1000)
+        try:
+            c.execute("BEGIN DEFERRED")  # pointer and rows from one snapshot
+            return self._select(c, info, ids)
+        except sqlite3.OperationalError as e:
+            if "interrupt" in str(e):
+                raise StoreTimeout(f"SQLite read did not finish within its timeout ({e})") from e
+            if "no such table" in str(e):
+                self._info_cache.clear()
+                raise StoreError(f"the version read was deleted meanwhile ({e}); read again") from e
+            raise
+        finally:
+            # Handler off first, or the deadline would interrupt the COMMIT too.
+            c.set_progress_handler(None, 0)
+            if c.in_transaction:
+                c.execute("COMMIT")
+
+    def _select(self, c: sqlite3.Connection, info: VersionInfo | None, ids: np.ndarray):
+        if info is None:
+            cur = c.execute("SELECT version FROM hmum_pointers WHERE namespace=? AND "
+                            "name='current'", (self.namespace,)).fetchone()
+            if cur is None or cur[0] is None:
+                raise StoreError(f"namespace {self.namespace!r} has no current version yet; "
+                                 "load and switch one first")
+            info = self._cached_info(cur[0])
+        id_list = as_user_ids(ids, info.id_kind).tolist()
+        table = self._table(info.version)
+        if len(id_list) == 1:
+            row = c.execute(f"SELECT delta FROM {table} WHERE user_id=?", id_list).fetchone()
+            return info, [None if row is None else row[0]]
+        found: dict = {}
+        step = 500  # below SQLITE_MAX_VARIABLE_NUMBER on every build
+        for s in range(0, len(id_list), step):
+            part = id_list[s:s + step]
+            q = f"SELECT user_id, delta FROM {table} WHERE user_id IN ({','.join('?' * len(part))})"
+            found.update(c.execute(q, part).fetchall())
+        return info, [found.get(u) for u in id_list]
+
+    def pointers(self):
+        rows = dict(self._conn().execute(
+            "SELECT name, version FROM hmum_pointers WHERE namespace=?",
+            (self.namespace,)).fetchall())
+        return rows.get("current"), rows.get("previous")
+
+    def _update_pointers(self, fn):
+        c = self._conn()
+        with self._tx(c):  # IMMEDIATE: read-modify-write under the write lock
+            rows = dict(c.execute("SELECT name, version FROM hmum_pointers WHERE namespace=?",
+                                  (self.namespace,)).fetchall())
+            new = fn(rows.get("current"), rows.get("previous"))
+            c.executemany("INSERT OR REPLACE INTO hmum_pointers VALUES (?, ?, ?)",
+                          [(self.namespace, "current", new[0]),
+                           (self.namespace, "previous", new[1])])
+        return new
+
+    def _delete(self, info):
+        c = self._conn()
+        with self._tx(c):
+            c.execute(f"DROP TABLE IF EXISTS {self._table(info.version)}")
+            c.execute("DELETE FROM hmum_shards WHERE namespace=? AND version=?",
+                      (self.namespace, info.version))
+            c.execute("DELETE FROM hmum_versions WHERE namespace=? AND version=?",
+                      (self.namespace, info.version))
+        self._info_cache.pop(info.version, None)
+
+    def count(self, version):
+        self.info(version)
+        return self._conn().execute(f"SELECT COUNT(*) FROM {self._table(version)}").fetchone()[0]
+
+    def loaded_shards(self, version):
+        rows = self._conn().execute(
+            "SELECT shard, rows FROM hmum_shards WHERE namespace=? AND version=?",
+            (self.namespace, version)).fetchall()
+        return {int(s): int(r) for s, r in rows}
+
+    def items(self, version, *, chunk=65536):
+        info = self.info(version)
+        cur = self._conn().execute(
+            f"SELECT user_id, delta FROM {self._table(version)} ORDER BY user_id")
+        while True:
+            rows = cur.fetchmany(chunk)
+            if not rows:
+                return
+            ids = as_user_ids([r[0] for r in rows], info.id_kind)
+            yield ids, decode_values([r[1] for r in rows], info.K, info.R)
+
+
+# --------------------------------------------------------------------------------------
+# Redis
+# --------------------------------------------------------------------------------------
+
+
+class RedisStore(UpliftStore):
+    """Production backend: Redis via redis-py (hiredis parser when installed).
+
+    Args:
+        url: ``redis://host:port/db``.
+        namespace: key prefix part (see the key schema in the module docstring).
+        read_timeout: default deadline of one ``get`` call, seconds (a few ms).
+        write_timeout: socket timeout of writes and admin commands, seconds.
+        connect_timeout: seconds to open a connection (a read that needs a new
+            connection may take this long on top of its own timeout).
+        max_connections: size of the connection pool.
+        pointer_ttl: seconds a read may reuse the current pointer it fetched
+            (0: fetch it on every call, one more round trip). A switch is seen by
+            every reader within this time; the previous version is kept until the
+            next switch, so a reader never hits a deleted version.
+        users_per_bucket: target users per hash bucket of a new version.
+        pipeline_commands: commands per pipelined write batch.
+    """
+
+    backend = "redis"
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", namespace: str = "default", *,
+                 read_timeout: float | None = 0.005, write_timeout: float = 10.0,
+                 connect_timeout: float = 0.1, max_connections: int = 32,
+                 pointer_ttl: float = 1.0, users_per_bucket: int = USERS_PER_BUCKET,
+                 pipeline_commands: int = 2000) -> None:
+        super().__init__(namespace)
+        try:
+            import redis
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise StoreError("the Redis backend needs redis-py: pip install 'redis>=5' hiredis"
+                             ) from e
+        self._redis = redis
+        self.url = url
+        self.read_timeout = read_timeout
+        self.pointer_ttl = pointer_ttl
+        self.users_per_bucket = int(users_per_bucket)
+        self.pipeline_commands = int(pipeline_commands)
+        self.write_timeout = write_timeout
+        # RESP2 (hiredis-parsed) on both pools: no HELLO handshake. Reads get their own
+        # pool with short socket timeouts and no CLIENT SETINFO handshake either, so
+        # opening a read connection costs no round trip that a busy server could
+        # stall past the read's deadline.
+        self.pool = redis.ConnectionPool.from_url(
+            url, max_connections=max_connections, socket_timeout=write_timeout,
+            socket_connect_timeout=connect_timeout, health_check_interval=0, protocol=2)
+        self.read_pool = redis.ConnectionPool.from_url(
+            url, max_connections=max_connections,
+            socket_timeout=read_timeout if read_timeout is not None else write_timeout,
+            socket_connect_timeout=connect_timeout, health_check_interval=0, protocol=2,
+            **_no_setinfo(redis))
+        self.client = redis.Redis(connection_pool=self.pool)
+        self._pointer: tuple[float, str | None] = (-1.0, None)
+        self._prefix = f"hmum:{self.namespace}:"
+
+    # --- keys (the documented schema) --------------------------------------------
+    def key_current(self) -> str:
+        return self._prefix + "current"
+
+    def key_previous(self) -> str:
+        return self._prefix + "previous"
+
+    def key_versions(self) -> str:
+        return self._prefix + "versions"
+
+    def key_shards(self, version: str) -> str:
+        return f"{self._prefix}v:{version}:shards"
+
+    def key_bucket(self, version: str, bucket: int) -> str:
+        return f"{self._prefix}v:{version}:b:{bucket}"
+
+    @staticmethod
+    def buckets_of(ids: np.ndarray, n_buckets: int, id_kind: IdKind) -> np.ndarray:
+        """Bucket (n,) int64 of each user id (see the key schema)."""
+        if id_kind == "int":
+            return np.mod(ids.astype(np.int64), n_buckets)
+        return np.fromiter((zlib.crc32(str(u).encode()) % n_buckets for u in ids),
+                           dtype=np.int64, count=len(ids))
+
+    @staticmethod
+    def fields_of(ids: np.ndarray, id_kind: IdKind) -> list[bytes]:
+        if id_kind == "int":
+            return ids.astype("S20").tolist()  # decimal ASCII, vectorized
+        return [str(u).encode() for u in ids]
+
+    def close(self) -> None:
+        self.pool.disconnect()
+        self.read_pool.disconnect()
+
+    # --- primitives -----------------------------------------------------------
+    def _read_info(self, version):
+        raw = self.client.hget(self.key_versions(), version)
+        return None if raw is None else VersionInfo.from_json(raw)
+
+    def _list_infos(self):
+        return [VersionInfo.from_json(v) for v in self.client.hvals(self.key_versions())]
+
+    def _create(self, info, expected_rows):
+        if info.n_buckets is None:
+            # Without a row count, 1024 buckets: listpack-sized up to ~65k users;
+            # beyond that buckets still work, as bigger (hashtable) hashes.
+            rows = DEFAULT_EXPECTED_ROWS if expected_rows is None else int(expected_rows)
+            info = replace(info, n_buckets=max(1, -(-rows // self.users_per_bucket)))
+        self._write_info(info)
+
+    def _write_info(self, info):
+        self.client.hset(self.key_versions(), info.version, info.to_json())
+
+    def _put(self, info, ids, values, shard):
+        nb = int(info.n_buckets or 1)
+        buckets = self.buckets_of(ids, nb, info.id_kind)
+        order = np.argsort(buckets, kind="stable")
+        b_sorted = buckets[order]
+        # Interleave field, value, field, value... once; each bucket is then one slice.
+        fields = self.fields_of(ids, info.id_kind)
+        flat: list[bytes] = [b""] * (2 * len(ids))
+        idx = order.tolist()
+        flat[0::2] = [fields[i] for i in idx]
+        flat[1::2] = [values[i] for i in idx]
+        cuts = np.flatnonzero(np.diff(b_sorted)) + 1
+        starts = np.concatenate([[0], cuts]).tolist()
+        ends = np.concatenate([cuts, [len(ids)]]).tolist()
+        pipe = self.client.pipeline(transaction=False)
+        pending = 0
+        for s, e in zip(starts, ends, strict=True):
+            pipe.execute_command("HSET", self.key_bucket(info.version, int(b_sorted[s])),
+                                 *flat[2 * s:2 * e])
+            pending += 1
+            if pending >= self.pipeline_commands:
+                pipe.execute()
+                pending = 0
+        if pending:
+            pipe.execute()
+        if shard is not None:
+            # Written after every row: a load killed halfway is redone (HSET is an upsert).
+            self.client.hset(self.key_shards(info.version), str(int(shard)), len(ids))
+
+    def _roundtrip(self, conn, commands: list[tuple], deadline: float | None) -> list:
+        """Send ``commands`` in one write, read every reply before ``deadline``."""
+        redis = self._redis
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            out = []
+            for _ in commands:
+                if deadline is None:
+                    out.append(conn.read_response(timeout=self.write_timeout))
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise redis.TimeoutError("deadline passed")
+                out.append(conn.read_response(timeout=left))
+            return out
+        except redis.TimeoutError as e:
+            conn.disconnect()  # replies may still be in flight: never reuse this connection
+            raise StoreTimeout(f"Redis read did not finish within its timeout ({e})") from e
+        except BaseException:
+            conn.disconnect()
+            raise
+
+    def _get(self, info, ids, deadline):
+        conn = self.read_pool.get_connection()
+        try:
+            if info is None:
+                ts, name = self._pointer
+                if name is None or time.monotonic() - ts > self.pointer_ttl:
+                    raw = self._roundtrip(conn, [("GET", self.key_current())], deadline)[0]
+                    name = None if raw is None else raw.decode()
+                    self._pointer = (time.monotonic(), name)
+                if name is None:
+                    raise StoreError(f"namespace {self.namespace!r} has no current version "
+                                     "yet; load and switch one first")
+                info = self._cached_info(name)
+            ids = as_user_ids(ids, info.id_kind)
+            n = len(ids)
+            if n == 0:
+                return info, []
+            buckets = self.buckets_of(ids, int(info.n_buckets or 1), info.id_kind)
+            fields = self.fields_of(ids, info.id_kind)
+            if n == 1:
+                reply = self._roundtrip(
+                    conn, [("HGET", self.key_bucket(info.version, int(buckets[0])), fields[0])],
+                    deadline)
+                return info, reply
+            # One HMGET per bucket touched, all in one round trip.
+            order = np.argsort(buckets, kind="stable")
+            b_sorted = buckets[order]
+            cuts = (np.flatnonzero(np.diff(b_sorted)) + 1).tolist()
+            groups = np.split(order, cuts)
+            commands = [("HMGET", self.key_bucket(info.version, int(buckets[g[0]])),
+                         *[fields[i] for i in g.tolist()]) for g in groups]
+            replies = self._roundtrip(conn, commands, deadline)
+            values: list[bytes | None] = [None] * n
+            for g, rep in zip(groups, replies, strict=True):
+                for i, v in zip(g.tolist(), rep, strict=True):
+                    values[i] = v
+            return info, values
+        finally:
+            self.read_pool.release(conn)
+
+    def pointers(self):
+        cur, prev = self.client.mget(self.key_current(), self.key_previous())
+        return (None if cur is None else cur.decode(), None if prev is None else prev.decode())
+
+    def _update_pointers(self, fn):
+        redis = self._redis
+        keys = (self.key_current(), self.key_previous())
+        for _ in range(50):  # bounded optimistic retries (WATCH / MULTI / EXEC)
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*keys)
+                    cur, prev = pipe.mget(*keys)
+                    new = fn(None if cur is None else cur.decode(),
+                             None if prev is None else prev.decode())
+                    pipe.multi()
+                    for k, v in zip(keys, new, strict=True):
+                        if v is None:
+                            pipe.delete(k)
+                        else:
+                            pipe.set(k, v)
+                    pipe.execute()
+                    self._pointer = (-1.0, None)
+                    return new
+                except redis.WatchError:
+                    continue
+        raise StoreError("could not update the version pointers: too many concurrent changes")
+
+    def _delete(self, info):
+        nb = int(info.n_buckets or 1)
+        pipe = self.client.pipeline(transaction=False)
+        step = 1000
+        for s in range(0, nb, step):
+            pipe.unlink(*[self.key_bucket(info.version, b) for b in range(s, min(nb, s + step))])
+            if (s // step) % 20 == 19:
+                pipe.execute()
+        pipe.unlink(self.key_shards(info.version))
+        pipe.execute()
+        # The registry entry goes last: a cleanup killed halfway is finished by the next.
+        self.client.hdel(self.key_versions(), info.version)
+        self._info_cache.pop(info.version, None)
+
+    def _bucket_pipeline(self, info: VersionInfo, command: str, step: int = 1000):
+        nb = int(info.n_buckets or 1)
+        for s in range(0, nb, step):
+            pipe = self.client.pipeline(transaction=False)
+            for b in range(s, min(nb, s + step)):
+                pipe.execute_command(command, self.key_bucket(info.version, b))
+            yield pipe.execute()
+
+    def count(self, version):
+        info = self.info(version)
+        return int(sum(sum(part) for part in self._bucket_pipeline(info, "HLEN")))
+
+    def loaded_shards(self, version):
+        raw = self.client.hgetall(self.key_shards(version))
+        return {int(k): int(v) for k, v in raw.items()}
+
+    def items(self, version, *, chunk=65536):
+        info = self.info(version)
+        step = max(1, chunk // max(1, self.users_per_bucket))
+        for part in self._bucket_pipeline(info, "HGETALL", step=step):
+            pairs = [kv for h in part for kv in h.items()]
+            if not pairs:
+                continue
+            if info.id_kind == "int":
+                ids = np.array([int(k) for k, _ in pairs], dtype=np.int64)
+            else:
+                ids = np.array([k.decode() for k, _ in pairs], dtype=object)
+            yield ids, decode_values([v for _, v in pairs], info.K, info.R)
+
+    def memory_used(self) -> int:
+        """The server's used_memory in bytes (INFO memory)."""
+        return int(self.client.info("memory")["used_memory"])
+
+
+def _no_setinfo(redis) -> dict[str, Any]:
+    """Connection kwargs that turn off the CLIENT SETINFO handshake (redis-py 5 to 8+)."""
+    import inspect
+
+    import redis.connection
+
+    base = getattr(redis.connection, "AbstractConnection", redis.Connection)
+    if "driver_info" in inspect.signature(base.__init__).parameters:
+        return {"driver_info": None}
+    return {"lib_name": None, "lib_version": None}
+
+
+# --------------------------------------------------------------------------------------
+# Opening a store
+# --------------------------------------------------------------------------------------
+
+
+def open_store(url: str | Path, namespace: str = "default", **kwargs) -> UpliftStore:
+    """A store from a URL: ``redis://...`` -> RedisStore; ``sqlite:///path`` or a
+    plain path -> SQLiteStore. Keyword arguments go to the backend."""
+    s = str(url)
+    if s.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(s, namespace, **kwargs)
+    if s.startswith("sqlite:///"):
+        s = s[len("sqlite:///"):]
+        # sqlite:////abs/path keeps its leading slash; sqlite:///rel/path is relative
+    elif "://" in s:
+        raise ValueError(f"store URL {s!r}: expected redis://host:port/db, sqlite:///path "
+                         "or a file path")
+    return SQLiteStore(s, namespace, **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# A throwaway local redis-server (tests, benchmarks, development)
+# --------------------------------------------------------------------------------------
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_redis_server(binary: str = "redis-server", *, start_timeout: float = 10.0
+                       ) -> Iterator[str]:
+    """Start ``redis-server`` on 127.0.0.1 at a free port, without persistence; yield
+    its URL; stop it on exit. FileNotFoundError when the binary is missing (Debian:
+    ``apt-get install redis-server``)."""
+    exe = shutil.which(binary)
+    if exe is None:
+        raise FileNotFoundError(
+            f"{binary} not found on PATH; install it (Debian/Ubuntu: apt-get install "
+            "redis-server)")
+    workdir = tempfile.mkdtemp(prefix="hmum-redis-")
+    proc = None
+    try:
+        for _ in range(5):  # bounded: the free port may be taken before the server binds
+            port = free_loopback_port()
+            proc = subprocess.Popen(
+                [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--dir", workdir, "--protected-mode", "yes"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            t_end = time.monotonic() + start_timeout
+            up = False
+            while time.monotonic() < t_end and proc.poll() is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                        s.sendall(b"PING\r\n")
+                        up = s.recv(16).startswith(b"+PONG")
+                except OSError:
+                    up = False
+                if up:
+                    break
+                time.sleep(0.05)
+            if up:
+                break
+            proc.kill()
+            proc.wait()
+            proc = None
+        if proc is None:
+            raise RuntimeError("could not start redis-server on a free loopback port")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
