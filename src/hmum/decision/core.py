@@ -1,7 +1,7 @@
 """The decision arithmetic of DDM (paper eqs. 6, 7, 10, 11): pure array functions.
 
 Shapes (DESIGN.md §2): y_hat (N, K+1, R), y0_branch (N, K, R), delta (N, K, R),
-w (N, R), phi (N, K), enable (N, K) bool. Work on numpy arrays or torch tensors
+o_hat (N, R), w (N, R), phi (N, K), enable (N, K) bool. Work on numpy arrays or torch tensors
 alike (only elementwise operations, sums and einsum).
 """
 
@@ -39,6 +39,36 @@ def relative_uplift(y_hat, floor: float = Y0_FLOOR):
     y0 = y_hat[:, :1]
     y0 = y0.clip(min=floor) if hasattr(y0, "clip") else np.maximum(y0, floor)
     return y_hat[:, 1:] / y0 - 1
+
+
+def value_weights(o_hat, eps: float = 1e-12):
+    """Value weights w (N, R) = o_hat / sum_r o_hat (eq. 10), clipped first.
+
+    o_hat (N, R): the value-weight model's predicted shares (eq. 9). Negative
+    outputs (possible with an identity tower) are clipped to 0 before
+    normalizing, so a negative share can never flip the sign of a response's
+    contribution to phi; a row whose clipped shares sum to <= ``eps`` gets
+    uniform weights 1/R. Rows of w lie in [0, 1] and sum to 1. Works on numpy
+    arrays and torch tensors (also inside an exported ONNX graph).
+    """
+    if o_hat.ndim != 2 or o_hat.shape[1] < 1:
+        raise ValueError(f"o_hat must have shape (N, R), got {tuple(o_hat.shape)}")
+    if isinstance(o_hat, np.ndarray):
+        o = np.clip(o_hat, 0.0, None)
+        s = o.sum(axis=1, keepdims=True)
+        ok = s > eps
+        return np.where(ok, o / np.where(ok, s, 1.0), 1.0 / o.shape[1])
+    o = o_hat.clamp(min=0.0)
+    s = o.sum(dim=1, keepdim=True)
+    ok = s > eps
+    # int(): R is fixed per model; a plain number keeps an exported graph free of
+    # shape arithmetic
+    return _torch_where(ok, o / s.clamp(min=eps), 1.0 / int(o.shape[1]))
+
+
+def _torch_where(cond, a, b):
+    """torch.where without importing torch at module import (core stays numpy-only)."""
+    return __import__("torch").where(cond, a, b)
 
 
 def balanced_score(delta, w):

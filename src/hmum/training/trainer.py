@@ -167,7 +167,7 @@ class Trainer:
                 batches.set_epoch(epoch)
                 tot, rows = 0.0, 0
                 if bar:
-                    bar.reset(task, total=len(batches), epoch=epoch + 1)
+                    bar.reset(task, total=len(batches), epoch=epoch + 1, msg="")
                 for batch in batches:
                     loss, _ = loss_fn(model, batch)
                     if not torch.isfinite(loss):

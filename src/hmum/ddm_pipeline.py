@@ -1,0 +1,670 @@
+"""DDM workflows behind the command line and the demo: weights -> phi -> decisions -> evaluation.
+
+Glue only (the arithmetic lives in ``hmum.decision``, the model in
+``hmum.models.value_weight`` / ``hmum.training.value_weight``):
+
+* ``decide``: per-request value weights, balanced scores and decisions for a
+  request table, from a HUM model (user-level delta) and a value-weight model
+  (request-level w); requests join users on ``user_id``.
+* ``policy_eval``: the strategy table of the paper's Tables 3 and 4 (HMUM against
+  fixed global weights, whole-population strategies, a random policy and the
+  oracle): on ground truth when the data are simulated, and off-policy (IPW and
+  doubly robust, bootstrap intervals) when the arm and responses are logged;
+  CSV / JSON / Markdown tables, the trade-off plot and ``report.md``.
+* ``run_ddm_demo_stage``: the DDM half of ``hmum demo``.
+
+Decisions are made per request; the population tables need one arm set per
+*user* (ground truth and logged responses are user-level), so a user's weight
+is the mean of the weights predicted for their requests (a mean of points of
+the simplex stays on it) and users without any request get the mean predicted
+weight over all requests (``default weight``), i.e. the fixed-weight decision.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from hmum.data.io import DataError
+from hmum.data.validate import ExperimentData
+from hmum.decision.core import Y0_FLOOR, relative_uplift, y0_star
+from hmum.decision.evaluation import off_policy_table, strategy_table
+from hmum.decision.policies import decide as decide_arrays
+from hmum.decision.policies import (
+    fixed_weight_policy,
+    logged_arm,
+    oracle_policy,
+    population_policy,
+    random_policy,
+)
+
+ORACLE = "oracle"
+HMUM = "HMUM"
+
+
+# --------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------
+
+
+def hum_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR) -> dict:
+    """{"y_hat": (N, K+1, R), "delta": (N, K, R)} float64 for every user.
+
+    With a HUM model, y_hat[:, 0] is y0* = the mean of the branches' control
+    estimates (eq. 6, recomputed here from ``y0_branch``); delta is eq. 7 with
+    the documented floor on y0*. Any estimator with ``predict_all`` works.
+    """
+    out = hum_estimator.predict_all(users)
+    y_hat = out["y_hat"].astype(np.float64)
+    if "y0_branch" in out:
+        y_hat[:, 0] = y0_star(out["y0_branch"].astype(np.float64))
+    return {"y_hat": y_hat, "delta": relative_uplift(y_hat, floor)}
+
+
+def join_users(request_user_id: np.ndarray, user_id: np.ndarray) -> np.ndarray:
+    """(Nq,) row of each request's user in ``user_id`` (U,), -1 when absent."""
+    user_id = np.asarray(user_id)
+    req = np.asarray(request_user_id)
+    order = np.argsort(user_id, kind="stable")
+    s = user_id[order]
+    if len(s) > 1 and (s[1:] == s[:-1]).any():
+        dup = s[1:][s[1:] == s[:-1]][:5].tolist()
+        raise DataError(f"users: user ids must be unique to join requests; repeated: {dup}")
+    if len(s) == 0:
+        return np.full(len(req), -1)
+    pos = np.clip(np.searchsorted(s, req), 0, len(s) - 1)
+    return np.where(s[pos] == req, order[pos], -1)
+
+
+def user_mean_weights(user_index: np.ndarray, w: np.ndarray, n_users: int,
+                      default: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(w_user (U, R), n_requests (U,)): mean request weight per user.
+
+    user_index (Nq,): each request's user row (-1: unknown user, ignored);
+    w (Nq, R). Users without requests get ``default`` (R,) — by default the
+    mean weight over all joined requests (uniform 1/R when there are none).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    ok = user_index >= 0
+    idx = user_index[ok]
+    counts = np.bincount(idx, minlength=n_users)
+    sums = np.stack([np.bincount(idx, weights=w[ok, r], minlength=n_users)
+                     for r in range(w.shape[1])], axis=1)
+    if default is None:
+        default = w[ok].mean(axis=0) if ok.any() else np.full(w.shape[1], 1.0 / w.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts[:, None]
+    return np.where(counts[:, None] > 0, mean, np.asarray(default)[None, :]), counts
+
+
+def comparison_policies(
+    delta: np.ndarray,
+    w_user: np.ndarray,
+    *,
+    sigma: float = 0.0,
+    fixed_weights: Sequence[float] | None = None,
+    treatment_names: Sequence[str],
+    mu: np.ndarray | None = None,
+    mu_all: np.ndarray | None = None,
+    w_true: np.ndarray | None = None,
+    seed: int = 0,
+    exclusive_only: bool = False,
+) -> dict[str, np.ndarray]:
+    """{strategy name: enable (N, K)}: HMUM and the strategies it is compared with.
+
+    HMUM (independent / exclusive mode) with the personalized w_user (N, R); the
+    same with ``fixed_weights`` (R,) (default: the population mean of w_user);
+    nobody / everyone t_k / everyone all treatments; a seeded random policy; and
+    the oracle when ground truth ``mu`` is given (w_true: the users' true value
+    weights, equal weights when None). ``exclusive_only`` builds HMUM, fixed w,
+    random and the oracle in exclusive mode only (K > 2, where partial subsets
+    of treatments have no ground truth). Without ``mu`` the random policy draws
+    one arm per user, so that off-policy evaluation can score it.
+    """
+    n, k = delta.shape[0], delta.shape[1]
+    fw = np.asarray(fixed_weights if fixed_weights is not None else w_user.mean(axis=0))
+    modes = ("exclusive",) if exclusive_only else ("independent", "exclusive")
+    pols: dict[str, np.ndarray] = {"nobody (control)": population_policy(n, k, 0)}
+    for i, t in enumerate(treatment_names, start=1):
+        pols[f"everyone {t}"] = population_policy(n, k, i)
+    if k > 1:
+        pols["everyone " + "+".join(treatment_names)] = population_policy(n, k, "all")
+    for m in modes:
+        pols[f"{HMUM} ({m})"] = decide_arrays(delta, w_user, sigma=sigma, mode=m)[1]
+    for m in modes:
+        pols[f"fixed w ({m})"] = fixed_weight_policy(delta, fw, sigma=sigma, mode=m)
+    # without ground truth only logged arms can be scored: draw one arm per user
+    pols["random"] = random_policy(n, k, seed=seed,
+                                   mode=modes[0] if mu is not None else "exclusive")
+    if mu is not None:
+        wt = w_true if w_true is not None else np.full((n, mu.shape[2]), 1.0 / mu.shape[2])
+        pols[ORACLE] = oracle_policy(mu, None if exclusive_only else mu_all, wt, mode=modes[0])
+        if not exclusive_only:
+            pols[f"{ORACLE} (exclusive)"] = oracle_policy(mu, None, wt, mode="exclusive")
+    return pols
+
+
+def _pct(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{100 * v:+.3f}%"
+
+
+def strategy_markdown(table: pd.DataFrame, response_names: Sequence[str]) -> str:
+    """The ground-truth strategy table as Markdown (changes in %)."""
+    from hmum.pipeline import markdown_table
+
+    df = pd.DataFrame({"strategy": table["strategy"]})
+    for c in table.columns:
+        if c.startswith("share_"):
+            df[f"share {c[6:]}"] = [f"{v:.2f}" for v in table[c]]
+    for r in response_names:
+        df[f"Δ {r}"] = [_pct(v) for v in table[f"change_{r}"]]
+    df["value"] = [f"{100 * v:+.4f}%" for v in table["value"]]
+    if "oracle_share" in table:
+        df["oracle share"] = [f"{v:.2f}" for v in table["oracle_share"]]
+    return markdown_table(df)
+
+
+def ope_markdown(table: pd.DataFrame, response_names: Sequence[str]) -> str:
+    """The off-policy table as Markdown: change vs control in % with its interval."""
+    from hmum.pipeline import markdown_table
+
+    df = pd.DataFrame({"strategy": table["strategy"], "estimator": table["estimator"]})
+    for r in response_names:
+        df[f"Δ {r} [95% CI]"] = [
+            f"{_pct(a)} [{_pct(lo)}, {_pct(hi)}]"
+            for a, lo, hi in zip(table[f"change_{r}"], table[f"change_{r}_lo"],
+                                 table[f"change_{r}_hi"], strict=True)
+        ]
+        if f"true_change_{r}" in table:
+            df[f"true Δ {r}"] = [_pct(v) for v in table[f"true_change_{r}"]]
+    return markdown_table(df)
+
+
+def _write_table(table: pd.DataFrame, out: Path, stem: str, markdown: str) -> None:
+    table.to_csv(out / f"{stem}.csv", index=False)
+    (out / f"{stem}.json").write_text(
+        json.dumps(table.to_dict(orient="records"), indent=2, default=float) + "\n")
+    (out / f"{stem}.md").write_text(markdown + "\n")
+
+
+# --------------------------------------------------------------------------------------
+# decide
+# --------------------------------------------------------------------------------------
+
+
+def request_weights(vw_estimator, requests: pa.Table) -> np.ndarray:
+    """w (Nq, R) of a request table, checking the model's responses."""
+    return vw_estimator.predict_weights(requests).astype(np.float64)
+
+
+def decide(
+    requests: pa.Table,
+    users: ExperimentData,
+    hum_estimator,
+    vw_estimator,
+    *,
+    sigma: float = 0.0,
+    mode: str = "independent",
+    out_path: str | Path | None = None,
+    deltas: dict | None = None,
+    missing: str = "error",
+) -> pd.DataFrame:
+    """Per-request decisions: weights (eq. 10), phi (eq. 11) and the enabled treatments.
+
+    requests: a request table with ``user_id`` (and ``request_id``, else the
+    row number); users: validated users with a ``user_id`` column; delta comes
+    from the HUM model on the users' features (pass ``deltas`` from
+    ``hum_deltas`` to reuse them). ``missing``: "error" (a request whose user
+    is not in ``users`` raises DataError) or "drop".
+
+    Returns a DataFrame (Nq rows): request_id, user_id, w_<response>,
+    phi_<treatment>, enable_<treatment> (bool) and ``arms`` (the enabled set,
+    "none" or e.g. "t1+t2"). Written to ``out_path`` (.parquet or .csv) when given.
+    """
+    if missing not in ("error", "drop"):
+        raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
+    if "user_id" not in requests.column_names:
+        raise DataError("requests: column 'user_id' is missing; it joins requests to users")
+    if users.user_id is None:
+        raise DataError("users: no user id column (set the schema's user_id); it joins "
+                        "requests to users")
+    schema = users.schema
+    rn, tn = schema.response_names, schema.arms[1:]
+    if list(vw_estimator.responses_) != list(rn):
+        raise ValueError(f"the value-weight model predicts {vw_estimator.responses_}, the users' "
+                         f"schema has responses {rn}")
+    req_uid = requests.column("user_id").to_numpy()
+    idx = join_users(req_uid, users.user_id)
+    if (idx < 0).any():
+        bad = np.unique(req_uid[idx < 0])
+        if missing == "error":
+            raise DataError(f"requests: {len(bad)} user id(s) not found among the users, e.g. "
+                            f"{bad[:5].tolist()}; pass missing='drop' to skip those requests")
+        keep = np.flatnonzero(idx >= 0)
+        requests, idx, req_uid = requests.take(pa.array(keep)), idx[keep], req_uid[keep]
+    deltas = deltas if deltas is not None else hum_deltas(hum_estimator, users)
+    w = request_weights(vw_estimator, requests)
+    phi, en = decide_arrays(deltas["delta"][idx], w, sigma=sigma, mode=mode)
+    rid = (requests.column("request_id").to_numpy() if "request_id" in requests.column_names
+           else np.arange(requests.num_rows))
+    df = pd.DataFrame({"request_id": rid, "user_id": req_uid})
+    for r, name in enumerate(rn):
+        df[f"w_{name}"] = w[:, r]
+    for k, name in enumerate(tn):
+        df[f"phi_{name}"] = phi[:, k]
+    for k, name in enumerate(tn):
+        df[f"enable_{name}"] = en[:, k]
+    df["arms"] = arm_set_labels(en, tn)
+    if out_path is not None:
+        _write_frame(df, Path(out_path))
+    return df
+
+
+def arm_set_labels(enable: np.ndarray, treatment_names: Sequence[str]) -> np.ndarray:
+    """(N,) strings: "none" or the enabled treatments joined by "+"."""
+    names = np.asarray(treatment_names, dtype=object)
+    codes = enable.astype(np.int64) @ (1 << np.arange(enable.shape[1]))
+    labels = {c: "+".join(names[[(c >> i) & 1 == 1 for i in range(len(names))]]) or "none"
+              for c in np.unique(codes)}
+    return np.array([labels[c] for c in codes], dtype=object) if len(codes) else \
+        np.zeros(0, dtype=object)
+
+
+def _write_frame(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        df.to_csv(path, index=False)
+    else:
+        from hmum.data.io import write_parquet
+
+        write_parquet(pa.Table.from_pandas(df, preserve_index=False), path)
+
+
+# --------------------------------------------------------------------------------------
+# policy evaluation
+# --------------------------------------------------------------------------------------
+
+
+def policy_eval(
+    users: ExperimentData,
+    hum_estimator,
+    out_dir: str | Path,
+    *,
+    requests: pa.Table | None = None,
+    vw_estimator=None,
+    request_w: tuple[np.ndarray, np.ndarray] | None = None,
+    w_true: np.ndarray | None = None,
+    sigma: float = 0.0,
+    fixed_weights: Sequence[float] | None = None,
+    extra_policies: dict[str, np.ndarray] | None = None,
+    n_boot: int = 500,
+    seed: int = 0,
+    plot: bool = True,
+    title: str = "hmum policy evaluation",
+    preamble: str = "",
+    report_name: str = "report.md",
+) -> dict:
+    """The strategy table (paper Tables 3 and 4) for ``users``, written to ``out_dir``.
+
+    Personalized weights: from ``requests`` scored by ``vw_estimator``, or
+    precomputed ``request_w`` = (request user ids (Nq,), w (Nq, R)); averaged per
+    user (module docstring). Without either, every user gets equal weights and
+    HMUM reduces to the fixed-weight decision. ``extra_policies``: more
+    {name: enable (N, K)} rows for the tables (e.g. diagnostics).
+
+    Ground truth (users.mu, simulated data): ``strategy_table.{csv,json,md}``
+    with the true relative change per response, value and oracle share, and
+    ``tradeoff.png``. Logged arm and responses: ``ope_table.{csv,json,md}``,
+    IPW and doubly-robust estimates (HUM's y_hat as outcome model) of the
+    exclusive-mode strategies with seeded bootstrap intervals (and the
+    trade-off plot from the DR estimates when there is no ground truth).
+    ``report_name`` (report.md) holds everything.
+
+    Returns {"strategy_table": DataFrame | None, "ope_table": DataFrame | None,
+    "plot": Path | None, "report": Path, "markdown": str, "policies": {name:
+    enable}, "w_user": (N, R), "n_requests": (N,)}.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s = users.schema
+    rn, tn = s.response_names, s.arms[1:]
+    n, k = len(users), s.K
+    deltas = hum_deltas(hum_estimator, users)
+    if request_w is None and requests is not None:
+        if vw_estimator is None:
+            raise ValueError("requests were given without a value-weight model (vw_estimator)")
+        if "user_id" not in requests.column_names:
+            raise DataError("requests: column 'user_id' is missing; it joins requests to users")
+        request_w = (requests.column("user_id").to_numpy(), request_weights(vw_estimator, requests))
+    if request_w is not None:
+        if users.user_id is None:
+            raise DataError("users: no user id column (set the schema's user_id) to join the "
+                            "requests' weights")
+        idx = join_users(request_w[0], users.user_id)
+        w_user, n_req = user_mean_weights(idx, request_w[1], n)
+    else:
+        w_user, n_req = np.full((n, len(rn)), 1.0 / len(rn)), np.zeros(n, dtype=np.int64)
+    lines = [f"# {title}", ""]
+    if preamble:
+        lines += [preamble, ""]
+    lines += [
+        f"{n:,} users, {int((n_req > 0).sum()):,} with at least one scored request "
+        f"({int(n_req.sum()):,} requests); the others get the mean predicted weight "
+        f"({', '.join(f'{r} {v:.3f}' for r, v in zip(rn, w_user.mean(0), strict=True))} "
+        f"on average over users). sigma = {sigma}. Decision per user from the mean weight of "
+        "their requests (see README, Decisions).", "",
+    ]
+    res: dict = {"strategy_table": None, "ope_table": None, "plot": None, "w_user": w_user,
+                 "n_requests": n_req}
+    truth = users.mu is not None
+    # K > 2: partial subsets of treatments have no ground truth (off-policy
+    # evaluation below skips any policy enabling several treatments by itself)
+    exclusive_only = truth and k > 2
+    pols = comparison_policies(
+        deltas["delta"], w_user, sigma=sigma, fixed_weights=fixed_weights, treatment_names=tn,
+        mu=users.mu, mu_all=users.mu_all, w_true=w_true, seed=seed,
+        exclusive_only=exclusive_only,
+    )
+    pols.update(extra_policies or {})
+    res["policies"] = pols
+    if truth:
+        if k > 1 and users.mu_all is None and not exclusive_only:
+            pols = {name: e for name, e in pols.items() if e.sum(axis=1).max(initial=0) < k}
+        table = strategy_table(pols, users.mu, users.mu_all, w_true=w_true, response_names=rn,
+                               treatment_names=tn, oracle=ORACLE)
+        md = strategy_markdown(table, rn)
+        _write_table(table, out, "strategy_table", md)
+        res["strategy_table"] = table
+        wdesc = "the users' true value weights" if w_true is not None else "equal weights 1/R"
+        lines += [
+            "## Strategies on ground truth (A/B-test view, paper Tables 3 and 4)", "",
+            "Δ: true relative change of the population mean of each response against "
+            "everyone in control. value: population mean of the true balanced score "
+            f"sum_r w_r (mu_r^policy / mu_r^control - 1) with {wdesc}; oracle share: value / "
+            "value of the oracle (which maximizes it per user). share: users per arm set.", "",
+            md, "",
+        ]
+        if plot and len(rn) >= 2:
+            res["plot"] = _tradeoff_plot(
+                list(table["strategy"]), table[f"change_{rn[0]}"], table[f"change_{rn[1]}"],
+                out / "tradeoff.png", rn, "true relative change vs control")
+    if users.arm is not None and users.y is not None:
+        excl = {nm: logged_arm(e) for nm, e in pols.items() if e.sum(axis=1).max(initial=0) <= 1}
+        ope = off_policy_table(
+            excl, users.y, users.arm, propensity=users.propensity, y_hat=deltas["y_hat"],
+            response_names=rn, n_boot=n_boot, seed=seed,
+        )
+        if res["strategy_table"] is not None:  # simulated data: put the truth beside
+            st = res["strategy_table"].set_index("strategy")
+            for r in rn:
+                ope[f"true_change_{r}"] = st.loc[ope["strategy"], f"change_{r}"].to_numpy()
+        md = ope_markdown(ope, rn)
+        _write_table(ope, out, "ope_table", md)
+        res["ope_table"] = ope
+        prop = "the logged propensity" if users.propensity is not None else \
+            "the empirical arm shares"
+        lines += [
+            "## Off-policy estimates from the logged experiment", "",
+            "Relative change vs everyone in control estimated from the randomized log alone "
+            f"(no ground truth): ipw = inverse propensity weighting with {prop}, dr = doubly "
+            f"robust with the uplift model's y_hat. 95% percentile bootstrap ({n_boot} seeded "
+            "resamples). Only strategies giving each user one logged arm can be scored.", "",
+            md, "",
+        ]
+        if not truth and plot and len(rn) >= 2:
+            dr = ope[ope.estimator == ope.estimator.iloc[-1]]
+            xe = np.abs(np.stack([dr[f"change_{rn[0]}_lo"], dr[f"change_{rn[0]}_hi"]])
+                        - dr[f"change_{rn[0]}"].to_numpy())
+            ye = np.abs(np.stack([dr[f"change_{rn[1]}_lo"], dr[f"change_{rn[1]}_hi"]])
+                        - dr[f"change_{rn[1]}"].to_numpy())
+            res["plot"] = _tradeoff_plot(
+                list(dr["strategy"]), dr[f"change_{rn[0]}"], dr[f"change_{rn[1]}"],
+                out / "tradeoff.png", rn, f"{dr.estimator.iloc[0]} estimate vs control",
+                xerr=100 * xe, yerr=100 * ye)
+    if res["plot"] is not None:
+        lines += [f"![trade-off]({Path(res['plot']).name})", "",
+                  "Each point is a strategy; the dashed line is the Pareto front (no other "
+                  "strategy is at least as good on both responses). Top right = both up.", ""]
+    res["markdown"] = "\n".join(lines[2 + (2 if preamble else 0):])
+    report = out / report_name
+    report.write_text("\n".join(lines) + "\n")
+    res["report"] = report
+    return res
+
+
+def _tradeoff_plot(names, x, y, path, rn, what, **kw) -> Path:
+    from hmum.decision.plots import plot_tradeoff
+
+    return plot_tradeoff(
+        names, 100 * np.asarray(x), 100 * np.asarray(y), path,
+        x_label=f"Δ {rn[0]} (%)", y_label=f"Δ {rn[1]} (%)",
+        title=f"Trade-off per strategy ({what})",
+        highlight=[nm for nm in names if nm.startswith(HMUM) or nm == ORACLE], **kw)
+
+
+# --------------------------------------------------------------------------------------
+# the demo stage
+# --------------------------------------------------------------------------------------
+
+
+def train_value_weights(
+    requests: pa.Table,
+    *,
+    exclude_users: np.ndarray | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    model: dict | None = None,
+    trainer: dict | None = None,
+    log: Callable[[dict], None] | None = None,
+):
+    """Fit a ValueWeightEstimator on ``requests`` (minus those of ``exclude_users``).
+
+    ``log`` receives one dict per finished epoch.
+    """
+    from hmum.training.value_weight import ValueWeightEstimator
+
+    if exclude_users is not None and "user_id" in requests.column_names:
+        keep = ~np.isin(requests.column("user_id").to_numpy(), exclude_users)
+        if keep.sum() >= 100:  # too few left: train on everything rather than fail
+            requests = requests.filter(pa.array(keep))
+    cfg = {"seed": seed, "num_threads": threads, **(trainer or {})}
+    if epochs is not None:
+        cfg["max_epochs"] = epochs
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    return ValueWeightEstimator(model=model, trainer=cfg).fit(requests, log=log)
+
+
+def simulate_user_requests(sim_config, user_ids: np.ndarray, *,
+                           chunk: int = 20_000) -> Iterator[pa.Table]:
+    """Fresh simulated requests, one per user in ``user_ids``, in chunks.
+
+    Uses the simulation's world (same users, catalog and seed) with one request
+    per user; request ids start after every id the logged requests can use, so
+    these requests are new draws, not copies of the training requests.
+    """
+    from hmum.data.simulator import simulate_requests
+
+    n_users = sim_config.n_users
+    one = sim_config.model_copy(update={"requests_per_user": 1})
+    base = n_users * max(1, math.ceil(sim_config.n_requests / n_users))
+    wanted = np.zeros(n_users, dtype=bool)
+    wanted[np.asarray(user_ids)] = True
+    ids = np.flatnonzero(wanted)
+    if len(ids) == 0:
+        return
+    for s in range(int(ids[0]), int(ids[-1]) + 1, chunk):
+        t = simulate_requests(one, n=min(chunk, int(ids[-1]) + 1 - s), start=base + s)
+        yield t.filter(pa.array(wanted[t.column("user_id").to_numpy()]))
+
+
+def true_user_weights(sim_config, user_ids: np.ndarray) -> np.ndarray:
+    """The simulated users' latent value weights (N, R), in the order of ``user_ids``."""
+    from hmum.data.simulator import RESPONSES, simulate_users
+
+    ids = np.asarray(user_ids)
+    lo, hi = int(ids.min()), int(ids.max()) + 1
+    t = simulate_users(sim_config, start=lo, n=hi - lo, include_latent=True)
+    names = [r[0] for r in RESPONSES[: sim_config.n_responses]]
+    w = np.stack([t.column(f"true_w_{r}").to_numpy() for r in names], axis=1)
+    return w[ids - lo]
+
+
+def run_ddm_demo_stage(
+    out_dir: str | Path,
+    sim_result,
+    hum_estimator,
+    users_test: ExperimentData,
+    requests_table: pa.Table,
+    *,
+    sigma: float = 0.0,
+    seed: int = 0,
+    epochs: int = 15,
+    threads: int | None = None,
+    n_boot: int = 500,
+    decision_requests: str = "simulate",
+    console=None,
+) -> dict:
+    """The DDM half of the demo: value weights -> decisions -> strategy table and plot.
+
+    1. Train the value-weight model on ``requests_table`` (the requests of test
+       users left out), save it to ``out_dir/models/value_weight`` and export
+       ``out_dir/models/value_weight.onnx`` (ONNX Runtime parity checked; skipped
+       when onnx / onnxruntime are not installed).
+    2. Score requests of the test users: ``decision_requests="simulate"`` draws
+       one fresh request per test user from the simulation's world (the logged
+       requests cover only the first n_requests / requests_per_user users);
+       "given" uses the test users' rows of ``requests_table`` (users without a
+       request fall back to the mean weight).
+    3. Per-request decisions (``decisions.parquet``) and, per user, the strategy
+       table on ground truth (true value weights from the simulator), the
+       off-policy table from the test users' logged arms and responses, the
+       trade-off plot and ``ddm_report.md`` — all in ``out_dir``.
+
+    Returns {"strategy_table", "ope_table", "plot", "report", "markdown" (a
+    Markdown section whose image link is relative to ``out_dir``),
+    "value_weight_model", "onnx", "decisions", "summary" (JSON-able)}.
+    """
+    from hmum.data.simulator import SimulatorConfig
+    from hmum.training.value_weight import OnnxValueWeights
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    say: Callable[[str], None] = console.print if console is not None else print
+    cfg = SimulatorConfig.model_validate_json(Path(sim_result.config_path).read_text())
+    if users_test.user_id is None:
+        raise DataError("users_test: no user_id column to join requests to users")
+    test_ids = np.asarray(users_test.user_id)
+
+    t0 = time.perf_counter()
+    say(f"training the value-weight model on {requests_table.num_rows:,} requests "
+        "(test users' requests left out)")
+    def epoch_line(rec: dict) -> None:
+        say(f"  value-weight epoch {rec['epoch']}: train MSE {rec['train_loss']:.4f}, valid MSE "
+            f"{rec['valid_loss']:.4f} ({rec['seconds']:.1f}s)")
+
+    vw = train_value_weights(requests_table, exclude_users=test_ids, epochs=epochs, seed=seed,
+                             threads=threads, log=epoch_line if console is not None else None)
+    h = vw.history_
+    vw_path = vw.save(out / "models" / "value_weight")
+    try:  # the serving graph; the stage still runs where onnx is not installed
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        onnx_path = vw.export_onnx(out / "models" / "value_weight.onnx")
+    except ImportError:
+        onnx_path = None
+        say("onnx / onnxruntime not installed: no ONNX export")
+    say(f"value-weight model: best epoch {h.best_epoch}, valid MSE {h.best_valid_loss:.4f}, "
+        f"{time.perf_counter() - t0:.0f}s -> {vw_path}")
+
+    t1 = time.perf_counter()
+    if decision_requests == "simulate":
+        parts = list(simulate_user_requests(cfg, test_ids))
+    elif decision_requests == "given":
+        keep = np.isin(requests_table.column("user_id").to_numpy(), test_ids)
+        parts = [requests_table.filter(pa.array(keep))]
+    else:
+        raise ValueError(f"decision_requests must be 'simulate' or 'given', got "
+                         f"{decision_requests!r}")
+    deltas = hum_deltas(hum_estimator, users_test)
+    frames, onnx_diff = [], float("nan")
+    session = OnnxValueWeights(onnx_path) if onnx_path is not None else None
+    for part in parts:
+        if part.num_rows == 0:
+            continue
+        frames.append(decide(part, users_test, hum_estimator, vw, sigma=sigma,
+                             mode="independent", deltas=deltas))
+        if session is not None and not np.isfinite(onnx_diff):
+            sub = part.slice(0, 256)
+            _, w_onnx = session.run(*vw.encode(sub))
+            onnx_diff = float(np.abs(w_onnx - vw.predict_weights(sub)).max())
+    rn, tn = users_test.schema.response_names, users_test.schema.arms[1:]
+    if frames:
+        decisions = pd.concat(frames, ignore_index=True)
+    else:
+        decisions = decide(requests_table.slice(0, 0), users_test, hum_estimator, vw,
+                           deltas=deltas)
+    dec_path = out / "decisions.parquet"
+    _write_frame(decisions, dec_path)
+    say(f"scored {len(decisions):,} requests of {len(test_ids):,} test users "
+        f"({time.perf_counter() - t1:.0f}s); ONNX Runtime vs PyTorch max |Δw| {onnx_diff:.1e}")
+
+    w_req = decisions[[f"w_{r}" for r in rn]].to_numpy()
+    w_true = true_user_weights(cfg, test_ids)
+    pre = (f"Value-weight model trained on {requests_table.num_rows:,} logged requests "
+           f"(best epoch {h.best_epoch}, valid MSE {h.best_valid_loss:.4f}); decisions for "
+           f"{len(test_ids):,} test users from "
+           + ("one fresh simulated request each" if decision_requests == "simulate"
+              else "their logged requests") + ".")
+    # diagnostic rows: the same decisions on the true uplift (a perfect uplift model),
+    # separating what the value weights contribute from the uplift model's errors
+    idx = join_users(decisions["user_id"].to_numpy(), test_ids)
+    w_user, _ = user_mean_weights(idx, w_req, len(test_ids))
+    extra = {}
+    if users_test.mu is not None:
+        mu = users_test.mu
+        delta_true = mu[:, 1:] / mu[:, :1] - 1.0
+        extra = {
+            f"{HMUM} w on true δ (diagnostic)": decide_arrays(delta_true, w_user,
+                                                              sigma=sigma)[1],
+            "fixed w on true δ (diagnostic)": fixed_weight_policy(
+                delta_true, w_user.mean(axis=0), sigma=sigma),
+        }
+    res = policy_eval(
+        users_test, hum_estimator, out, request_w=(decisions["user_id"].to_numpy(), w_req),
+        w_true=w_true, sigma=sigma, n_boot=n_boot, seed=seed, extra_policies=extra,
+        title="hmum demo: decisions (DDM)", preamble=pre, report_name="ddm_report.md",
+    )
+    report = res["report"]
+    # the per-user weight against the truth: how personal the predicted weights are
+    corr = float(np.corrcoef(res["w_user"][:, 0], w_true[:, 0])[0, 1]) if len(rn) > 1 else 1.0
+    summary = {
+        "value_weight": {"best_epoch": h.best_epoch, "valid_mse": h.best_valid_loss,
+                         "corr_w_true": corr, "onnx_max_abs_diff": onnx_diff},
+        "n_requests_scored": len(decisions),
+        "request_enable_share": {t: float(decisions[f"enable_{t}"].mean()) for t in tn},
+        "strategy_table": (res["strategy_table"].to_dict(orient="records")
+                           if res["strategy_table"] is not None else None),
+        "ope_table": (res["ope_table"].to_dict(orient="records")
+                      if res["ope_table"] is not None else None),
+    }
+    (out / "ddm_summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    # one level down: the section is meant to sit inside the demo's report.md
+    section = res["markdown"].replace("\n## ", "\n### ")
+    md = "## Decisions (DDM)\n\n" + pre + (
+        f" Predicted per-user weight of {rn[0]} vs the true latent weight: correlation "
+        f"{corr:.2f}." if len(rn) > 1 else "") + "\n\n" + section
+    return {
+        "strategy_table": res["strategy_table"], "ope_table": res["ope_table"],
+        "plot": res["plot"], "report": report, "markdown": md, "value_weight_model": vw_path,
+        "onnx": onnx_path, "decisions": dec_path, "summary": summary, "policies": res["policies"],
+    }
+
