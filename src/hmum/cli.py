@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hmum.cli_ddm import decide, policy_eval, strategy_rich_table, train_value_weights
+from hmum.cli_service import serve
 from hmum.cli_serving import score, store_app
 
 app = typer.Typer(
@@ -162,6 +164,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="seed of that split")] = 0,
 ) -> None:
     """K x R table of normalized Qini/AUUC (+ ground-truth errors), curves and a report."""
+    from hmum.data.io import DataError
+    from hmum.data.schema import Schema
     from hmum.data.validate import load_experiment
     from hmum.pipeline import evaluate_models, test_part
     from hmum.training.artifacts import ArtifactError
@@ -169,13 +173,10 @@ def evaluate(
 
     try:
         est = load_estimator(model)
-    except ArtifactError as e:
+        s = Schema.from_json(schema) if schema is not None else est.schema
+        d = load_experiment(data, s)
+    except (ArtifactError, DataError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    s = est.schema
-    if schema is not None:
-        from hmum.data.schema import Schema
-        s = Schema.from_json(schema)
-    d = load_experiment(data, s)
     if test_split:
         d = test_part(d, seed)
     res = evaluate_models({model.name: est}, d, out)
@@ -183,14 +184,22 @@ def evaluate(
     console.print(f"report: {res['report']}")
 
 
+def _print_frame(title: str, df) -> None:
+    t = Table(title=title)
+    for c in df.columns:
+        t.add_column(str(c), justify="right")
+    for row in df.itertuples(index=False):
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(t)
+
+
 def print_evaluation(res: dict) -> None:
     for name, tab in res["tables"].items():
-        t = Table(title=f"{name}: normalized Qini / AUUC per (treatment, response)")
-        for c in tab.columns:
-            t.add_column(str(c), justify="right")
-        for row in tab.itertuples(index=False):
-            t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
-        console.print(t)
+        _print_frame(f"{name}: normalized Qini / AUUC per (treatment, response)",
+                     tab[["treatment", "response", "qini", "auuc", "n_control", "n_treated"]])
+        truth = res["truth"].get(name)
+        if truth is not None:
+            _print_frame(f"{name}: errors against the ground truth", truth)
 
 
 # --------------------------------------------------------------------------------------
@@ -201,26 +210,34 @@ def print_evaluation(res: dict) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
-    users: Annotated[int, typer.Option(help="simulated users")] = 100_000,
+    users: Annotated[int, typer.Option(help="simulated users")] = 200_000,
     epochs: Annotated[int, typer.Option(help="maximum epochs per model")] = 12,
     effect_scale: Annotated[float, typer.Option(help="true effect multiplier")] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    ddm: Annotated[bool, typer.Option(help="also run the decision half (DDM)")] = True,
 ) -> None:
-    """The main job: simulate -> train HUM and HUM w/o KL -> evaluate both -> report."""
+    """The main job: simulate -> train HUM (+ w/o KL) -> evaluate -> DDM decisions -> report."""
     from hmum.pipeline import run_demo
 
     t0 = time.perf_counter()
     res = run_demo(out, users=users, epochs=epochs, effect_scale=effect_scale, seed=seed,
-                   threads=threads, console=console)
+                   threads=threads, ddm=ddm, console=console)
     print_simulation_summary(res["simulation"])
     print_evaluation(res)
+    if "ddm" in res:
+        console.print(strategy_rich_table(res["ddm"]["strategy_table"],
+                                          list(res["simulation"]["responses"])))
     console.print(f"[bold green]demo finished[/] in {time.perf_counter() - t0:.0f}s; "
                   f"report: {res['report']}")
 
 
+app.command("train-value-weights")(train_value_weights)
+app.command("decide")(decide)
+app.command("policy-eval")(policy_eval)
 app.command()(score)
 app.add_typer(store_app, name="store")
+app.command()(serve)
 
 
 @app.command()

@@ -1,0 +1,264 @@
+"""Decision-service benchmark: in-process decision latency and HTTP load with wrk.
+
+Setup: a value-weight model with the default network (ValueWeightConfig defaults:
+d = 32, 4 experts [64, 32]) fitted for one epoch on simulated requests (L = 50
+candidates, Lr = 20 recent items, 5 item fields), exported to ONNX; ``--users``
+users with delta (K = 2, R = 2) in Redis (a throwaway ``redis-server`` on a free
+127.0.0.1 port, or ``--redis-url``) or SQLite (``--store sqlite``).
+
+1. In process (``DecisionService``, no HTTP): per call p50 / p99 / max of
+   (a) the ONNX value weights alone, (b) the store read alone, (c) the whole
+   decision (JSON parse + validation + ONNX + store + phi + JSON encoding), and
+   (d) the same with an in-memory store (the decision logic without store I/O),
+   over ``--calls`` calls with rotating users.
+2. HTTP: one uvicorn process (``--workers``) on 127.0.0.1, loaded by ``wrk``
+   (Debian: ``apt-get install wrk``) with a Lua script that POSTs real request
+   bodies, for ``--duration`` seconds per point: p50 / p99 and requests/s at 1 and
+   16 connections, then a sweep over connections to find the highest rate with
+   p99 <= 10 ms. Everything (server, Redis, wrk) shares the machine's cores.
+
+Usage: python benchmarks/bench_service.py [--duration 5] [--users 100000]
+       [--workers 1] [--store redis|sqlite] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hmum.data.simulator import SimulatorConfig, simulate_requests
+from hmum.serving.config import ServiceConfig
+from hmum.serving.service import DecideRequest, DecisionService, _dumps
+from hmum.serving.store import (
+    Lookup,
+    SQLiteStore,
+    VersionInfo,
+    free_loopback_port,
+    local_redis_server,
+    open_store,
+)
+from hmum.training.value_weight import ValueWeightEstimator
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def build(root: Path, n_cand: int, n_recent: int):
+    sim = SimulatorConfig(n_users=2000, n_requests=6000, n_candidates=n_cand,
+                          n_recent=n_recent, n_exposed=8, n_items=5000, seed=1)
+    table = simulate_requests(sim)
+    est = ValueWeightEstimator(trainer={"max_epochs": 1, "seed": 0}).fit(table)
+    est.save(root / "vw")
+    est.export_onnx(root / "vw.onnx")
+    return est, table
+
+
+def bodies(table, user_ids, n: int) -> list[bytes]:
+    out = []
+    cols = [c for c in table.column_names if c.startswith(("cand_", "recent_"))
+            and not c.startswith("cand_score_")]
+    for i in range(n):
+        b = {"user_id": int(user_ids[i % len(user_ids)]), "candidates": {}, "recent": {}}
+        for c in cols:
+            key, f = ("candidates", c[5:]) if c.startswith("cand_") else ("recent", c[7:])
+            b[key][f] = table.column(c)[i % table.num_rows].as_py()
+        out.append(_dumps(b))
+    return out
+
+
+def fill(url: str, users: int, responses) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    ids = rng.choice(50 * users, users, replace=False).astype(np.int64)
+    st = open_store(url, read_timeout=None)
+    st.create_version(VersionInfo(version="bench", K=2, R=2, arms=["control", "t1", "t2"],
+                                  responses=list(responses)), expected_rows=users)
+    delta = rng.normal(0, 0.05, (users, 2, 2)).astype(np.float32)
+    for s in range(0, users, 50_000):
+        st.put("bench", ids[s:s + 50_000], delta[s:s + 50_000])
+    st.mark_ready("bench", users)
+    st.switch("bench")
+    st.close()
+    return ids
+
+
+def pct(x: list[float]) -> dict:
+    a = np.asarray(x) * 1e6
+    return {"p50_us": round(float(np.percentile(a, 50)), 1),
+            "p99_us": round(float(np.percentile(a, 99)), 1), "max_us": round(float(a.max()), 1)}
+
+
+class MemoryStore:
+    """A store without I/O (every user found, delta fixed): isolates the decision logic."""
+
+    def __init__(self, info: VersionInfo) -> None:
+        self._info = info
+        self._lookup = Lookup(np.full((1, info.K, info.R), 0.01, np.float32),
+                              np.ones(1, bool), info.version)
+
+    def get(self, ids, *, timeout=None, version=None) -> Lookup:
+        return self._lookup
+
+    def info(self, version: str) -> VersionInfo:
+        return self._info
+
+
+def in_process(cfg: ServiceConfig, reqs: list[bytes], calls: int) -> dict:
+    svc = DecisionService(cfg)
+    if svc.model is None:
+        raise RuntimeError(svc.model_error)
+    mem = DecisionService(cfg, store=MemoryStore(VersionInfo(
+        version="mem", K=2, R=2, arms=["control", "t1", "t2"], responses=svc.model.responses)))
+    items = [svc.prepare(DecideRequest.model_validate_json(b)) for b in reqs]
+    t_onnx, t_store, t_all, t_mem = [], [], [], []
+    for i in range(calls + 200):  # the first 200: warm-up
+        uid, c, r = items[i % len(items)]
+        t0 = time.perf_counter()
+        svc.model.session.weights(c[None], r[None])
+        t1 = time.perf_counter()
+        svc.lookup([uid])
+        t2 = time.perf_counter()
+        _dumps(svc.decide([svc.prepare(DecideRequest.model_validate_json(reqs[i % len(reqs)]))
+                           ])[0])
+        t3 = time.perf_counter()
+        _dumps(mem.decide([mem.prepare(DecideRequest.model_validate_json(reqs[i % len(reqs)]))
+                           ])[0])
+        t4 = time.perf_counter()
+        if i >= 200:
+            t_onnx.append(t1 - t0)
+            t_store.append(t2 - t1)
+            t_all.append(t3 - t2)
+            t_mem.append(t4 - t3)
+    degraded = svc.metrics.degraded._metrics  # a sanity count only
+    return {"onnx": pct(t_onnx), "store": pct(t_store), "decision_with_store": pct(t_all),
+            "decision_without_store_io": pct(t_mem),
+            "degraded_reasons": sorted(k[0] for k in degraded)}
+
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format(nil, "/v1/decide", nil, bodies[(i %% #bodies) + 1])
+end
+"""
+
+
+def parse_wrk(text: str) -> dict:
+    def lat(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        return float(m.group(1)) * UNIT[m.group(2)] * 1e3 if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors:.*", text)
+    return {"p50_ms": round(lat("50"), 3), "p99_ms": round(lat("99"), 3),
+            "rps": round(float(rps.group(1)), 1) if rps else 0.0,
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(0) if errors else ""}
+
+
+def wrk(base: str, script: Path, connections: int, duration: float) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration:g}s", "--latency",
+         "-s", str(script), "--timeout", "2s", base],
+        capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    return {"connections": connections, **parse_wrk(out)}
+
+
+@contextlib.contextmanager
+def server(cfg_env: dict, workers: int):
+    port = free_loopback_port()
+    env = {**os.environ, **cfg_env, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "hmum.serving.service:app_from_env",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+         "--log-level", "warning", "--no-access-log", "--http", "httptools"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(600):  # bounded: 60 s
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None:
+                raise RuntimeError("uvicorn exited")
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("service never became ready")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk point")
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--calls", type=int, default=5000, help="in-process calls")
+    ap.add_argument("--candidates", type=int, default=50)
+    ap.add_argument("--recent", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--store", choices=["redis", "sqlite"], default="redis")
+    ap.add_argument("--redis-url", default=None)
+    ap.add_argument("--sweep", default="1,2,4,8,16,32,64", help="connections to try")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+    res: dict = {"cpus": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory(prefix="hmum-bench-svc-") as tmp, contextlib.ExitStack() as es:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        est, table = build(root, args.candidates, args.recent)
+        print(f"model fitted and exported in {time.perf_counter() - t0:.1f}s", flush=True)
+        if args.store == "redis":
+            url = args.redis_url or es.enter_context(local_redis_server())
+        else:
+            url = f"sqlite:///{root / 'uplift.sqlite'}"
+            SQLiteStore(root / "uplift.sqlite").close()
+        ids = fill(url, args.users, est.responses_)
+        reqs = bodies(table, ids, 512)
+        cfg = ServiceConfig(value_weight_model=root / "vw", store_url=url)
+        res["in_process"] = in_process(cfg, reqs, args.calls)
+        print("in process:", json.dumps(res["in_process"]), flush=True)
+        script = root / "post.lua"
+        script.write_text(LUA % ",".join("[==[" + b.decode() + "]==]" for b in reqs))
+        env = {"HMUM_VALUE_WEIGHT_MODEL": str(root / "vw"), "HMUM_STORE_URL": url}
+        with server(env, args.workers) as base:
+            wrk(base, script, 4, 1.0)  # warm-up
+            points = []
+            for c in sorted({int(x) for x in args.sweep.split(",")} | {1, 16}):
+                p = wrk(base, script, c, args.duration)
+                points.append(p)
+                print("wrk:", json.dumps(p), flush=True)
+        res["http"] = points
+        ok = [p for p in points if p["p99_ms"] <= 10.0 and p["non_2xx"] == 0]
+        res["best_rps_p99_le_10ms"] = max(ok, key=lambda p: p["rps"]) if ok else None
+    print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
