@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -48,9 +49,16 @@ def main() -> None:
             secs = time.perf_counter() - t0
             res = evaluate_estimator(est, test)
             merged = res["table"].merge(res["truth"], on=["treatment", "response"])
-            for rec in merged.to_dict(orient="records"):
-                rows.append({"model": name, "seed": seed, "train_s": secs,
-                             "epochs": len(est.history_.epochs), **rec})
+            tau, tau_hat = test.tau, res["tau_hat"]
+            for i, rec in enumerate(merged.to_dict(orient="records")):
+                k, r = divmod(i, tau.shape[2])  # uplift_table rows: treatment-major
+                rows.append({
+                    "model": name, "seed": seed, "train_s": secs,
+                    "epochs": len(est.history_.epochs), **rec,
+                    # references: predicting zero uplift, and the ranking agreement
+                    "pehe_zero": float(np.sqrt(np.mean(tau[:, k, r] ** 2))),
+                    "tau_corr": float(np.corrcoef(tau_hat[:, k, r], tau[:, k, r])[0, 1]),
+                })
             print(f"seed {seed} {name}: {secs:.0f}s, {len(est.history_.epochs)} epochs")
     df = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +67,8 @@ def main() -> None:
         df.groupby(["model", "treatment", "response"])
         .agg(qini_mean=("qini", "mean"), qini_std=("qini", "std"),
              auuc_mean=("auuc", "mean"), auuc_std=("auuc", "std"),
-             pehe_mean=("pehe", "mean"), oracle_qini=("oracle_qini", "mean"))
+             pehe_mean=("pehe", "mean"), pehe_zero=("pehe_zero", "mean"),
+             tau_corr=("tau_corr", "mean"), oracle_qini=("oracle_qini", "mean"))
         .reset_index()
     )
     table = markdown_table(agg)

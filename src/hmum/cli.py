@@ -216,13 +216,15 @@ def demo(
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     ddm: Annotated[bool, typer.Option(help="also run the decision half (DDM)")] = True,
+    serve: Annotated[bool, typer.Option(
+        help="with --ddm: score into SQLite, start the service, send requests")] = True,
 ) -> None:
     """The main job: simulate -> train HUM (+ w/o KL) -> evaluate -> DDM decisions -> report."""
     from hmum.pipeline import run_demo
 
     t0 = time.perf_counter()
     res = run_demo(out, users=users, epochs=epochs, effect_scale=effect_scale, seed=seed,
-                   threads=threads, ddm=ddm, console=console)
+                   threads=threads, ddm=ddm, serve=serve and ddm, console=console)
     print_simulation_summary(res["simulation"])
     print_evaluation(res)
     if "ddm" in res:

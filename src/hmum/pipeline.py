@@ -1,0 +1,335 @@
+"""End-to-end workflows behind the command line: train, evaluate, report, demo.
+
+These functions glue the layers together (data -> estimator -> metrics -> a
+Markdown report); they hold no modeling logic of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hmum.data.split import split_indices
+from hmum.data.validate import ExperimentData
+from hmum.training.estimator import HUMEstimator, NeuralUpliftEstimator
+
+#: the 8:1:1 split of the paper (§5.1.1), stratified by arm
+SPLIT = (0.8, 0.1, 0.1)
+
+
+def split_data(d: ExperimentData, seed: int = 0) -> tuple[ExperimentData, ...]:
+    """(train, valid, test) parts of ``d``: seeded 8:1:1, stratified by arm."""
+    return tuple(d.take(idx) for idx in split_indices(d.arm, SPLIT, seed=seed))
+
+
+def test_part(d: ExperimentData, seed: int = 0) -> ExperimentData:
+    """The test part of ``split_data(d, seed)``."""
+    return d.take(split_indices(d.arm, SPLIT, seed=seed)[2])
+
+
+def train_hum(
+    data: ExperimentData,
+    valid: ExperimentData | None = None,
+    *,
+    kl_weight: float = 1.0,
+    model: dict | None = None,
+    trainer: dict | None = None,
+    split: bool = True,
+    checkpoint_dir=None,
+    resume: bool = False,
+    progress: bool = False,
+) -> tuple[HUMEstimator, str]:
+    """Train HUM; with ``split`` the seeded 8:1:1 test part of ``data`` is held out.
+
+    Returns the fitted estimator and a one-line description of the rows used.
+    """
+    trainer = {k: v for k, v in (trainer or {}).items() if v is not None}
+    seed = trainer.get("seed", 0)
+    if split and valid is None:
+        tr, va, te = split_data(data, seed)
+        info = f"train {len(tr):,} / valid {len(va):,} rows; test split of {len(te):,} held out"
+    else:
+        tr, va = data, valid
+        info = f"train {len(tr):,} rows" + (f" / valid {len(va):,}" if va is not None else "")
+    est = HUMEstimator(data.schema, model={**(model or {}), "kl_weight": kl_weight},
+                       trainer=trainer)
+    est.fit(tr, va, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+    return est, info
+
+
+# --------------------------------------------------------------------------------------
+# evaluation and report
+# --------------------------------------------------------------------------------------
+
+
+def evaluate_estimator(est: NeuralUpliftEstimator, data: ExperimentData) -> dict:
+    """Metrics of one model on ``data``.
+
+    Returns {"table": uplift table (K*R rows), "truth": ground-truth table or None,
+    "tau_hat": (N, K, R)}.
+    """
+    from hmum.metrics import ground_truth_table, uplift_table
+
+    s = data.schema
+    tau_hat = est.predict_uplift(data).astype(np.float64)
+    kinds = [r.kind for r in s.responses]
+    names = {"kind": kinds, "response_names": s.response_names, "treatment_names": s.arms[1:]}
+    table = uplift_table(data.y, tau_hat, data.arm, **names)
+    truth = None
+    if data.mu is not None:
+        truth = ground_truth_table(data.y, data.tau, tau_hat, data.arm, **names)[
+            ["treatment", "response", "pehe", "ate_error", "oracle_qini", "oracle_auuc"]
+        ]
+    return {"table": table, "truth": truth, "tau_hat": tau_hat}
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """A DataFrame as a GitHub Markdown table (no extra dependency)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        cells = [format(v, floatfmt) if isinstance(v, float | np.floating) else str(v)
+                 for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_models(
+    models: dict[str, NeuralUpliftEstimator],
+    data: ExperimentData,
+    out_dir: str | Path,
+    *,
+    title: str = "hmum evaluation",
+    preamble: str = "",
+    plots: bool = True,
+) -> dict:
+    """Evaluate several models on the same rows; write tables, curves and report.md.
+
+    Returns {"tables": {name: uplift table}, "truth": {name: ground-truth table},
+    "report": path of report.md}.
+    """
+    from hmum.metrics.plots import save_curve_plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s = data.schema
+    tables, truths, images = {}, {}, {}
+    for name, est in models.items():
+        res = evaluate_estimator(est, data)
+        tables[name], truths[name] = res["table"], res["truth"]
+        res["table"].to_csv(out / f"{name}_uplift.csv", index=False)
+        if res["truth"] is not None:
+            res["truth"].to_csv(out / f"{name}_ground_truth.csv", index=False)
+        if plots:
+            images[name] = save_curve_plots(
+                data.y, res["tau_hat"], data.arm, out / "curves", prefix=f"{name}_",
+                response_names=s.response_names, treatment_names=s.arms[1:],
+                kind=[r.kind for r in s.responses],
+            )
+    lines = [f"# {title}", ""]
+    if preamble:
+        lines += [preamble, ""]
+    counts = np.bincount(data.arm, minlength=s.K + 1)
+    lines += [
+        f"Evaluated on {len(data):,} rows ("
+        + ", ".join(f"{a}: {c:,}" for a, c in zip(s.arms, counts, strict=True))
+        + "). Qini and AUUC are normalized (1 = perfect ranking, 0 = random); for "
+        "continuous and count responses labels are min-max normalized (see README, Metrics).",
+        "",
+    ]
+    for name in models:
+        lines += [f"## {name}", "", "### Normalized Qini and AUUC per (treatment, response)", "",
+                  markdown_table(tables[name]), ""]
+        if truths[name] is not None:
+            lines += ["### Ground truth (simulated data)", "",
+                      "PEHE: root mean squared error of the uplift; ATE error: mean "
+                      "estimated minus mean true uplift; oracle Qini: the Qini of the true "
+                      "uplift used as the score (the best any model could reach on these rows).",
+                      "", markdown_table(truths[name]), ""]
+        for img in images.get(name, []):
+            lines += [f"![{Path(img).stem}]({Path(img).relative_to(out)})", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps({
+        "tables": {k: v.to_dict(orient="records") for k, v in tables.items()},
+        "truth": {k: (v.to_dict(orient="records") if v is not None else None)
+                  for k, v in truths.items()},
+    }, indent=2, default=float))
+    return {"tables": tables, "truth": truths, "report": report}
+
+
+# --------------------------------------------------------------------------------------
+# the demo (README's main job)
+# --------------------------------------------------------------------------------------
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    users: int = 200_000,
+    epochs: int = 12,
+    effect_scale: float = 1.0,
+    seed: int = 0,
+    threads: int | None = None,
+    ddm: bool = True,
+    serve: bool = True,
+    console=None,
+) -> dict:
+    """simulate -> train HUM and HUM w/o KL -> evaluate both on the test split ->
+    (ddm) value weights -> per-request decisions -> strategy table and plot ->
+    (serve) score everyone into SQLite -> decision service -> requests -> report."""
+    from hmum.data.simulator import SimulatorConfig, simulate
+    from hmum.data.validate import load_experiment
+
+    out = Path(out)
+    say = console.print if console is not None else print
+    t0 = time.perf_counter()
+    cfg = SimulatorConfig(n_users=users, seed=seed, effect_scale=effect_scale,
+                          n_requests=min(20_000, users))
+    sim = simulate(cfg, out / "data")
+    say(f"simulated {users:,} users in {time.perf_counter() - t0:.1f}s -> {sim.users_path}")
+    data = load_experiment(sim.users_path, sim.schema)
+    train, valid, test = split_data(data, seed)
+    trainer = {"max_epochs": epochs, "seed": seed, "num_threads": threads}
+    models = {}
+    for name, kl in (("HUM", 1.0), ("HUM_wo_KL", 0.0)):
+        t1 = time.perf_counter()
+        say(f"training {name} on {len(train):,} rows (valid {len(valid):,})")
+        est, _ = train_hum(train, valid, kl_weight=kl, trainer=trainer, split=False,
+                           progress=console is not None)
+        est.save(out / "models" / name)
+        h = est.history_
+        say(f"{name}: best epoch {h.best_epoch}, valid loss {h.best_valid_loss:.4f}, "
+            f"{time.perf_counter() - t1:.0f}s")
+        models[name] = est
+    summary = sim.summary
+    pre = (
+        f"Simulated short-video experiment: {users:,} users, arms {sim.schema.arms}, responses "
+        f"{sim.schema.response_names}, effect_scale {effect_scale}, seed {seed}. True "
+        "population effects (relative change vs control when applied to everyone): "
+        + "; ".join(
+            f"{a}: " + ", ".join(f"{r} {100 * v:+.2f}%" for r, v in eff.items())
+            for a, eff in summary["true_relative_effect"].items()
+        )
+        + ". Models trained on the 80 % split (10 % validation), evaluated on the 10 % test split."
+    )
+    res = evaluate_models(models, test, out / "report", title="hmum demo", preamble=pre)
+    res["simulation"] = summary
+    if ddm:
+        import pyarrow.parquet as pq
+
+        from hmum.ddm_pipeline import run_ddm_demo_stage
+
+        say("DDM: training the value-weight model and deciding per request")
+        stage = run_ddm_demo_stage(
+            out / "report", sim, models["HUM"], test, pq.read_table(sim.requests_path),
+            seed=seed, threads=threads, console=console,
+        )
+        with open(res["report"], "a") as f:
+            f.write("\n" + stage["markdown"] + "\n")
+        res["ddm"] = stage
+        if serve:
+            res["service"] = run_service_stage(
+                out, sim, out / "models" / "HUM", stage["value_weight_model"], stage["onnx"],
+                threads=threads, say=say,
+            )
+            with open(res["report"], "a") as f:
+                f.write("\n" + res["service"]["markdown"] + "\n")
+    return res
+
+
+def run_service_stage(
+    out: Path, sim, hum_model: Path, vw_model: Path, vw_onnx: Path | None, *,
+    n_requests: int = 300, threads: int | None = None, say=print,
+) -> dict:
+    """The production loop on one machine: score every user into SQLite, start the
+    decision service on a free loopback port, send requests, report latency.
+
+    Returns {"scoring": ScoringReport, "latency_ms": {...}, "decisions": [first few],
+    "markdown": report section}.
+    """
+    import json as _json
+    import socket
+    import threading
+    import urllib.request
+
+    import pyarrow.parquet as pq
+    import uvicorn
+
+    from hmum.data.simulator import ITEM_FIELDS
+    from hmum.serving.config import ServiceConfig
+    from hmum.serving.scoring import run_scoring
+    from hmum.serving.service import create_app
+
+    store_url = f"sqlite:///{(out / 'uplift.sqlite').resolve()}"
+    t0 = time.perf_counter()
+    rep = run_scoring(hum_model, sim.users_path, out / "scores", store_url,
+                      {"threads": threads, "restart": True})
+    say(f"scored {rep.rows:,} users into {store_url} (version {rep.store_version}) in "
+        f"{time.perf_counter() - t0:.1f}s ({rep.rows / max(rep.seconds, 1e-9):,.0f} users/s)")
+
+    cfg = ServiceConfig(value_weight_model=vw_model, value_weight_onnx=vw_onnx,
+                        store_url=store_url, store_timeout_ms=50.0)
+    app = create_app(cfg)
+    with socket.socket() as sock:  # a free loopback port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until the service reports ready
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("the decision service did not become ready within 30 s")
+        req = pq.read_table(sim.requests_path).slice(0, n_requests).to_pylist()
+        fields = list(ITEM_FIELDS)
+        lat, answers = [], []
+        for row in req:
+            body = _json.dumps({
+                "user_id": row["user_id"],
+                "candidates": {f: row[f"cand_{f}"] for f in fields},
+                "recent": {f: row[f"recent_{f}"] for f in fields},
+            }).encode()
+            rq = urllib.request.Request(base + "/v1/decide", data=body,
+                                        headers={"Content-Type": "application/json"})
+            t1 = time.perf_counter()
+            with urllib.request.urlopen(rq, timeout=5) as r:
+                answers.append(_json.loads(r.read()))
+            lat.append((time.perf_counter() - t1) * 1000)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    lat_a = np.asarray(lat)
+    latency = {"p50": float(np.percentile(lat_a, 50)), "p99": float(np.percentile(lat_a, 99)),
+               "n": len(lat)}
+    enabled = pd.Series([",".join(a["enabled"]) or "none" for a in answers]).value_counts()
+    degraded = sum(a["degraded"] for a in answers)
+    say(f"decision service on {base}: {len(answers)} requests, HTTP round trip p50 "
+        f"{latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms (urllib client, one at a time), "
+        f"{degraded} degraded; enabled: { {k: int(v) for k, v in enabled.items()} }")
+    md = "\n".join([
+        "## Production loop (score -> store -> service)", "",
+        f"`hmum score` wrote {rep.rows:,} users into `{store_url}` (store version "
+        f"`{rep.store_version}`, {rep.n_shards} shards) in {rep.seconds:.1f}s. The decision "
+        f"service (`hmum serve`) answered {len(answers)} logged requests over HTTP on "
+        f"loopback: round trip p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms "
+        f"(Python urllib client, one request at a time), {degraded} degraded.", "",
+        "| enabled treatments | requests |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in enabled.items()], "",
+        "First answers:", "", "```json",
+        *[_json.dumps(a) for a in answers[:3]], "```",
+    ])
+    return {"scoring": rep, "latency_ms": latency, "decisions": answers[:10], "markdown": md}
