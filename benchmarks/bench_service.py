@@ -47,6 +47,7 @@ from hmum.serving.store import (
     free_loopback_port,
     local_redis_server,
     open_store,
+    stop_process,
 )
 from hmum.training.value_weight import ValueWeightEstimator
 
@@ -203,12 +204,7 @@ def server(cfg_env: dict, workers: int):
             raise RuntimeError("service never became ready")
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
 
 
 def main() -> None:

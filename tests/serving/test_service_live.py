@@ -20,7 +20,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("redis")
 
-from hmum.serving.store import RedisStore, free_loopback_port  # noqa: E402
+from hmum.serving.store import RedisStore, free_loopback_port, stop_process  # noqa: E402
 from tests.serving.test_service import (  # noqa: E402
     USERS,
     build_model,
@@ -119,12 +119,7 @@ def live(vw, tmp_path_factory):
             raise RuntimeError(f"service never became ready: {log.read_text()[-2000:]}")
         yield base, rp
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
         rp.stop()
 
 

@@ -243,7 +243,8 @@ def codes(y: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Binary labels as ``2 t + y``: 0 control non-responder, 1 control responder,
     2 treated non-responder, 3 treated responder. (N,) uint8"""
     g = np.left_shift(t.view(np.uint8), 1)
-    g |= y != 0
+    for a in range(0, g.shape[0], CHUNK):
+        g[a : a + CHUNK] |= y[a : a + CHUNK] != 0
     return g
 
 

@@ -148,7 +148,11 @@ def _group_blocks(groups: list[tuple[int, int, float, float]]) -> Blocks:
 def _binary_counts(g: np.ndarray) -> tuple[int, int, int, int]:
     """(treated responders, treated non-responders, control responders, control
     non-responders) from binary codes."""
-    cn, cr, tn, tr = np.bincount(g, minlength=4).tolist()
+    counts = np.zeros(4, dtype=np.int64)
+    # by chunks: np.bincount first copies its input to int64 (8 bytes a row)
+    for a in range(0, g.shape[0], 1 << 20):
+        counts += np.bincount(g[a : a + (1 << 20)], minlength=4)
+    cn, cr, tn, tr = counts.tolist()
     return tr, tn, cr, cn
 
 

@@ -1059,6 +1059,16 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Terminate a child process, killing it if it does not exit within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def local_redis_server(binary: str = "redis-server", *, start_timeout: float = 10.0
                        ) -> Iterator[str]:
@@ -1101,10 +1111,5 @@ def local_redis_server(binary: str = "redis-server", *, start_timeout: float = 1
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         shutil.rmtree(workdir, ignore_errors=True)
