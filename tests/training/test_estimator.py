@@ -124,6 +124,14 @@ def test_hum_learns_heterogeneous_effect():
     pehe = np.sqrt(((est.predict_uplift(d) - tau_true) ** 2).mean(0))
     pehe_zero = np.sqrt((tau_true ** 2).mean(0))
     assert (pehe < 0.5 * pehe_zero).all(), (pehe, pehe_zero)
+    # on fresh rows, the Qini of HUM's ranking is clearly positive in every (k, r) cell
+    # and close to the Qini of the true uplift used as the score
+    from hmum.metrics import ground_truth_table
+    test = make_experiment(n=3000, K=2, R=2, effect=0.5, seed=4)
+    tab = ground_truth_table(test.y, test.mu[:, 1:] - test.mu[:, :1],
+                             est.predict_uplift(test), test.arm, kind="continuous")
+    assert (tab["qini"] > 0.1).all(), tab
+    assert (tab["qini"] > 0.7 * tab["oracle_qini"]).all(), tab
 
 
 def test_single_treatment_and_three_responses():
