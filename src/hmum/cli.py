@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from hmum.cli_common import console
+from hmum.cli_common import fail as _fail
 from hmum.cli_ddm import decide, policy_eval, strategy_rich_table, train_value_weights
 from hmum.cli_service import serve
 from hmum.cli_serving import score, store_app
@@ -20,12 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
 
-
-def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
-    raise typer.Exit(code=2)
 
 
 # --------------------------------------------------------------------------------------

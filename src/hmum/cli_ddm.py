@@ -16,20 +16,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from hmum.cli_common import console
+from hmum.cli_common import fail as _fail
 
 if TYPE_CHECKING:  # pandas loads lazily: ``hmum --help`` stays fast
     import pandas as pd
 
-console = Console()
 
 MODES = ("independent", "exclusive")
 
 
-def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
-    raise typer.Exit(code=2)
 
 
 def _epoch_line(rec: dict) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from hmum.cli_common import console
+from hmum.cli_common import fail as _fail
 
 DEFAULT_STORE = "runs/uplift.sqlite"
 StoreOpt = Annotated[str, typer.Option(
@@ -29,9 +29,6 @@ store_app = typer.Typer(help="The versioned uplift store: status, switch, rollba
                         no_args_is_help=True)
 
 
-def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
-    raise typer.Exit(code=2)
 
 
 def _open(store: str, namespace: str):
