@@ -144,3 +144,16 @@ def test_single_treatment_and_three_responses():
 def test_wrong_training_input(data):
     with pytest.raises(TypeError, match="expected ExperimentData"):
         HUMEstimator(data.schema).fit(data.features)
+
+
+def test_ema_weights_resume_equals_uninterrupted(tmp_path, data):
+    cfg = {"batch_size": 256, "early_stopping_patience": 9, "ema_decay": 0.9}
+    full = HUMEstimator(data.schema, model=SMALL, trainer={**cfg, "max_epochs": 3}).fit(data)
+    HUMEstimator(data.schema, model=SMALL, trainer={**cfg, "max_epochs": 2}).fit(
+        data, checkpoint_dir=tmp_path / "ck")
+    resumed = HUMEstimator(data.schema, model=SMALL, trainer={**cfg, "max_epochs": 3})
+    resumed.fit(data, checkpoint_dir=tmp_path / "ck", resume=True)
+    np.testing.assert_array_equal(resumed.predict_outcomes(data), full.predict_outcomes(data))
+    no_ema = {k: v for k, v in cfg.items() if k != "ema_decay"}
+    plain = HUMEstimator(data.schema, model=SMALL, trainer={**no_ema, "max_epochs": 3}).fit(data)
+    assert not np.array_equal(full.predict_outcomes(data), plain.predict_outcomes(data))

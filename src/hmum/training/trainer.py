@@ -44,6 +44,11 @@ class TrainerConfig(BaseModel):
         5, ge=1, description="stop after this many epochs without validation improvement"
     )
     weight_decay: float = Field(0.0, ge=0)
+    ema_decay: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="validate and keep an exponential moving average of the weights "
+        "(e.g. 0.999): damps SGD noise on heavy-tailed responses; None = off (the paper)",
+    )
     seed: int = 0
     num_threads: int | None = Field(None, ge=1, description="torch threads; None = leave as is")
     device: str = "cpu"
@@ -78,6 +83,15 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     for pid, st in meta["scalars"].items():
         state.setdefault(int(pid), {}).update(st)
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _swap(params: list[torch.Tensor], values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Put ``values`` into ``params`` in place; return the values they held."""
+    with torch.no_grad():
+        old = [p.detach().clone() for p in params]
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)
+    return old
 
 
 class Trainer:
@@ -142,9 +156,11 @@ class Trainer:
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bad_epochs = 0
         start_epoch = 0
+        params = [p for p in model.parameters() if p.requires_grad]
+        ema = [p.detach().clone() for p in params] if cfg.ema_decay is not None else None
         if resume and self.checkpoint_dir and (self.checkpoint_dir / "state.json").exists():
             start_epoch, bad_epochs, history, best_state = self._load_checkpoint(
-                model, opt, sched, device
+                model, opt, sched, device, ema
             )
 
         bar = None
@@ -178,12 +194,16 @@ class Trainer:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    if ema is not None:
+                        with torch.no_grad():
+                            torch._foreach_lerp_(ema, params, 1.0 - cfg.ema_decay)
                     n = batch[0].shape[0]
                     tot += float(loss.detach()) * n
                     rows += n
                     if bar:
                         bar.update(task, advance=1)
                 train_loss = tot / max(rows, 1)
+                live = _swap(params, ema) if ema is not None else None  # validate the average
                 valid_loss, valid_logs = self.evaluate(model, loss_fn, valid)
                 sched.step(valid_loss)
                 improved = valid_loss < history.best_valid_loss
@@ -192,6 +212,8 @@ class Trainer:
                     history.best_epoch = epoch + 1
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     bad_epochs = 0
+                if live is not None:
+                    _swap(params, live)  # training continues from the live weights
                 else:
                     bad_epochs += 1
                 rec = {
@@ -219,7 +241,7 @@ class Trainer:
                 history.stopped_early = stop
                 if self.checkpoint_dir:
                     self._save_checkpoint(model, opt, sched, epoch + 1, bad_epochs, history,
-                                          best_state)
+                                          best_state, ema)
                 if stop:
                     break
         finally:
@@ -245,7 +267,7 @@ class Trainer:
         return tot / max(rows, 1), {k: v / max(rows, 1) for k, v in logs_sum.items()}
 
     # --- checkpoints ----------------------------------------------------------
-    def _save_checkpoint(self, model, opt, sched, epoch, bad_epochs, history, best_state):
+    def _save_checkpoint(self, model, opt, sched, epoch, bad_epochs, history, best_state, ema):
         d = self.checkpoint_dir
         tmp = d.with_name(d.name + ".tmp")
         if tmp.exists():
@@ -257,6 +279,8 @@ class Trainer:
         }
         tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_state.items()})
         tensors.update({k: v.cpu() for k, v in opt_tensors.items()})
+        if ema is not None:
+            tensors.update({f"ema.{i}": v.cpu().contiguous() for i, v in enumerate(ema)})
         save_file(tensors, tmp / "tensors.safetensors")
         state = {
             "epoch": epoch,
@@ -276,7 +300,7 @@ class Trainer:
         if old.exists():
             shutil.rmtree(old)
 
-    def _load_checkpoint(self, model, opt, sched, device):
+    def _load_checkpoint(self, model, opt, sched, device, ema):
         d = self.checkpoint_dir
         state = json.loads((d / "state.json").read_text())
         tensors = load_file(d / "tensors.safetensors", device=str(device))
@@ -285,4 +309,7 @@ class Trainer:
         opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
         sched.load_state_dict(state["scheduler"])
         history = TrainingHistory.model_validate(state["history"])
+        if ema is not None:
+            for i, v in enumerate(ema):
+                v.copy_(tensors[f"ema.{i}"])
         return state["epoch"], state["bad_epochs"], history, best
