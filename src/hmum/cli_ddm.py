@@ -20,6 +20,7 @@ from rich.table import Table
 
 from hmum.cli_common import console
 from hmum.cli_common import fail as _fail
+from hmum.ddm_pipeline import pct_text as _pct
 
 if TYPE_CHECKING:  # pandas loads lazily: ``hmum --help`` stays fast
     import pandas as pd
@@ -33,10 +34,6 @@ MODES = ("independent", "exclusive")
 def _epoch_line(rec: dict) -> None:
     console.print(f"epoch {rec['epoch']}: train MSE {rec['train_loss']:.4f}, valid MSE "
                   f"{rec['valid_loss']:.4f} ({rec['seconds']:.1f}s)")
-
-
-def _pct(v: float) -> str:
-    return "n/a" if not np.isfinite(v) else f"{100 * v:+.3f}%"
 
 
 # --------------------------------------------------------------------------------------
@@ -243,10 +240,9 @@ def policy_eval(
     """The strategy table (paper Tables 3 and 4) with the trade-off plot and a report."""
     from hmum.data.io import DataError, column_names, read_table
     from hmum.data.schema import Schema
-    from hmum.data.split import split_indices
     from hmum.data.validate import load_experiment
     from hmum.ddm_pipeline import policy_eval as run_policy_eval
-    from hmum.pipeline import SPLIT
+    from hmum.pipeline import test_indices
 
     if (requests is None) != (value_model is None):
         _fail("--requests and --value-model go together (personal weights need both)")
@@ -268,7 +264,7 @@ def policy_eval(
             wt = read_table(users, columns=wcols)
             w_true = np.stack([wt.column(c).to_numpy() for c in wcols], axis=1)
         if test_split:
-            idx = split_indices(d.arm, SPLIT, seed=seed)[2]
+            idx = test_indices(d.arm, seed)
             d = d.take(idx)
             w_true = None if w_true is None else w_true[idx]
         vw = _load_vw(value_model) if value_model is not None else None

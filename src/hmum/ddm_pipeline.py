@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from hmum.data.io import DataError
 from hmum.data.validate import ExperimentData
-from hmum.decision.core import Y0_FLOOR, relative_uplift, y0_star
+from hmum.decision.core import Y0_FLOOR, relative_uplift
 from hmum.decision.evaluation import off_policy_table, strategy_table
 from hmum.decision.policies import decide as decide_arrays
 from hmum.decision.policies import (
@@ -57,14 +57,11 @@ HMUM = "HMUM"
 def hum_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR) -> dict:
     """{"y_hat": (N, K+1, R), "delta": (N, K, R)} float64 for every user.
 
-    With a HUM model, y_hat[:, 0] is y0* = the mean of the branches' control
-    estimates (eq. 6, recomputed here from ``y0_branch``); delta is eq. 7 with
-    the documented floor on y0*. Any estimator with ``predict_all`` works.
+    With a HUM model, y_hat[:, 0] is already y0* = the mean of the branches'
+    control estimates (eq. 6); delta is eq. 7 with the documented floor on y0*.
+    Any estimator with ``predict_all`` works.
     """
-    out = hum_estimator.predict_all(users)
-    y_hat = out["y_hat"].astype(np.float64)
-    if "y0_branch" in out:
-        y_hat[:, 0] = y0_star(out["y0_branch"].astype(np.float64))
+    y_hat = hum_estimator.predict_all(users)["y_hat"].astype(np.float64)
     return {"y_hat": y_hat, "delta": relative_uplift(y_hat, floor)}
 
 
@@ -151,7 +148,8 @@ def comparison_policies(
     return pols
 
 
-def _pct(v: float) -> str:
+def pct_text(v: float) -> str:
+    """A relative change as signed percent text ("n/a" when not finite)."""
     return "n/a" if not np.isfinite(v) else f"{100 * v:+.3f}%"
 
 
@@ -164,7 +162,7 @@ def strategy_markdown(table: pd.DataFrame, response_names: Sequence[str]) -> str
         if c.startswith("share_"):
             df[f"share {c[6:]}"] = [f"{v:.2f}" for v in table[c]]
     for r in response_names:
-        df[f"Δ {r}"] = [_pct(v) for v in table[f"change_{r}"]]
+        df[f"Δ {r}"] = [pct_text(v) for v in table[f"change_{r}"]]
     df["value"] = [f"{100 * v:+.4f}%" for v in table["value"]]
     if "oracle_share" in table:
         df["oracle share"] = [f"{v:.2f}" for v in table["oracle_share"]]
@@ -178,12 +176,12 @@ def ope_markdown(table: pd.DataFrame, response_names: Sequence[str]) -> str:
     df = pd.DataFrame({"strategy": table["strategy"], "estimator": table["estimator"]})
     for r in response_names:
         df[f"Δ {r} [95% CI]"] = [
-            f"{_pct(a)} [{_pct(lo)}, {_pct(hi)}]"
+            f"{pct_text(a)} [{pct_text(lo)}, {pct_text(hi)}]"
             for a, lo, hi in zip(table[f"change_{r}"], table[f"change_{r}_lo"],
                                  table[f"change_{r}_hi"], strict=True)
         ]
         if f"true_change_{r}" in table:
-            df[f"true Δ {r}"] = [_pct(v) for v in table[f"true_change_{r}"]]
+            df[f"true Δ {r}"] = [pct_text(v) for v in table[f"true_change_{r}"]]
     return markdown_table(df)
 
 
@@ -631,7 +629,7 @@ def run_ddm_demo_stage(
     extra = {}
     if users_test.mu is not None:
         mu = users_test.mu
-        delta_true = mu[:, 1:] / mu[:, :1] - 1.0
+        delta_true = relative_uplift(mu)
         extra = {
             f"{HMUM} w on true δ (diagnostic)": decide_arrays(delta_true, w_user,
                                                               sigma=sigma)[1],

@@ -26,9 +26,14 @@ def split_data(d: ExperimentData, seed: int = 0) -> tuple[ExperimentData, ...]:
     return tuple(d.take(idx) for idx in split_indices(d.arm, SPLIT, seed=seed))
 
 
+def test_indices(arm: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Row indices of the test part of ``split_data`` for arms ``arm`` (N,)."""
+    return split_indices(arm, SPLIT, seed=seed)[2]
+
+
 def test_part(d: ExperimentData, seed: int = 0) -> ExperimentData:
     """The test part of ``split_data(d, seed)``."""
-    return d.take(split_indices(d.arm, SPLIT, seed=seed)[2])
+    return d.take(test_indices(d.arm, seed))
 
 
 def train_hum(

@@ -33,7 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-from hmum.decision.core import balanced_score, enable
+from hmum.decision.core import balanced_score, enable, relative_uplift
 
 Mode = Literal["independent", "exclusive"]
 MODES: tuple[str, ...] = ("independent", "exclusive")
@@ -138,8 +138,8 @@ def truth_phi(mu: np.ndarray, mu_all: np.ndarray | None, w_true: np.ndarray) -> 
     phi^a = sum_r w_r (mu_r^a / mu_r^0 - 1), so phi of "none" is 0.
     """
     stacked = stack_truth(mu, mu_all)
-    delta = stacked / stacked[:, :1] - 1.0
-    return np.einsum("nar,nr->na", delta, np.asarray(w_true, dtype=np.float64))
+    phi = np.einsum("nar,nr->na", relative_uplift(stacked), np.asarray(w_true, dtype=np.float64))
+    return np.concatenate([np.zeros((phi.shape[0], 1)), phi], axis=1)
 
 
 def oracle_policy(mu: np.ndarray, mu_all: np.ndarray | None, w_true: np.ndarray, *,
