@@ -42,6 +42,13 @@ def register(cls: type[NeuralUpliftEstimator]) -> type[NeuralUpliftEstimator]:
     return cls
 
 
+def registered_estimators() -> dict[str, type[NeuralUpliftEstimator]]:
+    """model_type -> estimator class, for HUM and every baseline."""
+    import hmum.training.baselines  # noqa: F401  (registers the baselines on import)
+
+    return dict(_REGISTRY)
+
+
 class NeuralUpliftEstimator:
     """Shared machinery: encoding, standardization, training, artifacts.
 
@@ -57,6 +64,8 @@ class NeuralUpliftEstimator:
 
     model_type: ClassVar[str] = ""
     config_class: ClassVar[type[BaseModel]] = BaseModel
+    #: 1 for a model its paper defines for one treatment only; None = any K
+    max_treatments: ClassVar[int | None] = None
 
     def __init__(self, schema: Schema, *, model=None, trainer=None, encoder=None) -> None:
         self.schema = schema
@@ -106,6 +115,7 @@ class NeuralUpliftEstimator:
 
         Without ``valid``, 10 % of ``train`` (stratified by arm, seeded) is held out.
         """
+        self._check_schema()
         model_cfg, trainer_cfg, enc_cfg = self._configs()
         self._check_data(train, "train")
         if valid is None:
@@ -145,6 +155,14 @@ class NeuralUpliftEstimator:
         self.encoder_, self.module_, self.history_ = encoder, module, history
         self.model_config_, self.trainer_config_ = model_cfg, trainer_cfg
         return self
+
+    def _check_schema(self) -> None:
+        if self.max_treatments is not None and self.schema.K > self.max_treatments:
+            raise ValueError(
+                f"{type(self).__name__} ({self.model_type!r}) is defined for at most "
+                f"{self.max_treatments} treatment(s) in its paper; this schema has "
+                f"K={self.schema.K} treatments {self.schema.arms[1:]}"
+            )
 
     def _check_data(self, d: ExperimentData, name: str) -> None:
         if not isinstance(d, ExperimentData):
@@ -244,13 +262,14 @@ class NeuralUpliftEstimator:
 def load_estimator(path: str | Path) -> NeuralUpliftEstimator:
     """Load any registered estimator from its artifact folder (sums verified)."""
     jsons, weights = read_artifact(path)
+    registry = registered_estimators()
     for name in ("config", "schema", "encoder"):
         if name not in jsons:
             raise ArtifactError(f"{path}: {name}.json missing from the artifact")
     mtype = jsons["config"].get("model_type")
-    if mtype not in _REGISTRY:
-        raise ArtifactError(f"{path}: unknown model_type {mtype!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[mtype]._from_artifact(jsons, weights)
+    if mtype not in registry:
+        raise ArtifactError(f"{path}: unknown model_type {mtype!r}; known: {sorted(registry)}")
+    return registry[mtype]._from_artifact(jsons, weights)
 
 
 @register
