@@ -110,10 +110,12 @@ class NeuralUpliftEstimator:
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         progress: bool = False,
+        log=None,
     ) -> NeuralUpliftEstimator:
         """Fit on ``train``; ``valid`` drives early stopping and the LR schedule.
 
         Without ``valid``, 10 % of ``train`` (stratified by arm, seeded) is held out.
+        ``log`` (optional) receives one dict per finished epoch (see ``Trainer``).
         """
         self._check_schema()
         model_cfg, trainer_cfg, enc_cfg = self._configs()
@@ -148,7 +150,9 @@ class NeuralUpliftEstimator:
                 torch.from_numpy(d.y.astype(np.float32)),
             )
 
-        history = Trainer(trainer_cfg, checkpoint_dir=checkpoint_dir, progress=progress).fit(
+        history = Trainer(
+            trainer_cfg, checkpoint_dir=checkpoint_dir, progress=progress, log=log
+        ).fit(
             module, self._loss, tensors(train), tensors(valid), resume=resume
         )
         module.to("cpu").eval()
