@@ -1,0 +1,284 @@
+"""Shared helpers of the dataset loaders: locating files, checking columns, recoding values.
+
+Every loader reads a publisher's file(s) with these helpers, recodes arms and
+Yes/No answers to numbers, builds a pyarrow table and hands it to
+``validate_table`` so bad values get the library's standard errors. Problems with
+the file itself (wrong path, wrong columns, unknown category values) raise
+``DataError`` naming the dataset, the file, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hmum.data.io import CSV_SUFFIXES, PARQUET_SUFFIXES, DataError, column_names, read_table
+from hmum.data.split import split_indices
+from hmum.data.validate import ExperimentData
+
+TABLE_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
+#: seeded 8:1:1 train / valid / test split of a single randomized table (paper §5.1.1;
+#: the same fractions as ``hmum.pipeline.SPLIT``, which the data layer cannot import).
+RCT_SPLIT = (0.8, 0.1, 0.1)
+#: train / valid split of a publisher's training file when a separate test file exists.
+TRAIN_VALID_SPLIT = (0.9, 0.1)
+#: IHDP / ACIC: 63 / 27 / 10 train / valid / test, the protocol of CFRNet
+#: (Shalit, Johansson & Sontag 2017), which most later IHDP results follow.
+CFR_SPLIT = (0.63, 0.27, 0.10)
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """A dataset's path, or a file expected in it, does not exist.
+
+    Both a ``DataError`` (a ``ValueError``) and a ``FileNotFoundError``, so either
+    ``except`` catches it.
+    """
+
+
+@dataclass
+class BenchSplit:
+    """One train / valid / test split of a benchmark dataset.
+
+    ``test.mu`` (N, K+1, R) is set when the dataset has ground truth.
+    """
+
+    name: str  # "criteo", "ihdp/3" (replication 3), ...
+    train: ExperimentData
+    valid: ExperimentData
+    test: ExperimentData
+
+
+@dataclass
+class TrainTest:
+    """The two parts of a dataset published as separate training and test files."""
+
+    train: ExperimentData
+    test: ExperimentData
+
+    def __iter__(self):
+        return iter((self.train, self.test))
+
+
+# --------------------------------------------------------------------------------------
+# locating the data
+# --------------------------------------------------------------------------------------
+
+
+def shared_data_dir() -> Path | None:
+    """The folder of public datasets: ``$HMUM_SHARED_DATA`` if set, else
+    ``<repository>/../shared/data``; None when that folder does not exist."""
+    env = os.environ.get("HMUM_SHARED_DATA")
+    if env:
+        p = Path(env).expanduser()
+        return p if p.is_dir() else None
+    # src/hmum/data/datasets/_common.py -> parents[4] is the repository root.
+    p = Path(__file__).resolve().parents[4].parent / "shared" / "data"
+    return p if p.is_dir() else None
+
+
+def resolve_path(
+    dataset: str, path: str | Path | None, default: str | None, expected: str
+) -> Path:
+    """``path``, or the dataset's default folder under ``shared_data_dir()``; must exist.
+
+    Args:
+        expected: what the path should hold, for the error message
+            (e.g. "Training.csv and Test.csv (optionally .gz)").
+    """
+    if path is None:
+        if default is None:
+            raise DataError(
+                f"{dataset}: no copy of this dataset ships with hmum (nothing is downloaded); "
+                f"pass path= pointing to the publisher's data: {expected}"
+            )
+        root = shared_data_dir()
+        if root is None:
+            where = os.environ.get("HMUM_SHARED_DATA") or "<repository>/../shared/data"
+            raise DatasetNotFoundError(
+                f"{dataset}: path=None means the shared data folder {where}, which does not "
+                f"exist; pass path= pointing to {expected} (or set $HMUM_SHARED_DATA)"
+            )
+        path = root / default
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DatasetNotFoundError(f"{dataset}: path {p} does not exist; expected {expected}")
+    return p
+
+
+def _stem(name: str) -> str | None:
+    low = name.lower()
+    for s in TABLE_SUFFIXES:
+        if low.endswith(s):
+            return low[: -len(s)]
+    return None
+
+
+def listing(folder: Path, limit: int = 20) -> str:
+    """The first ``limit`` names in ``folder``, for an error message."""
+    names = sorted(f.name for f in folder.iterdir())
+    more = f" (and {len(names) - limit} more)" if len(names) > limit else ""
+    return f"{names[:limit]}{more}"
+
+
+def find_files(folder: Path, patterns: Sequence[str]) -> list[Path]:
+    """Table files in ``folder`` (CSV, optionally gz/bz2, or Parquet) whose name without
+    its suffix matches one of the glob ``patterns`` (case-insensitive), sorted."""
+    out = []
+    for f in sorted(folder.iterdir()):
+        stem = _stem(f.name)
+        if f.is_file() and stem is not None and any(fnmatch.fnmatch(stem, p) for p in patterns):
+            out.append(f)
+    return out
+
+
+def find_one(dataset: str, path: Path, patterns: Sequence[str], expected: str) -> Path:
+    """``path`` itself when it is a file, else the single file in the folder matching
+    ``patterns``; raises DatasetNotFoundError naming what was expected and what is there."""
+    if path.is_file():
+        return path
+    found = find_files(path, patterns)
+    if not found:
+        raise DatasetNotFoundError(
+            f"{dataset}: no {expected} in folder {path}; the folder holds {listing(path)}"
+        )
+    if len(found) > 1:
+        raise DataError(
+            f"{dataset}: several candidate files for {expected} in {path}: "
+            f"{[f.name for f in found]}; pass the file itself as path"
+        )
+    return found[0]
+
+
+def require_folder(dataset: str, path: Path, expected: str) -> None:
+    if not path.is_dir():
+        raise DataError(
+            f"{dataset}: expected a folder holding {expected}, received the file {path}"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# reading and checking columns
+# --------------------------------------------------------------------------------------
+
+
+def compact_names(names: Iterable[str]) -> str:
+    """Column names for a message, runs like f0, f1, ..., f82 shortened to f0..f82."""
+    names = list(names)
+    out: list[str] = []
+    i = 0
+    while i < len(names):
+        m = re.fullmatch(r"(.*?)(\d+)", names[i])
+        j = i
+        if m:
+            prefix, start = m.group(1), int(m.group(2))
+            while j + 1 < len(names) and names[j + 1] == f"{prefix}{start + j + 1 - i}":
+                j += 1
+        if j - i >= 3:
+            out.append(f"{names[i]}..{names[j]}")
+        else:
+            out.extend(names[i : j + 1])
+        i = j + 1
+    return "[" + ", ".join(out) + "]"
+
+
+def check_columns(
+    dataset: str, path: Path, found: Sequence[str], expected: Sequence[str]
+) -> None:
+    """Raise DataError naming the dataset, the expected and the found columns."""
+    missing = [c for c in expected if c not in set(found)]
+    if missing:
+        raise DataError(
+            f"{dataset}: {path} does not have the expected layout: missing column(s) "
+            f"{compact_names(missing)}; expected columns {compact_names(expected)}; "
+            f"found columns {compact_names(found)}"
+        )
+
+
+def read_columns(
+    dataset: str, path: Path, expected: Sequence[str], optional: Sequence[str] = ()
+) -> pa.Table:
+    """Read the ``expected`` columns (all required) plus those of ``optional`` present."""
+    names = column_names(path)
+    check_columns(dataset, path, names, expected)
+    wanted = list(expected) + [c for c in optional if c in names and c not in expected]
+    return read_table(path, columns=wanted)
+
+
+def as_strings(col: pa.ChunkedArray | pa.Array, strip: bool = False) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = col.cast(pa.string())
+    return pc.utf8_trim_whitespace(col) if strip else col
+
+
+def recode(
+    dataset: str,
+    path: Path,
+    table: pa.Table,
+    column: str,
+    mapping: dict[str, int],
+    *,
+    strip: bool = True,
+    lower: bool = False,
+) -> np.ndarray:
+    """(N,) int64 codes of a text column through ``mapping`` (source value -> code).
+
+    Values are compared after trimming whitespace (``strip``) and, with ``lower``,
+    in lower case (the keys of ``mapping`` must then be lower case). A missing or
+    unknown value raises DataError listing the expected values.
+    """
+    col = as_strings(table.column(column), strip=strip)
+    if lower:
+        col = pc.utf8_lower(col)
+    keys = list(mapping)
+    idx = pc.index_in(col, value_set=pa.array(keys, pa.string()))
+    if idx.null_count:
+        bad = col.filter(idx.is_null())
+        unknown = pc.unique(bad).to_pylist()[:5]
+        raise DataError(
+            f"{dataset}: {path}: column {column!r}: expected one of {keys}, received "
+            f"{unknown} in {len(bad)} row(s)"
+        )
+    codes = np.asarray([mapping[k] for k in keys], dtype=np.int64)
+    return codes[idx.to_numpy(zero_copy_only=False).astype(np.int64)]
+
+
+# --------------------------------------------------------------------------------------
+# splits
+# --------------------------------------------------------------------------------------
+
+
+def split3(
+    d: ExperimentData, fractions: Sequence[float], seed: int
+) -> tuple[ExperimentData, ExperimentData, ExperimentData]:
+    """Seeded (train, valid, test), stratified by arm."""
+    if len(fractions) != 3:
+        raise ValueError(f"fractions must have 3 entries (train, valid, test), got {fractions}")
+    tr, va, te = split_indices(d.arm, fractions, seed=seed)
+    return d.take(tr), d.take(va), d.take(te)
+
+
+def split2(
+    d: ExperimentData, fractions: Sequence[float], seed: int
+) -> tuple[ExperimentData, ExperimentData]:
+    """Seeded (train, valid), stratified by arm."""
+    if len(fractions) != 2:
+        raise ValueError(f"fractions must have 2 entries (train, valid), got {fractions}")
+    tr, va = split_indices(d.arm, fractions, seed=seed)
+    return d.take(tr), d.take(va)
+
+
+def replication_seed(seed: int, replication: int) -> int:
+    """A distinct, reproducible split seed per replication."""
+    return int(np.random.SeedSequence([seed, replication]).generate_state(1)[0])
