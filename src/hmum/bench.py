@@ -1,0 +1,758 @@
+"""The benchmark harness behind ``hmum bench``: every model on every seed of a dataset.
+
+One *cell* is (model, seed, split): fit on the split's train part (valid drives
+early stopping), predict the test part, score it with the same metrics as
+``hmum evaluate`` (:func:`hmum.pipeline.evaluate_estimator`): normalized Qini and
+AUUC per (treatment, response), plus PEHE and ATE error when the test rows carry
+ground truth (``test.mu``). Replicated datasets (IHDP, ACIC) give several splits
+per seed; a seed also seeds the split and the model.
+
+Each finished cell is written atomically as JSON under ``out_dir/cells/``, named
+by a hash of every setting that changes its result (dataset, path, options,
+model spec, trainer overrides, seed, split, harness version), so a rerun skips
+finished cells and a changed setting never reuses a stale one. A cell whose model
+raises is recorded as ``{"status": "failed", "error": "<type>: <message>"}`` and
+the run goes on; failed cells count as finished (``retry_failed`` runs them
+again). A single-treatment model on a dataset with K > 1 is reported as
+``n/a (single-treatment model)`` without fitting.
+
+Results (mean ± std over seeds × replications; std is the sample standard
+deviation, ddof 1, shown only when n > 1) are written as ``results.md`` (one
+table per metric, rows = models, columns = (treatment, response); the best value
+per column in **bold**, the best baseline, i.e. the best model outside the HUM
+family, underlined with ``<u>…</u>``; higher is better for Qini and AUUC, lower
+for PEHE), ``results.csv`` (long format: one row per model × (treatment,
+response) × metric with mean, std, n) and ``results.json`` (everything, including
+per-cell values and errors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "BenchCallbacks",
+    "BenchResult",
+    "MODEL_SPECS",
+    "METRICS",
+    "ModelSpec",
+    "aggregate_cells",
+    "bench_tables",
+    "load_dataset_splits",
+    "resolve_models",
+    "run_bench",
+]
+
+#: bump when a change to the harness changes cell results (invalidates old cells)
+HARNESS_VERSION = 1
+
+#: metric -> (title, higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "qini": ("Qini (normalized, higher is better)", True),
+    "auuc": ("AUUC (normalized, higher is better)", True),
+    "pehe": ("PEHE (root mean squared uplift error, lower is better)", False),
+}
+#: also kept per cell and in the CSV / JSON, not tabulated in Markdown
+EXTRA_METRICS = ("ate_error",)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How the harness builds one model.
+
+    Attributes:
+        name: the harness name (``--models``), e.g. "hum_nokl".
+        model_type: a key of ``registered_estimators()`` or "causalml_s/t/x".
+        model: overrides of the model's config (e.g. {"kl_weight": 0}).
+        label: the name shown in tables.
+        ours: True for the HUM family; every other model is a baseline.
+    """
+
+    name: str
+    model_type: str
+    model: dict = field(default_factory=dict)
+    label: str = ""
+    ours: bool = False
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "model_type": self.model_type, "model": self.model,
+                "label": self.display, "ours": self.ours}
+
+    def key(self) -> dict:
+        """What identifies the model in a cell key (not the label: renaming keeps cells)."""
+        return {"name": self.name, "model_type": self.model_type, "model": self.model}
+
+
+def _specs(*rows) -> dict[str, ModelSpec]:
+    return {r[0]: ModelSpec(*r) for r in rows}
+
+
+#: every model the harness knows, in table order
+MODEL_SPECS: dict[str, ModelSpec] = _specs(
+    ("hum", "hum", {}, "HUM", True),
+    ("hum_nokl", "hum", {"kl_weight": 0.0}, "HUM w/o KL", True),
+    ("slearner", "slearner", {}, "S-Learner"),
+    ("tlearner", "tlearner", {}, "T-Learner"),
+    ("tarnet", "tarnet", {}, "TARNet"),
+    ("bnn", "bnn", {}, "BNN"),
+    ("cfrnet_mmd", "cfrnet", {"ipm": "mmd"}, "CFRNet (MMD)"),
+    ("cfrnet_wass", "cfrnet", {"ipm": "wasserstein"}, "CFRNet (Wass)"),
+    ("dragonnet", "dragonnet", {}, "DragonNet"),
+    ("m3tn", "m3tn", {}, "M3TN"),
+    ("efin", "efin", {}, "EFIN"),
+    ("euen", "euen", {}, "EUEN"),
+    ("flextenet", "flextenet", {}, "FlexTENet"),
+    ("snet", "snet", {}, "SNet"),
+    ("cevae", "cevae", {}, "CEVAE"),
+    ("ganite", "ganite", {}, "GANITE"),
+    ("descn", "descn", {}, "DESCN"),
+    ("causalml_s", "causalml_s", {}, "causalml S (LightGBM)"),
+    ("causalml_t", "causalml_t", {}, "causalml T (LightGBM)"),
+    ("causalml_x", "causalml_x", {}, "causalml X (LightGBM)"),
+)
+
+
+# --------------------------------------------------------------------------------------
+# model classes
+# --------------------------------------------------------------------------------------
+
+
+def _estimator_classes() -> tuple[dict[str, type], str | None]:
+    """model_type -> class for every buildable model, and why baselines are missing (or None).
+
+    A baseline module that fails to import must not stop HUM and the others from
+    running: its models then fail (or are skipped) with the import error.
+    """
+    from hmum.training.causalml_learners import CAUSALML_LEARNERS
+    from hmum.training.estimator import registered_estimators
+
+    problem = None
+    try:
+        classes = registered_estimators()
+    except Exception as e:  # noqa: BLE001 - reported per model
+        from hmum.training import estimator
+
+        classes = dict(estimator._REGISTRY)  # whatever registered before the failure
+        problem = f"importing the baselines failed: {type(e).__name__}: {e}"
+    return {**classes, **CAUSALML_LEARNERS}, problem
+
+
+class ModelUnavailable(LookupError):
+    """A model's estimator class is not registered (e.g. its module failed to import)."""
+
+
+def _class_for(spec: ModelSpec, classes: dict[str, type], problem: str | None) -> type:
+    if spec.model_type not in classes:
+        msg = f"model_type {spec.model_type!r} of model {spec.name!r} is not registered"
+        raise ModelUnavailable(msg + (f" ({problem})" if problem else ""))
+    return classes[spec.model_type]
+
+
+def _single_treatment(cls: type, k: int) -> bool:
+    limit = getattr(cls, "max_treatments", None)
+    return limit is not None and k > limit
+
+
+def resolve_models(
+    models: Sequence[str | ModelSpec] | None, k: int
+) -> tuple[list[ModelSpec], list[dict]]:
+    """The specs to run on a dataset with ``k`` treatments, and the ones left out.
+
+    ``models=None``: every known model that can run here (registered, applicable to
+    K treatments, causalml installed for the causalml ones). Named models always
+    run (a model that cannot run is reported as failed or n/a in the table).
+
+    Returns (specs, skipped) with skipped = [{"name", "reason"}].
+    Raises ValueError for an unknown model name.
+    """
+    if models is not None:
+        specs, unknown = [], []
+        for m in models:
+            if isinstance(m, ModelSpec):
+                specs.append(m)
+            elif m in MODEL_SPECS:
+                specs.append(MODEL_SPECS[m])
+            else:
+                unknown.append(m)
+        if unknown:
+            raise ValueError(
+                f"models: unknown model name(s) {unknown}; expected some of "
+                f"{list(MODEL_SPECS)}"
+            )
+        names = [s.name for s in specs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"models: each model may appear once, repeated: {dup}")
+        if not specs:
+            raise ValueError("models: expected at least one model name, received none")
+        return specs, []
+    from hmum.training.causalml_learners import causalml_available
+
+    classes, problem = _estimator_classes()
+    have_causalml = causalml_available()
+    specs, skipped = [], []
+    for spec in MODEL_SPECS.values():
+        if spec.model_type not in classes:
+            reason = "not registered" + (f" ({problem})" if problem else "")
+        elif _single_treatment(classes[spec.model_type], k):
+            reason = f"n/a (single-treatment model; K={k})"
+        elif spec.model_type.startswith("causalml_") and not have_causalml:
+            reason = "needs the extra hmum[causalml]: pip install 'hmum[causalml]'"
+        else:
+            specs.append(spec)
+            continue
+        skipped.append({"name": spec.name, "reason": reason})
+    return specs, skipped
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+
+
+def load_dataset_splits(name: str, path=None, *, seed: int = 0, **options) -> list:
+    """The splits of benchmark dataset ``name`` for ``seed`` (``hmum.data.datasets``).
+
+    Each split has ``.name``, ``.train``, ``.valid``, ``.test`` (ExperimentData).
+    """
+    from hmum.data.datasets import load_benchmark
+
+    return load_benchmark(name, path, seed=seed, **options)
+
+
+# --------------------------------------------------------------------------------------
+# progress
+# --------------------------------------------------------------------------------------
+
+
+class BenchCallbacks:
+    """Progress hooks of :func:`run_bench`; the defaults do nothing."""
+
+    def start(self, total_cells: int) -> None:
+        """Called once the number of cells is known."""
+
+    def cell_start(self, model: str, seed: int, split: str, max_epochs: int | None) -> None:
+        """A cell begins fitting."""
+
+    def epoch(self, record: dict) -> None:
+        """One finished epoch of the current fit (the trainer's log record)."""
+
+    def cell_end(self, cell: dict, reused: bool) -> None:
+        """A cell finished (or was read back from an earlier run: ``reused``)."""
+
+
+# --------------------------------------------------------------------------------------
+# cells
+# --------------------------------------------------------------------------------------
+
+
+def _canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _cell_file(cells_dir: Path, settings: dict) -> tuple[str, Path]:
+    key = hashlib.sha256(_canonical(settings).encode()).hexdigest()[:16]
+    split = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(settings["split"]))
+    name = f"{settings['model']['name']}-seed{settings['seed']}-{split}-{key}.json"
+    return key, cells_dir / name
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    """Write JSON so that a reader sees the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _read_cell(path: Path) -> dict | None:
+    try:
+        cell = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # missing or unreadable: run the cell again
+    return cell if isinstance(cell, dict) and "status" in cell else None
+
+
+def _short_error(e: BaseException) -> str:
+    # str(KeyError("x")) is "'x'": take the argument itself
+    msg = (str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)).strip() or repr(e)
+    return f"{type(e).__name__}: {msg}"
+
+
+def _fit_and_score(spec: ModelSpec, cls: type, split, trainer: dict, callbacks) -> dict:
+    """Fit ``spec`` on one split and score its test part; raises what the model raises."""
+    from hmum.pipeline import evaluate_estimator
+
+    if spec.model_type.startswith("causalml_"):
+        from hmum.training.causalml_learners import backend
+
+        backend()  # import causalml (seconds) before the clock starts
+    est = cls(split.train.schema, model=dict(spec.model) or None, trainer=trainer)
+    t0 = time.perf_counter()
+    est.fit(split.train, split.valid, progress=False, log=callbacks.epoch)
+    fit_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    res = evaluate_estimator(est, split.test)
+    eval_s = time.perf_counter() - t1
+    table = res["table"]
+    metrics = [
+        {"treatment": str(r.treatment), "response": str(r.response),
+         "qini": float(r.qini), "auuc": float(r.auuc)}
+        for r in table.itertuples(index=False)
+    ]
+    if res["truth"] is not None:
+        for m, r in zip(metrics, res["truth"].itertuples(index=False), strict=True):
+            m["pehe"] = float(r.pehe)
+            m["ate_error"] = float(r.ate_error)
+    out = {"metrics": metrics, "fit_seconds": fit_s, "eval_seconds": eval_s}
+    history = getattr(est, "history_", None)
+    if history is not None and getattr(history, "epochs", None) is not None:
+        out["epochs"] = len(history.epochs)
+        out["best_epoch"] = history.best_epoch
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchResult:
+    """What :func:`run_bench` produced.
+
+    Attributes:
+        cells: one record per (model, seed, split), as in ``cells/*.json``.
+        summary: long DataFrame (see :func:`aggregate_cells`).
+        markdown: the Markdown report.
+        files: {"markdown", "csv", "json"} -> path.
+        fitted: cells fitted in this call (including ones that failed).
+        reused: cells read back from an earlier run.
+        skipped: models left out of a default run, with the reason.
+    """
+
+    cells: list[dict]
+    summary: pd.DataFrame
+    markdown: str
+    files: dict[str, Path]
+    fitted: int = 0
+    reused: int = 0
+    skipped: list[dict] = field(default_factory=list)
+
+
+def run_bench(
+    dataset: str,
+    models: Sequence[str | ModelSpec] | None = None,
+    seeds: int | Sequence[int] = 3,
+    out_dir: str | Path = "runs/bench",
+    *,
+    path: str | Path | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    trainer: dict | None = None,
+    options: dict | None = None,
+    resume: bool = True,
+    retry_failed: bool = False,
+    callbacks: BenchCallbacks | None = None,
+    loader: Callable[..., list] | None = None,
+) -> BenchResult:
+    """Train and evaluate every model on every seed of ``dataset``; write the tables.
+
+    Args:
+        dataset: a name of ``hmum.data.datasets.DATASETS`` (e.g. "criteo").
+        models: harness names (keys of ``MODEL_SPECS``) or ModelSpec objects; None =
+            every model that can run on this dataset (see :func:`resolve_models`).
+        seeds: N (seeds 0..N-1) or the seeds themselves. A seed sets the split and
+            the model's initialization.
+        out_dir: output folder: ``cells/``, ``results.md``, ``results.csv``, ``results.json``.
+        path: the dataset's file or folder (None: its default under the shared data).
+        epochs, batch_size: trainer overrides (max_epochs, batch_size) for the neural
+            models; None keeps the defaults (the paper's).
+        threads: torch threads and LightGBM n_jobs (None: torch as is, LightGBM 1).
+        trainer: more TrainerConfig overrides (e.g. {"lr": 1e-3}); part of the cell key.
+        options: dataset loader options (e.g. {"replications": 10}).
+        resume: read back cells an earlier run finished with the same settings.
+        retry_failed: with ``resume``, run failed cells again instead of reusing them.
+        callbacks: progress hooks (:class:`BenchCallbacks`).
+        loader: ``loader(dataset, path, seed=..., **options) -> list of splits``
+            (default :func:`load_dataset_splits`).
+
+    Returns:
+        BenchResult. Raises ValueError for an unknown model name and what the loader
+        raises for an unknown dataset or unreadable data; a model failing never stops
+        the run.
+    """
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ValueError(f"seeds: expected N >= 1 or a list of seeds, received {seeds!r}")
+    if len(set(seed_list)) != len(seed_list):
+        raise ValueError(f"seeds: each seed may appear once, received {seed_list}")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("threads", threads)):
+        if v is not None and v < 1:
+            raise ValueError(f"{name}: expected an integer >= 1 or None, received {v}")
+    callbacks = callbacks or BenchCallbacks()
+    load = loader or load_dataset_splits
+    options = dict(options or {})
+    out = Path(out_dir)
+    cells_dir = out / "cells"
+    overrides = {k: v for k, v in {**(trainer or {}), "max_epochs": epochs,
+                                   "batch_size": batch_size}.items() if v is not None}
+    path_key = str(Path(path).resolve()) if path is not None else None
+
+    old_threads = None
+    if threads:
+        import torch
+
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    try:
+        cells, fitted, specs, skipped, info = _run_cells(
+            dataset, models, seed_list, load, path, path_key, options, overrides, threads,
+            cells_dir, resume, retry_failed, callbacks,
+        )
+    finally:
+        if old_threads is not None:
+            import torch
+
+            torch.set_num_threads(old_threads)
+
+    summary = aggregate_cells(cells, specs)
+    settings = {"dataset": dataset, "path": path_key, "options": options, "seeds": seed_list,
+                "trainer": overrides, "threads": threads, "harness": HARNESS_VERSION, **info}
+    md = bench_tables(summary, dataset=dataset, settings=settings, skipped=skipped)
+    files = _write_results(out, md, summary, cells, specs, skipped, settings)
+    return BenchResult(cells=cells, summary=summary, markdown=md, files=files, fitted=fitted,
+                       reused=sum(bool(c.get("reused")) for c in cells), skipped=skipped)
+
+
+def _run_cells(dataset, models, seed_list, load, path, path_key, options, overrides, threads,
+               cells_dir, resume, retry_failed, callbacks):
+    cells: list[dict] = []
+    fitted = 0
+    specs: list[ModelSpec] | None = None
+    skipped: list[dict] = []
+    classes, problem = None, None
+    info: dict = {}
+    for i, seed in enumerate(seed_list):
+        splits = list(load(dataset, path, seed=seed, **options))
+        if not splits:
+            raise ValueError(f"dataset {dataset!r}: the loader returned no splits for seed {seed}")
+        schema = splits[0].train.schema
+        if specs is None:
+            specs, skipped = resolve_models(models, schema.K)
+            classes, problem = _estimator_classes()
+            callbacks.start(len(specs) * len(splits) * len(seed_list))
+            info = {"K": schema.K, "R": schema.R, "arms": list(schema.arms),
+                    "responses": list(schema.response_names),
+                    "splits_per_seed": len(splits),
+                    "ground_truth": splits[0].test.mu is not None,
+                    "rows": {"train": len(splits[0].train), "valid": len(splits[0].valid),
+                             "test": len(splits[0].test)}}
+        elif i and schema.K != info["K"]:
+            raise ValueError(f"dataset {dataset!r}: seed {seed} gave K={schema.K} treatments, "
+                             f"seed {seed_list[0]} gave K={info['K']}")
+        for split in splits:
+            for spec in specs:
+                settings = {"harness": HARNESS_VERSION, "dataset": dataset, "path": path_key,
+                            "options": options, "model": spec.key(), "trainer": overrides,
+                            "seed": seed, "split": str(split.name)}
+                key, file = _cell_file(cells_dir, settings)
+                base = {"key": key, "model": spec.name, "label": spec.display,
+                        "ours": spec.ours, "seed": seed, "split": str(split.name)}
+                try:
+                    cls, unavailable = _class_for(spec, classes, problem), None
+                except ModelUnavailable as e:
+                    cls, unavailable = None, e
+                if cls is not None and _single_treatment(cls, schema.K):
+                    cell = {**base, "status": "n/a",
+                            "error": f"n/a (single-treatment model; this dataset has "
+                                     f"K={schema.K} treatments)"}
+                    cells.append(cell)
+                    callbacks.cell_end(cell, reused=False)
+                    continue
+                old = _read_cell(file) if resume else None
+                if old is not None and not (retry_failed and old["status"] == "failed"):
+                    old["reused"] = True
+                    cells.append(old)
+                    callbacks.cell_end(old, reused=True)
+                    continue
+                trainer_cfg = {**overrides, "seed": seed}
+                if threads:
+                    trainer_cfg["num_threads"] = threads
+                callbacks.cell_start(spec.name, seed, str(split.name),
+                                     trainer_cfg.get("max_epochs", _default_epochs()))
+                t0 = time.perf_counter()
+                try:
+                    if unavailable is not None:
+                        raise unavailable
+                    got = _fit_and_score(spec, cls, split, trainer_cfg, callbacks)
+                    cell = {**base, "status": "ok", **got}
+                except Exception as e:  # noqa: BLE001 - a failing model is reported, not fatal
+                    cell = {**base, "status": "failed", "error": _short_error(e),
+                            "traceback": traceback.format_exc(limit=8),
+                            "seconds": time.perf_counter() - t0}
+                cell["settings"] = settings
+                cell["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                _write_json_atomic(file, cell)
+                fitted += 1
+                cells.append(cell)
+                callbacks.cell_end(cell, reused=False)
+    return cells, fitted, specs, skipped, info
+
+
+def _default_epochs() -> int:
+    from hmum.training.trainer import TrainerConfig
+
+    return TrainerConfig().max_epochs
+
+
+# --------------------------------------------------------------------------------------
+# aggregation and tables
+# --------------------------------------------------------------------------------------
+
+SUMMARY_COLUMNS = ["model", "label", "ours", "treatment", "response", "metric", "mean", "std",
+                   "n", "n_failed", "n_na", "status", "error", "values"]
+
+
+def aggregate_cells(cells: list[dict], specs: Sequence[ModelSpec] | None = None) -> pd.DataFrame:
+    """Mean ± std over seeds × replications per model, (treatment, response) and metric.
+
+    Args:
+        cells: cell records (status "ok" with "metrics", "failed" with "error", "n/a").
+        specs: the models in table order (default: order of first appearance).
+
+    Returns:
+        A long DataFrame with columns ``SUMMARY_COLUMNS``: one row per model ×
+        (treatment, response) × metric (Qini, AUUC, PEHE and ATE error when present)
+        plus one "fit_seconds" row per model (treatment and response empty); a model
+        with no successful cell has one row with metric empty, its status ("failed"
+        or "n/a") and its first error. ``std`` is the sample std (ddof 1), NaN when n
+        is 1; ``values`` are the per-cell values in cell order.
+    """
+    order: list[str] = [s.name for s in specs] if specs else []
+    meta = {s.name: (s.display, s.ours) for s in specs or []}
+    by_model: dict[str, list[dict]] = {}
+    for c in cells:
+        by_model.setdefault(c["model"], []).append(c)
+        if c["model"] not in order:
+            order.append(c["model"])
+        meta.setdefault(c["model"], (c.get("label", c["model"]), bool(c.get("ours"))))
+    rows = []
+    for name in order:
+        group = by_model.get(name, [])
+        label, ours = meta[name]
+        ok = [c for c in group if c["status"] == "ok"]
+        failed = [c for c in group if c["status"] == "failed"]
+        na = [c for c in group if c["status"] == "n/a"]
+        errors = [c["error"] for c in failed + na]
+        common = {"model": name, "label": label, "ours": ours, "n_failed": len(failed),
+                  "n_na": len(na), "error": errors[0] if errors else ""}
+        if not ok:
+            status = "failed" if failed else ("n/a" if na else "missing")
+            rows.append({**common, "treatment": "", "response": "", "metric": "", "mean": np.nan,
+                         "std": np.nan, "n": 0, "status": status, "values": []})
+            continue
+        status = "ok" if not failed else "partial"
+        values: dict[tuple[str, str, str], list[float]] = {}
+        for c in ok:
+            for m in c["metrics"]:
+                for metric in (*METRICS, *EXTRA_METRICS):
+                    if metric in m:
+                        values.setdefault((m["treatment"], m["response"], metric), []).append(
+                            float(m[metric]))
+        fit = [float(c["fit_seconds"]) for c in ok if "fit_seconds" in c]
+        if fit:
+            values[("", "", "fit_seconds")] = fit
+        for (t, r, metric), v in values.items():
+            a = np.asarray(v, dtype=np.float64)
+            rows.append({**common, "treatment": t, "response": r, "metric": metric,
+                         "mean": float(a.mean()),
+                         "std": float(a.std(ddof=1)) if a.size > 1 else np.nan,
+                         "n": int(a.size), "status": status, "values": v})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _fmt(mean: float, std: float, digits: int) -> str:
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _short(s: str, n: int = 90) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def metric_table(summary: pd.DataFrame, metric: str, *, digits: int = 4) -> str | None:
+    """One Markdown table: rows = models, columns = (treatment, response) of ``metric``.
+
+    The best mean per column (compared at the shown precision, so ties share the
+    mark) is bold; the best among the baselines (``ours`` False) is underlined.
+    Models without a value show their status ("failed: <error>", "n/a (...)").
+    Returns None when no model has ``metric``.
+    """
+    higher = METRICS[metric][1]
+    have = summary[summary["metric"] == metric]
+    if have.empty:
+        return None
+    cols = list(dict.fromkeys(zip(have["treatment"], have["response"], strict=True)))
+    models = list(dict.fromkeys(summary["model"]))
+    status = summary.groupby("model", sort=False).first()
+    cell = {(r.model, r.treatment, r.response): (r.mean, r.std)
+            for r in have.itertuples(index=False)}
+    best: dict[tuple, float] = {}
+    best_base: dict[tuple, float] = {}
+    for col in cols:
+        vals = [(m, round(cell[(m, *col)][0], digits)) for m in models if (m, *col) in cell]
+        pick = max if higher else min
+        if vals:
+            best[col] = pick(v for _, v in vals)
+        base = [v for m, v in vals if not status.loc[m, "ours"]]
+        if base:
+            best_base[col] = pick(base)
+    head = ["model", *[f"{t} / {r}" for t, r in cols], "runs"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(cols) + "---|"]
+    for m in models:
+        st = status.loc[m]
+        label = _md_escape(str(st["label"]))
+        if st["status"] in ("failed", "n/a", "missing"):
+            what = ("failed: " + _short(str(st["error"]))) if st["status"] == "failed" else (
+                _short(str(st["error"])) or st["status"])
+            lines.append("| " + " | ".join([label, _md_escape(what)] + ["—"] * (len(cols) - 1)
+                                           + [_runs(summary, m)]) + " |")
+            continue
+        out = [label]
+        for col in cols:
+            if (m, *col) not in cell:
+                out.append("—")
+                continue
+            mean, std = cell[(m, *col)]
+            text = _fmt(mean, std, digits)
+            v = round(mean, digits)
+            if not st["ours"] and best_base.get(col) == v:
+                text = f"<u>{text}</u>"
+            if best.get(col) == v:
+                text = f"**{text}**"
+            out.append(text)
+        out.append(_runs(summary, m))
+        lines.append("| " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def _runs(summary: pd.DataFrame, model: str) -> str:
+    rows = summary[summary["model"] == model]
+    r = rows.iloc[0]
+    ok = int(rows["n"].max()) if r["status"] not in ("failed", "n/a", "missing") else 0
+    total = ok + int(r["n_failed"]) + int(r["n_na"])
+    text = f"{ok}/{total}"
+    if r["status"] == "partial":
+        text += f" ({int(r['n_failed'])} failed: {_md_escape(_short(str(r['error']), 60))})"
+    return text
+
+
+def runs_table(summary: pd.DataFrame) -> list[str]:
+    """Markdown lines: every model with its runs, mean fit seconds and status or error."""
+    lines = ["## Runs", "", "| model | runs | fit s | status |", "|---|---:|---:|---|"]
+    for m in dict.fromkeys(summary["model"]):
+        rows = summary[summary["model"] == m]
+        r = rows.iloc[0]
+        fit = rows[rows["metric"] == "fit_seconds"]
+        fit_s = _fmt(fit.iloc[0]["mean"], fit.iloc[0]["std"], 1) if len(fit) else "—"
+        st = str(r["status"])
+        if st in ("failed", "partial"):
+            st += ": " + _md_escape(_short(str(r["error"])))
+        elif st == "n/a":
+            st = _md_escape(_short(str(r["error"])))
+        lines.append(f"| {_md_escape(str(r['label']))} | {_runs(summary, m).split(' (')[0]} "
+                     f"| {fit_s} | {st} |")
+    return lines
+
+
+def bench_tables(summary: pd.DataFrame, *, dataset: str = "", settings: dict | None = None,
+                 skipped: Sequence[dict] = (), digits: int = 4) -> str:
+    """The Markdown report: a header, one table per metric, the runs, left-out models."""
+    settings = settings or {}
+    lines = [f"# hmum bench: {dataset}" if dataset else "# hmum bench", ""]
+    seeds = settings.get("seeds")
+    if seeds is not None:
+        desc = (f"Seeds {seeds} ({settings.get('splits_per_seed', 1)} split(s) per seed); "
+                f"K={settings.get('K')} treatments {settings.get('arms', [])[1:]}, "
+                f"R={settings.get('R')} responses {settings.get('responses')}; "
+                f"trainer overrides {settings.get('trainer') or 'none (paper defaults)'}.")
+        if "rows" in settings:
+            rw = settings["rows"]
+            desc += f" Rows per split: train {rw['train']:,}, valid {rw['valid']:,}, " \
+                    f"test {rw['test']:,}."
+        lines += [desc, ""]
+    lines += [
+        "Metrics on the test split, mean ± std (sample std) over seeds × replications. "
+        "Qini and AUUC are normalized (1 = perfect ranking, 0 = random). "
+        "**Bold**: best per column; <u>underlined</u>: best baseline (best model outside "
+        "the HUM family). `runs`: successful cells / cells.", "",
+    ]
+    for metric, (title, _) in METRICS.items():
+        table = metric_table(summary, metric, digits=digits)
+        if table is not None:
+            lines += [f"## {title}", "", table, ""]
+    lines += runs_table(summary) + [""]
+    if skipped:
+        lines += ["Not run: " + "; ".join(f"{s['name']}: {s['reason']}" for s in skipped), ""]
+    return "\n".join(lines)
+
+
+def _write_results(out: Path, md: str, summary: pd.DataFrame, cells, specs, skipped,
+                   settings) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"markdown": out / "results.md", "csv": out / "results.csv",
+             "json": out / "results.json"}
+    tmp = files["markdown"].with_name(".results.md.tmp")
+    tmp.write_text(md + "\n")
+    os.replace(tmp, files["markdown"])
+    csv = summary.drop(columns=["values"]).assign(dataset=settings["dataset"])
+    csv = csv[["dataset", *[c for c in csv.columns if c != "dataset"]]]
+    tmp = files["csv"].with_name(".results.csv.tmp")
+    csv.to_csv(tmp, index=False)
+    os.replace(tmp, files["csv"])
+    records = summary.replace({np.nan: None}).to_dict(orient="records")
+    _write_json_atomic(files["json"], {
+        "settings": settings,
+        "models": [s.as_dict() for s in specs or []],
+        "skipped": list(skipped),
+        "summary": records,
+        "cells": [{k: v for k, v in c.items()} for c in cells],
+    })
+    return files
+
