@@ -14,6 +14,17 @@ from torch import nn
 from hmum.models.layers import FieldEmbedding, apply_link, link_bias
 
 
+def pick_arm(per_arm: torch.Tensor, arm: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Each row's value at its own arm.
+
+    per_arm (N, A, D) with dim=1 (or (A, N, D) with dim=0), arm (N,) -> (N, D).
+    """
+    if dim == 0:
+        per_arm = per_arm.transpose(0, 1)
+    idx = arm.long().view(-1, 1, 1).expand(-1, 1, per_arm.shape[-1])
+    return per_arm.gather(1, idx).squeeze(1)
+
+
 class BaselineConfig(BaseModel):
     """Settings shared by the baselines (paper §5.1: same embeddings, untuned).
 

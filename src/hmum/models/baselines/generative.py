@@ -20,7 +20,7 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import Field
 from torch import nn
 
-from hmum.models.baselines.common import BaselineConfig, BaselineNet
+from hmum.models.baselines.common import BaselineConfig, BaselineNet, pick_arm
 from hmum.models.layers import MLP, BlockMLP
 
 
@@ -32,12 +32,6 @@ def binary_mask(links: Sequence[str]) -> torch.Tensor:
 def _per_arm(x: torch.Tensor, arms: int) -> torch.Tensor:
     """(N, D) -> (A, N, D): the same input for each arm's block of a BlockMLP."""
     return x.unsqueeze(0).expand(arms, *x.shape)
-
-
-def _pick(per_arm: torch.Tensor, arm: torch.Tensor) -> torch.Tensor:
-    """(A, N, D) per-arm outputs, arm (N,) -> (N, D): each row's own arm."""
-    idx = arm.long().view(1, -1, 1).expand(1, -1, per_arm.shape[-1])
-    return per_arm.gather(0, idx).squeeze(0)
 
 
 class _Reverse(torch.autograd.Function):
@@ -189,18 +183,18 @@ class CEVAE(BaselineNet):
         p_y_raw (N, R) at the received arm.
         """
         e = self.flat(x)
-        qz = _pick(self.encode_z(e, self.standardize(y)), arm)
+        qz = pick_arm(self.encode_z(e, self.standardize(y)), arm, dim=0)
         mu, s = qz.split(self.L, dim=-1)
         var = F.softplus(s) + 1e-4  # softplus keeps sigma^2 > 0 without exp blow-ups
         z = mu + var.sqrt() * torch.randn_like(mu) if sample else mu
         return {
             "q_t_logits": self.q_t(e),
-            "q_y_raw": _pick(self.aux_outcomes(e), arm),
+            "q_y_raw": pick_arm(self.aux_outcomes(e), arm, dim=0),
             "z_mean": mu,
             "z_logvar": var.log(),
             "x_logits": self.x_logits(z),
             "p_t_logits": self.p_t(z),
-            "p_y_raw": _pick(self.outcome_raw(z), arm),
+            "p_y_raw": pick_arm(self.outcome_raw(z), arm, dim=0),
         }
 
     def infer_z(self, x: torch.Tensor) -> torch.Tensor:

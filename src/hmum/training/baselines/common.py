@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import torch
 
-from hmum.models.baselines.common import BaselineConfig, BaselineNet
+from hmum.models.baselines.common import BaselineConfig, BaselineNet, pick_arm
 from hmum.training.estimator import NeuralUpliftEstimator
 
 
@@ -18,8 +18,7 @@ def factual_mse(y_hat: torch.Tensor, arm: torch.Tensor, y: torch.Tensor,
 
     y_hat (N, K+1, R), arm (N,) in [0, K], y (N, R), y_std (R,) -> (N,).
     """
-    got = y_hat.gather(1, arm.view(-1, 1, 1).expand(-1, 1, y_hat.shape[2])).squeeze(1)
-    return (((got - y) / y_std) ** 2).sum(-1)
+    return (((pick_arm(y_hat, arm) - y) / y_std) ** 2).sum(-1)
 
 
 class BaselineEstimator(NeuralUpliftEstimator):

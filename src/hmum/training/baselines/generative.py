@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from hmum.models.baselines.common import pick_arm
 from hmum.models.baselines.generative import CEVAE, GANITE, CEVAEConfig, GANITEConfig
 from hmum.models.layers import apply_link
 from hmum.training.baselines.common import BaselineEstimator
@@ -57,12 +58,6 @@ def mean_nll(
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, I)) summed over the last axis: (..., L) -> (...)."""
     return 0.5 * (logvar.exp() + mean**2 - 1.0 - logvar).sum(-1)
-
-
-def _pick_arm(per_arm: torch.Tensor, arm: torch.Tensor) -> torch.Tensor:
-    """(N, A, R), arm (N,) -> (N, R)."""
-    idx = arm.long().view(-1, 1, 1).expand(-1, 1, per_arm.shape[-1])
-    return per_arm.gather(1, idx).squeeze(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,10 +148,10 @@ def ganite_loss(
 
     out: ``GANITE.forward``'s dict; arm (N,), y (N, R). Returns (scalar, logs).
     """
-    g_fact = response_nll(_pick_arm(out["g_raw"], arm), y, links, y_mean, y_std, binary)
+    g_fact = response_nll(pick_arm(out["g_raw"], arm), y, links, y_mean, y_std, binary)
     d_g = F.cross_entropy(out["d_g_logits"], arm.long(), reduction="none")
     i_all = response_nll(out["i_raw"], out["y_bar"].detach(), links, y_mean, y_std, binary)
-    i_fact = response_nll(_pick_arm(out["i_raw"], arm), y, links, y_mean, y_std, binary)
+    i_fact = response_nll(pick_arm(out["i_raw"], arm), y, links, y_mean, y_std, binary)
     real, fake = out["d_i_real"], out["d_i_fake"]
     d_i = F.binary_cross_entropy_with_logits(
         real, torch.ones_like(real), reduction="none"

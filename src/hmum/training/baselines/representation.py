@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from hmum.models.baselines.common import pick_arm
 from hmum.models.baselines.representation import (
     BNN,
     BNNConfig,
@@ -192,8 +193,7 @@ def dragonnet_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, y_std: to
     {0, 1}; y (N, R); y_std (R,); epsilon (R,). Returns (loss, {"mse", "ce", "tmle"}).
     """
     t = (arm > 0).to(y.dtype)
-    got = out.y_hat.gather(1, arm.view(-1, 1, 1).expand(-1, 1, y.shape[1])).squeeze(1)
-    resid = (y - got) / y_std  # (N, R)
+    resid = (y - pick_arm(out.y_hat, arm)) / y_std  # (N, R)
     mse = resid.pow(2).sum(-1).mean()
     ce = F.binary_cross_entropy_with_logits(out.propensity_logit, t)
     c = cfg.propensity_clip
