@@ -125,6 +125,7 @@ MODEL_SPECS: dict[str, ModelSpec] = _specs(
     ("causalml_s", "causalml_s", {}, "causalml S (LightGBM)"),
     ("causalml_t", "causalml_t", {}, "causalml T (LightGBM)"),
     ("causalml_x", "causalml_x", {}, "causalml X (LightGBM)"),
+    ("arm_means", "arm_means", {}, "Arm means (no personalization)"),
 )
 
 
@@ -141,6 +142,7 @@ def _estimator_classes() -> tuple[dict[str, type], str | None]:
     """
     from hmum.training.causalml_learners import CAUSALML_LEARNERS
     from hmum.training.estimator import registered_estimators
+    from hmum.training.reference import ArmMeansEstimator
 
     problem = None
     try:
@@ -150,7 +152,7 @@ def _estimator_classes() -> tuple[dict[str, type], str | None]:
 
         classes = dict(estimator._REGISTRY)  # whatever registered before the failure
         problem = f"importing the baselines failed: {type(e).__name__}: {e}"
-    return {**classes, **CAUSALML_LEARNERS}, problem
+    return {**classes, **CAUSALML_LEARNERS, "arm_means": ArmMeansEstimator}, problem
 
 
 class ModelUnavailable(LookupError):

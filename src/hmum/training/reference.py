@@ -1,0 +1,62 @@
+"""A reference point for the benchmark tables: per-arm training means.
+
+``ArmMeansEstimator`` predicts, for every user, the mean observed response of
+each arm in the training data, so its uplift is the difference in means (the
+ATE estimate of a randomized experiment) for everyone. It personalizes nothing:
+its Qini and AUUC are exactly 0 (a constant score), and its PEHE is what a
+model must beat to have learned anything about *who* gains. On data where the
+effects are small next to the noise, this is often the best PEHE available.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from hmum.data.schema import Schema
+from hmum.data.validate import ExperimentData
+
+
+class ArmMeansEstimator:
+    """Per-arm means of the training responses, for every user.
+
+    Same interface as the other estimators: ``fit(train, valid=None, ...)``,
+    ``predict_outcomes(data) -> (N, K+1, R)``. ``model`` and ``trainer`` are
+    accepted for the harness's sake and unused (there is nothing to set).
+    """
+
+    model_type = "arm_means"
+    max_treatments = None
+
+    def __init__(self, schema: Schema, *, model=None, trainer=None) -> None:
+        self.schema = schema
+        self.model = model
+        self.trainer = trainer
+
+    def fit(self, train: ExperimentData, valid: ExperimentData | None = None, *,
+            progress: bool = False, log=None) -> ArmMeansEstimator:
+        if train.arm is None or train.y is None:
+            raise ValueError("train: fitting needs the arm and the responses")
+        k1 = self.schema.K + 1
+        counts = np.bincount(train.arm, minlength=k1)
+        if (counts == 0).any():
+            empty = [self.schema.arms[a] for a in np.flatnonzero(counts == 0)]
+            raise ValueError(f"train: arm(s) {empty} have no rows; cannot estimate their mean")
+        sums = np.zeros((k1, train.y.shape[1]))
+        np.add.at(sums, train.arm, train.y)
+        self.means_ = sums / counts[:, None]  # (K+1, R)
+        return self
+
+    def predict_outcomes(self, data: ExperimentData | pa.Table, **_) -> np.ndarray:
+        """y_hat (N, K+1, R): the training means of each arm, the same for every row."""
+        if not hasattr(self, "means_"):
+            from hmum.training.estimator import NotFittedError
+
+            raise NotFittedError("this ArmMeansEstimator is not fitted yet: call fit()")
+        n = len(data) if isinstance(data, ExperimentData) else data.num_rows
+        return np.broadcast_to(self.means_, (n, *self.means_.shape)).copy()
+
+    def predict_uplift(self, data, **_) -> np.ndarray:
+        """tau (N, K, R): the difference in training means, for every row."""
+        y = self.predict_outcomes(data)
+        return y[:, 1:] - y[:, :1]
