@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,14 @@ DEFAULT_STORE = "runs/uplift.sqlite"
 StoreOpt = Annotated[str, typer.Option(
     "--store", help="store URL: redis://127.0.0.1:6379/0, sqlite:///path or a file path")]
 NamespaceOpt = Annotated[str, typer.Option(help="store namespace")]
+
+
+class Engine(StrEnum):
+    """Where ``hmum score`` computes the shards."""
+
+    local = "local"
+    ray = "ray"
+
 
 store_app = typer.Typer(help="The versioned uplift store: status, switch, rollback, cleanup, get.",
                         no_args_is_help=True)
@@ -53,7 +62,17 @@ def score(
     id_column: Annotated[str | None, typer.Option(help="user id column")] = None,
     shard_rows: Annotated[int, typer.Option(help="rows per shard (the resume unit)")] = 200_000,
     batch_size: Annotated[int, typer.Option(help="rows per model forward")] = 65_536,
-    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="torch threads (with --engine ray: per worker, default 1)")] = None,
+    engine: Annotated[Engine, typer.Option(
+        help="local: shards one after another in this process; ray: Ray Data actors "
+        "(needs: pip install hmum\\[ray])")] = Engine.local,
+    workers: Annotated[int | None, typer.Option(
+        help="Ray actors, each with --threads CPUs (default: one per CPU)")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join (default: start a local one for the run)")] = None,
+    store_max_rows_per_s: Annotated[float | None, typer.Option(
+        help="throttle of the store load, rows/s (default: no limit)")] = None,
     switch: Annotated[bool, typer.Option(help="make the new version current once checked")
                       ] = True,
     cleanup: Annotated[bool, typer.Option(help="delete versions older than the previous")] = True,
@@ -62,7 +81,8 @@ def score(
 ) -> None:
     """Score all users (HUM, every arm) into a Parquet record and the uplift store.
 
-    Resumable: run the same command again after an interruption.
+    Resumable: run the same command again after an interruption (with either
+    engine: both write the same shards, files and store content).
     """
     from pydantic import ValidationError
     from rich.progress import Progress
@@ -79,9 +99,14 @@ def score(
     try:
         cfg = ScoringConfig(shard_rows=shard_rows, batch_size=batch_size, date=day,
                             model_version=model_version, id_column=id_column, switch=switch,
-                            cleanup=cleanup, restart=restart, threads=threads)
+                            cleanup=cleanup, restart=restart, threads=threads,
+                            store_max_rows_per_s=store_max_rows_per_s)
     except ValidationError as e:
         _fail(str(e))
+    if workers is not None and workers < 1:
+        _fail(f"--workers: expected at least 1, got {workers}")
+    if engine is Engine.local and ray_address:
+        _fail("--ray-address needs --engine ray")
     try:
         with Progress(console=console, transient=True) as bar:
             task = None
@@ -92,14 +117,25 @@ def score(
                     task = bar.add_task(f"scoring {stage}", total=total)
                 bar.update(task, completed=done)
 
-            rep = run_scoring(model, input, out, store, cfg, namespace=namespace,
-                              progress=progress)
+            if engine is Engine.ray:
+                from hmum.serving.ray_runner import run_scoring_ray
+
+                rep = run_scoring_ray(model, input, out, store, cfg, workers=workers,
+                                      address=ray_address, namespace=namespace,
+                                      progress=progress)
+            else:
+                rep = run_scoring(model, input, out, store, cfg, namespace=namespace,
+                                  progress=progress)
     except (DataError, ScoringError, StoreError, ArtifactError, FileNotFoundError,
-            ValueError) as e:
+            ImportError, ValueError) as e:
         _fail(str(e))
     console.print(
         f"scored {rep.rows:,} users in {rep.n_shards} shard(s) ({rep.shards_scored} scored, "
         f"{rep.shards_loaded} loaded now) in {rep.seconds:.1f}s ({rep.users_per_s:,.0f} users/s)")
+    if rep.engine == "ray" and rep.workers:
+        console.print("ray workers: " + ", ".join(
+            f"pid {w['pid']}: {w['shards']} shard(s), peak RSS {w['peak_rss_mib']:,.0f} MiB"
+            for w in rep.workers))
     console.print(f"record: {rep.partition}")
     console.print(f"store version {rep.store_version}: current={rep.current} "
                   f"previous={rep.previous}" + (f"; cleaned {rep.cleaned}" if rep.cleaned else ""))

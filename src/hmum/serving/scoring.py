@@ -1,14 +1,20 @@
 """Daily batch scoring: users -> HUM -> delta (N, K, R) -> Parquet record + uplift store.
 
 Paper §6.2: every user is scored daily and the relative uplifts go to a
-key-value store that the online decision reads. Two layers:
+key-value store that the online decision reads. Three layers:
 
 * ``score_table(estimator, table)`` -- framework-free: one Arrow table of users
   in, ``Scores`` (user ids (N,), y_hat (N, K+1, R), delta (N, K, R)) out;
-  ``record_table`` turns them into the Parquet record's columns. A distributed
-  runner (e.g. Ray ``map_batches``) can call these on each block.
-* ``run_scoring(...)`` -- the local runner: reads the users (one Parquet file or
-  a folder of them) shard by shard, scores, writes the record and loads the store.
+  ``record_table`` turns them into the Parquet record's columns.
+* ``score_shard(estimator, plan, shard, start, stop, ...)`` -- framework-free:
+  reads one shard's rows, scores them and serializes its record (``ShardResult``).
+  It is the only code that computes a shard, whichever runner calls it.
+* ``execute(job, store, config, compute)`` -- one run, shared by the runners;
+  only ``compute`` (which computes the shards still to do) differs:
+  ``run_scoring`` (here, the local runner) computes them one after another in
+  this process; ``hmum.serving.ray_runner.run_scoring_ray`` on Ray actors. The
+  run's process writes every file and loads the store (``StoreSink``, optionally
+  throttled), so both give the same bytes and either can resume the other's run.
 
 The runner is idempotent and resumable:
 
@@ -45,7 +51,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +97,11 @@ class ScoringConfig(BaseModel):
     cleanup: bool = Field(True, description="after the switch, delete older versions")
     restart: bool = Field(False, description="discard this run's earlier output and start over")
     sample_reads: int = Field(256, ge=0, description="users read back from the store to check")
-    threads: int | None = Field(None, ge=1, description="torch threads; None = leave as is")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads (per worker with Ray); None = leave as is "
+        "(Ray: 1 per worker)")
+    store_max_rows_per_s: float | None = Field(
+        None, gt=0, description="throttle of the store load, rows/s; None = no limit")
 
 
 # --------------------------------------------------------------------------------------
@@ -272,13 +282,136 @@ class InputPlan:
 
 
 # --------------------------------------------------------------------------------------
-# The local runner
+# One shard (framework-free: every runner calls this, in its process or on a worker)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardResult:
+    """One scored shard, ready to be committed by the run that holds the partition's lock.
+
+    Attributes:
+        shard: shard index i; its rows are [start, start + rows) of the input plan.
+        start: first row of the shard.
+        rows: rows of the shard.
+        data: the shard's Parquet record (zstd): the exact bytes of ``part-XXXXX.parquet``.
+        user_ids: (rows,) ids, or None (then read back from ``data`` for the store).
+        delta: (rows, K, R) float32, or None (likewise).
+        timings: seconds spent by the computing process in read, score, record.
+        worker: the computing process: {"pid", "peak_rss_mib"} (for capacity reports).
+    """
+
+    shard: int
+    start: int
+    rows: int
+    data: bytes
+    user_ids: np.ndarray | None = None
+    delta: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    worker: dict[str, Any] = field(default_factory=dict)
+
+    def ids_and_delta(self, schema: Schema, id_column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(user_ids (rows,), delta (rows, K, R)); decoded from the record if not held."""
+        if self.user_ids is None or self.delta is None:
+            return record_delta(pq.read_table(pa.BufferReader(self.data)), schema, id_column)
+        return self.user_ids, self.delta
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def score_shard(est, plan: InputPlan, shard: int, start: int, stop: int, *, schema: Schema,
+                id_column: str, batch_size: int) -> ShardResult:
+    """Read rows [start, stop) of ``plan``, score them, serialize the shard's record.
+
+    The one function that computes a shard, for every runner: the local runner
+    calls it in its process, the Ray runner in its actors; equal inputs give equal
+    bytes. Raises DataError when the shard repeats a user id.
+    """
+    rows = stop - start
+    t0 = time.perf_counter()
+    table = plan.read(start, stop)
+    t1 = time.perf_counter()
+    scores = score_table(est, table, id_column=id_column, batch_size=batch_size)
+    del table
+    vals, counts = np.unique(scores.user_ids, return_counts=True)
+    if len(vals) != rows:
+        raise DataError(f"column {id_column!r}: user ids must be unique; rows "
+                        f"{start}..{stop - 1} repeat {vals[counts > 1][:5].tolist()}")
+    t2 = time.perf_counter()
+    sink = pa.BufferOutputStream()
+    pq.write_table(record_table(scores, schema, id_column), sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    t3 = time.perf_counter()
+    return ShardResult(
+        shard=shard, start=start, rows=rows, data=data, user_ids=scores.user_ids,
+        delta=scores.delta, timings={"read": t1 - t0, "score": t2 - t1, "record": t3 - t2},
+        worker={"pid": os.getpid(), "peak_rss_mib": peak_rss_mib()},
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Loading the store
+# --------------------------------------------------------------------------------------
+
+
+class StoreSink:
+    """Loads shards into one store version, at most ``max_rows_per_s`` rows per second.
+
+    Both runners load through it from the process that holds the partition's lock
+    (the local runner's, the Ray driver), so the store sees one writer whatever the
+    number of scoring workers. A shard goes in as one ``UpliftStore.put(...,
+    shard=i)``, which records the shard as loaded with its rows (SQLite: in the
+    same transaction); loads are upserts, so a shard whose load was cut off is
+    simply loaded again.
+
+    Throttling paces whole shards (a token bucket holding one shard): a shard of n
+    rows starts no earlier than n_prev / max_rows_per_s seconds after the previous
+    one started, so the average rate stays under the limit and a burst is at most
+    one shard (pick ``shard_rows`` accordingly). ``waited`` sums the seconds slept.
+    None: no limit.
+    """
+
+    def __init__(self, store: UpliftStore, version: str, *, max_rows_per_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if max_rows_per_s is not None and not max_rows_per_s > 0:
+            raise ValueError(f"max_rows_per_s: expected a positive number or None, received "
+                             f"{max_rows_per_s!r}")
+        self.store, self.version, self.max_rows_per_s = store, version, max_rows_per_s
+        self._clock, self._sleep = clock, sleep
+        self._next: float | None = None  # earliest start of the next shard
+        self.waited = 0.0
+        self.rows = 0
+
+    def load(self, shard: int, user_ids: np.ndarray, delta: np.ndarray) -> None:
+        """Upsert one shard, user_ids (n,), delta (n, K, R), and record it as loaded."""
+        n = len(user_ids)
+        if self.max_rows_per_s is not None:
+            now = self._clock()
+            if self._next is not None and now < self._next:
+                self._sleep(self._next - now)
+                self.waited += self._next - now
+                now = self._next
+            self._next = now + n / self.max_rows_per_s
+        self.store.put(self.version, user_ids, delta, shard=shard)
+        self.rows += n
+
+
+# --------------------------------------------------------------------------------------
+# A run: shared by every runner; only the computing of shards differs
 # --------------------------------------------------------------------------------------
 
 
 @dataclass
 class ScoringReport:
-    """What a run did. ``timings`` holds seconds per stage (read, score, record, store)."""
+    """What a run did. ``timings`` holds seconds per stage (read, score, record, store,
+    throttle); with several workers, read/score are summed over them. ``workers``:
+    one entry per computing process: pid, shards, rows, busy_s, peak_rss_mib."""
 
     store_version: str
     model_version: str
@@ -293,10 +426,282 @@ class ScoringReport:
     previous: str | None
     cleaned: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    engine: str = "local"
+    workers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def users_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass
+class ScoringJob:
+    """The resolved settings of one run (the same for every runner).
+
+    ``model`` is what the caller gave (artifact folder or estimator), ``est`` the
+    loaded estimator; shard i is rows ``bounds(i)`` of ``plan``.
+    """
+
+    model: Any
+    est: Any
+    model_version: str
+    schema: Schema
+    id_column: str
+    date: dt.date
+    version: str
+    plan: InputPlan
+    shard_rows: int
+    batch_size: int
+    part_dir: Path
+
+    @property
+    def n_shards(self) -> int:
+        return self.plan.n_shards(self.shard_rows)
+
+    def bounds(self, shard: int) -> tuple[int, int]:
+        lo = shard * self.shard_rows
+        return lo, min(self.plan.total_rows, lo + self.shard_rows)
+
+    def run_info(self) -> dict[str, Any]:
+        """What ``_run.json`` pins: a resumed run must have the same (engine-free)."""
+        s = self.schema
+        return {
+            "format": RUN_FORMAT, "store_version": self.version,
+            "model_version": self.model_version, "date": self.date.isoformat(),
+            "id_column": self.id_column, "shard_rows": self.shard_rows,
+            "batch_size": self.batch_size, "n_shards": self.n_shards,
+            "rows": self.plan.total_rows, "arms": s.arms, "responses": s.response_names,
+            "input": self.plan.fingerprint,
+        }
+
+    def score(self, shard: int) -> ShardResult:
+        """Compute shard ``shard`` in this process (``score_shard``)."""
+        lo, hi = self.bounds(shard)
+        return score_shard(self.est, self.plan, shard, lo, hi, schema=self.schema,
+                           id_column=self.id_column, batch_size=self.batch_size)
+
+
+#: How a runner computes shards: (job, shard indices) -> their results, in any order.
+ShardComputer = Callable[[ScoringJob, list[int]], Iterable[ShardResult]]
+
+
+def prepare_job(model, input_path: str | Path, out_dir: str | Path,
+                cfg: ScoringConfig) -> ScoringJob:
+    """Load the model, plan the input's shards and name the version and partition."""
+    if isinstance(model, str | Path):
+        from hmum.training.estimator import load_estimator
+
+        est = load_estimator(model)
+        model_version = cfg.model_version or model_version_of(model)
+    else:
+        est = model
+        if cfg.model_version is None:
+            raise ValueError("config.model_version is required when model is an estimator, "
+                             "not an artifact folder")
+        model_version = cfg.model_version
+    check_name(model_version, "model_version")
+    schema: Schema = est.schema
+    id_column = cfg.id_column or schema.user_id or "user_id"
+    date = cfg.date or dt.datetime.now(dt.UTC).date()
+    part_dir = Path(out_dir) / f"date={date.isoformat()}" / f"model_version={model_version}"
+    return ScoringJob(
+        model=model, est=est, model_version=model_version, schema=schema,
+        id_column=id_column, date=date, version=store_version_name(date, model_version),
+        plan=InputPlan(input_path, [*schema.feature_names, id_column]),
+        shard_rows=cfg.shard_rows, batch_size=cfg.batch_size, part_dir=part_dir,
+    )
+
+
+def _local_compute(job: ScoringJob, shards: list[int]) -> Iterator[ShardResult]:
+    for s in shards:
+        yield job.score(s)
+
+
+def run_scoring(
+    model,
+    input_path: str | Path,
+    out_dir: str | Path,
+    store: UpliftStore | str | Path,
+    config: ScoringConfig | dict | None = None,
+    *,
+    namespace: str = "default",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ScoringReport:
+    """Score every user of ``input_path`` into the record under ``out_dir`` and ``store``.
+
+    The local runner: shards are computed one after the other in this process.
+    (``hmum.serving.ray_runner.run_scoring_ray`` is the distributed one; both give
+    the same files and store content, and either can resume the other's run.)
+
+    Args:
+        model: a model artifact folder, or a fitted estimator (then
+            ``config.model_version`` is required).
+        input_path: one Parquet file or a folder of them; needs the model schema's
+            feature columns and the user id column.
+        out_dir: root of the Parquet record.
+        store: an UpliftStore or a store URL (see ``open_store``; ``namespace``).
+        config: ScoringConfig (or dict).
+        progress: called as ``progress("shards", done, total)`` as shards finish.
+
+    Returns a ScoringReport. Raises DataError for bad input, ScoringError when the
+    partition was started with other settings (use ``restart``) or is locked, and
+    StoreError when the store's checks fail.
+    """
+    t_start = time.perf_counter()
+    cfg = as_config(config)
+    job = prepare_job(model, input_path, out_dir, cfg)
+    old_threads = None
+    if cfg.threads:
+        import torch
+
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)
+    try:
+        return execute(job, store, cfg, _local_compute, namespace=namespace,
+                       progress=progress, t_start=t_start)
+    finally:
+        if old_threads is not None:
+            import torch
+
+            torch.set_num_threads(old_threads)
+
+
+def as_config(config: ScoringConfig | dict | None) -> ScoringConfig:
+    return config if isinstance(config, ScoringConfig) else ScoringConfig(**(config or {}))
+
+
+def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig,
+            compute: ShardComputer, *, namespace: str = "default",
+            progress: Callable[[str, int, int], None] | None = None, engine: str = "local",
+            t_start: float | None = None) -> ScoringReport:
+    """Run ``job`` with ``compute`` computing the shards; everything else is shared.
+
+    Under the partition's lock: pin the settings (``_run.json``), create the store
+    version, load the shards recorded by an earlier run but not loaded, commit
+    each computed shard (part file, marker, store load through ``StoreSink``),
+    verify, mark ready, switch, clean up, write ``_SUCCESS``.
+    """
+    t_start = time.perf_counter() if t_start is None else t_start
+    schema, version, part_dir, n_shards = job.schema, job.version, job.part_dir, job.n_shards
+    own_store = not isinstance(store, UpliftStore)
+    st = open_store(store, namespace) if own_store else store
+    try:
+        if cfg.restart:
+            _restart(part_dir, st, version)
+        part_dir.mkdir(parents=True, exist_ok=True)
+        with _run_lock(part_dir):
+            _check_run_file(part_dir, job.run_info())
+            info = st.create_version(VersionInfo(
+                version=version, K=schema.K, R=schema.R, arms=schema.arms,
+                responses=schema.response_names, id_kind=_id_kind(job.plan, job.id_column),
+                model_version=job.model_version, date=job.date.isoformat(),
+            ), expected_rows=job.plan.total_rows)
+            timings = {"read": 0.0, "score": 0.0, "record": 0.0, "store": 0.0, "throttle": 0.0}
+            sink = StoreSink(st, version, max_rows_per_s=cfg.store_max_rows_per_s)
+            workers: dict[int, dict[str, Any]] = {}
+            rows_of = {s: job.bounds(s)[1] - job.bounds(s)[0] for s in range(n_shards)}
+            done_in_store = st.loaded_shards(version)
+            # Every shard's record is checked (two cheap stats), so a record deleted
+            # after an earlier run is written again.
+            todo = [s for s in range(n_shards)
+                    if not _parquet_done(part_dir / _part_name(s), rows_of[s])]
+            pending = set(todo)
+            finished = sum(1 for s in range(n_shards)
+                           if s not in pending and done_in_store.get(s) == rows_of[s])
+            if progress is not None:
+                progress("shards", finished, n_shards)
+            scored = loaded = 0
+
+            def load(shard: int, ids: np.ndarray, delta: np.ndarray) -> None:
+                nonlocal loaded
+                t0, w0 = time.perf_counter(), sink.waited
+                sink.load(shard, ids, delta)
+                timings["throttle"] += sink.waited - w0
+                timings["store"] += time.perf_counter() - t0 - (sink.waited - w0)
+                loaded += 1
+
+            # Records finished by an earlier run whose load did not: load what they hold.
+            for s in range(n_shards):
+                if s in pending or done_in_store.get(s) == rows_of[s]:
+                    continue
+                load(s, *record_delta(pq.read_table(part_dir / _part_name(s)), schema,
+                                      job.id_column))
+                finished += 1
+                if progress is not None:
+                    progress("shards", finished, n_shards)
+            results = compute(job, todo)
+            try:
+                for res in results:
+                    if res.shard not in pending or (
+                            res.start, res.start + res.rows) != job.bounds(res.shard):
+                        raise ScoringError(
+                            f"the {engine} engine returned shard {res.shard} (rows "
+                            f"{res.start}..{res.start + res.rows - 1}), which this run did "
+                            "not ask for or already has")
+                    pending.discard(res.shard)
+                    t0 = time.perf_counter()
+                    _commit_record(part_dir, res)
+                    timings["record"] += time.perf_counter() - t0
+                    for k, v in res.timings.items():
+                        timings[k] = timings.get(k, 0.0) + v
+                    _tally(workers, res)
+                    scored += 1
+                    if done_in_store.get(res.shard) != res.rows:
+                        load(res.shard, *res.ids_and_delta(schema, job.id_column))
+                    finished += 1
+                    if progress is not None:
+                        progress("shards", finished, n_shards)
+            finally:
+                # a generator (the Ray engine's) stops its work now, not when collected
+                close = getattr(results, "close", None)
+                if close is not None:
+                    close()
+            if pending:
+                raise ScoringError(f"the {engine} engine finished without shard(s) "
+                                   f"{sorted(pending)[:10]}; run again to resume")
+            if info.status != "ready" or loaded:
+                ids, delta = _samples(part_dir, n_shards, schema, job.id_column,
+                                      cfg.sample_reads)
+                st.verify(version, rows=job.plan.total_rows, sample_ids=ids, sample_delta=delta)
+                st.mark_ready(version, job.plan.total_rows)
+            cur, prev = st.pointers()
+            cleaned: list[str] = []
+            if cfg.switch:
+                cur, prev = st.switch(version)
+                if cfg.cleanup:
+                    cleaned = st.cleanup()
+            _atomic_write(part_dir / SUCCESS_FILE, json.dumps(
+                {"rows": job.plan.total_rows, "n_shards": n_shards, "store_version": version},
+                indent=2).encode())
+    finally:
+        if own_store:
+            st.close()
+    return ScoringReport(
+        store_version=version, model_version=job.model_version, date=job.date.isoformat(),
+        rows=job.plan.total_rows, n_shards=n_shards, shards_scored=scored, shards_loaded=loaded,
+        partition=part_dir, seconds=time.perf_counter() - t_start, current=cur, previous=prev,
+        cleaned=cleaned, timings=timings, engine=engine, workers=list(workers.values()),
+    )
+
+
+def _tally(workers: dict[int, dict[str, Any]], res: ShardResult) -> None:
+    pid = res.worker.get("pid", 0)
+    w = workers.setdefault(pid, {"pid": pid, "shards": 0, "rows": 0, "busy_s": 0.0,
+                                 "peak_rss_mib": 0.0})
+    w["shards"] += 1
+    w["rows"] += res.rows
+    w["busy_s"] += sum(res.timings.values())
+    w["peak_rss_mib"] = max(w["peak_rss_mib"], res.worker.get("peak_rss_mib", 0.0))
+
+
+def _commit_record(part_dir: Path, res: ShardResult) -> None:
+    """Write a shard's record, then its marker, each atomically (see the module doc)."""
+    part = part_dir / _part_name(res.shard)
+    _atomic_write(part, res.data)
+    _atomic_write(_marker(part), json.dumps({
+        "shard": res.shard, "start": res.start, "rows": res.rows, "bytes": len(res.data),
+        "sha256": hashlib.sha256(res.data).hexdigest(),
+    }).encode())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -360,122 +765,6 @@ def store_version_name(date: dt.date, model_version: str) -> str:
     return check_name(f"{date:%Y%m%d}-{model_version}", "store version")
 
 
-def run_scoring(
-    model,
-    input_path: str | Path,
-    out_dir: str | Path,
-    store: UpliftStore | str | Path,
-    config: ScoringConfig | dict | None = None,
-    *,
-    namespace: str = "default",
-    progress: Callable[[str, int, int], None] | None = None,
-) -> ScoringReport:
-    """Score every user of ``input_path`` into the record under ``out_dir`` and ``store``.
-
-    Args:
-        model: a model artifact folder, or a fitted estimator (then
-            ``config.model_version`` is required).
-        input_path: one Parquet file or a folder of them; needs the model schema's
-            feature columns and the user id column.
-        out_dir: root of the Parquet record.
-        store: an UpliftStore or a store URL (see ``open_store``; ``namespace``).
-        config: ScoringConfig (or dict).
-        progress: called as ``progress("shards", done, total)`` after every shard.
-
-    Returns a ScoringReport. Raises DataError for bad input, ScoringError when the
-    partition was started with other settings (use ``restart``) or is locked, and
-    StoreError when the store's checks fail.
-    """
-    t_start = time.perf_counter()
-    cfg = config if isinstance(config, ScoringConfig) else ScoringConfig(**(config or {}))
-    if isinstance(model, str | Path):
-        from hmum.training.estimator import load_estimator
-
-        est = load_estimator(model)
-        model_version = cfg.model_version or model_version_of(model)
-    else:
-        est = model
-        if cfg.model_version is None:
-            raise ValueError("config.model_version is required when model is an estimator, "
-                             "not an artifact folder")
-        model_version = cfg.model_version
-    check_name(model_version, "model_version")
-    schema: Schema = est.schema
-    id_column = cfg.id_column or schema.user_id or "user_id"
-    date = cfg.date or dt.datetime.now(dt.UTC).date()
-    version = store_version_name(date, model_version)
-    plan = InputPlan(input_path, [*schema.feature_names, id_column])
-    n_shards = plan.n_shards(cfg.shard_rows)
-
-    part_dir = Path(out_dir) / f"date={date.isoformat()}" / f"model_version={model_version}"
-    own_store = not isinstance(store, UpliftStore)
-    st = open_store(store, namespace) if own_store else store
-    old_threads = None
-    if cfg.threads:
-        import torch
-
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(cfg.threads)
-    try:
-        if cfg.restart:
-            _restart(part_dir, st, version)
-        part_dir.mkdir(parents=True, exist_ok=True)
-        with _run_lock(part_dir):
-            run_info = {
-                "format": RUN_FORMAT, "store_version": version, "model_version": model_version,
-                "date": date.isoformat(), "id_column": id_column, "shard_rows": cfg.shard_rows,
-                "batch_size": cfg.batch_size, "n_shards": n_shards, "rows": plan.total_rows,
-                "arms": schema.arms, "responses": schema.response_names,
-                "input": plan.fingerprint,
-            }
-            _check_run_file(part_dir, run_info)
-            info = st.create_version(VersionInfo(
-                version=version, K=schema.K, R=schema.R, arms=schema.arms,
-                responses=schema.response_names, id_kind=_id_kind(plan, id_column),
-                model_version=model_version, date=date.isoformat(),
-            ), expected_rows=plan.total_rows)
-            timings = {"read": 0.0, "score": 0.0, "record": 0.0, "store": 0.0}
-            scored = loaded = 0
-            # Every shard is visited (finished ones cost two cheap checks), so a
-            # record deleted after an earlier run is written again.
-            done_in_store = st.loaded_shards(version)
-            for shard in range(n_shards):
-                lo = shard * cfg.shard_rows
-                hi = min(plan.total_rows, lo + cfg.shard_rows)
-                s, l_ = _do_shard(est, plan, st, version, schema, id_column, cfg, part_dir,
-                                  shard, lo, hi, done_in_store, timings)
-                scored += s
-                loaded += l_
-                if progress is not None:
-                    progress("shards", shard + 1, n_shards)
-            if info.status != "ready" or loaded:
-                ids, delta = _samples(part_dir, n_shards, schema, id_column, cfg.sample_reads)
-                st.verify(version, rows=plan.total_rows, sample_ids=ids, sample_delta=delta)
-                st.mark_ready(version, plan.total_rows)
-            cur, prev = st.pointers()
-            cleaned: list[str] = []
-            if cfg.switch:
-                cur, prev = st.switch(version)
-                if cfg.cleanup:
-                    cleaned = st.cleanup()
-            _atomic_write(part_dir / SUCCESS_FILE, json.dumps(
-                {"rows": plan.total_rows, "n_shards": n_shards, "store_version": version},
-                indent=2).encode())
-    finally:
-        if old_threads is not None:
-            import torch
-
-            torch.set_num_threads(old_threads)
-        if own_store:
-            st.close()
-    return ScoringReport(
-        store_version=version, model_version=model_version, date=date.isoformat(),
-        rows=plan.total_rows, n_shards=n_shards, shards_scored=scored, shards_loaded=loaded,
-        partition=part_dir, seconds=time.perf_counter() - t_start, current=cur, previous=prev,
-        cleaned=cleaned, timings=timings,
-    )
-
-
 def _id_kind(plan: InputPlan, id_column: str) -> str:
     t = pq.ParquetFile(plan.files[0]).schema_arrow.field(id_column).type
     if pa.types.is_dictionary(t):
@@ -512,50 +801,6 @@ def _check_run_file(part_dir: Path, run_info: dict) -> None:
             )
         return
     _atomic_write(path, json.dumps(run_info, indent=2).encode())
-
-
-def _do_shard(est, plan: InputPlan, st: UpliftStore, version: str, schema: Schema,
-              id_column: str, cfg: ScoringConfig, part_dir: Path, shard: int, lo: int, hi: int,
-              done_in_store: dict[int, int], timings: dict[str, float]) -> tuple[int, int]:
-    """Record and load one shard unless already done. Returns (scored, loaded) as 0/1."""
-    part = part_dir / _part_name(shard)
-    rows = hi - lo
-    scored = 0
-    ids = delta = None
-    if not _parquet_done(part, rows):
-        t0 = time.perf_counter()
-        table = plan.read(lo, hi)
-        t1 = time.perf_counter()
-        scores = score_table(est, table, id_column=id_column, batch_size=cfg.batch_size)
-        del table
-        uniq = np.unique(scores.user_ids)
-        if len(uniq) != rows:
-            vals, counts = np.unique(scores.user_ids, return_counts=True)
-            raise DataError(f"column {id_column!r}: user ids must be unique; rows "
-                            f"{lo}..{hi - 1} repeat {vals[counts > 1][:5].tolist()}")
-        t2 = time.perf_counter()
-        sink = pa.BufferOutputStream()
-        pq.write_table(record_table(scores, schema, id_column), sink, compression="zstd")
-        data = sink.getvalue().to_pybytes()
-        _atomic_write(part, data)
-        _atomic_write(_marker(part), json.dumps({
-            "shard": shard, "start": lo, "rows": rows, "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }).encode())
-        t3 = time.perf_counter()
-        timings["read"] += t1 - t0
-        timings["score"] += t2 - t1
-        timings["record"] += t3 - t2
-        ids, delta = scores.user_ids, scores.delta
-        scored = 1
-    if done_in_store.get(shard) == rows:
-        return scored, 0
-    t0 = time.perf_counter()
-    if ids is None:  # record done by an earlier run: load exactly what it recorded
-        ids, delta = record_delta(pq.read_table(part), schema, id_column)
-    st.put(version, ids, delta, shard=shard)
-    timings["store"] += time.perf_counter() - t0
-    return scored, 1
 
 
 def _samples(part_dir: Path, n_shards: int, schema: Schema, id_column: str, n: int
