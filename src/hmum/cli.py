@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from hmum import cli_bench
 from hmum.cli_common import console
 from hmum.cli_common import fail as _fail
 from hmum.cli_ddm import decide, policy_eval, strategy_rich_table, train_value_weights
@@ -130,17 +131,57 @@ def train(
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="resumable checkpoints")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+    nproc: Annotated[int | None, typer.Option(
+        help="data-parallel training (DDP) with N local worker processes, each reading only "
+        "its Parquet row groups; the split is then a seeded hash of the row index "
+        "(hmum.training.distributed). Leave unset under torchrun", min=1)] = None,
+    device: Annotated[str, typer.Option(
+        help="cpu or cuda; distributed: gloo on cpu, NCCL on cuda (one GPU per worker)")] = "cpu",
 ) -> None:
-    """Train HUM on experiment data and write a model artifact."""
+    """Train HUM on experiment data and write a model artifact.
+
+    Several processes or machines: ``--nproc N``, or ``torchrun [--nnodes ..]
+    --nproc-per-node N -m hmum.cli train ...`` (same options, without --nproc).
+    """
+    import os
+
+    from hmum.training import distributed as hd
+
+    trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+               "num_threads": threads, "device": device}
+    if nproc is not None or hd.launched_by_torchrun():
+        from hmum.data.io import DataError
+        from hmum.data.schema import Schema
+        from hmum.pipeline import SPLIT
+
+        schema_path = schema or data.parent / "schema.json"
+        if not schema_path.is_file():
+            _fail(f"schema not found at {schema_path}; pass --schema")
+        try:
+            job = hd.DistributedJob(
+                data=data, data_schema=Schema.from_json(schema_path).model_dump(), out=out,
+                valid_data=valid_data, fractions=SPLIT if split else (0.9, 0.1),
+                model={"kl_weight": kl_weight},
+                trainer={k: v for k, v in trainer.items() if v is not None and k != "device"},
+                device=device, checkpoint_dir=checkpoint_dir, resume=resume, progress=True,
+            )
+            est = hd.run(job, nproc)
+        except (DataError, FileNotFoundError, ValueError, hd.DistributedError) as e:
+            _fail(str(e))
+        if os.environ.get("RANK", "0") == "0":
+            h = est.history_
+            console.print(f"saved {out} (best epoch {h.best_epoch}, valid loss "
+                          f"{h.best_valid_loss:.4f}; data-parallel, "
+                          f"{os.environ.get('WORLD_SIZE', nproc)} workers)")
+        return
+
     from hmum.pipeline import train_hum
 
     s, d = _load(data, schema)
     valid = _load(valid_data, schema or data.parent / "schema.json")[1] if valid_data else None
     est, split_info = train_hum(
-        d, valid, kl_weight=kl_weight, trainer={
-            "max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "num_threads": threads,
-        }, split=split, checkpoint_dir=checkpoint_dir, resume=resume, progress=True,
+        d, valid, kl_weight=kl_weight, trainer=trainer, split=split,
+        checkpoint_dir=checkpoint_dir, resume=resume, progress=True,
     )
     est.save(out)
     h = est.history_
@@ -155,15 +196,16 @@ def evaluate(
     schema: Annotated[Path | None, typer.Option(help="schema JSON (default: the model's)")] = None,
     out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/eval"),
     test_split: Annotated[bool, typer.Option(
-        help="evaluate on the seeded 8:1:1 test split of --data (as train --split held out)"
+        help="evaluate on the test rows that train held out of --data (the split recorded "
+        "in the model; else the seeded stratified 8:1:1 test part)"
     )] = False,
-    seed: Annotated[int, typer.Option(help="seed of that split")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of that split when the model has none")] = 0,
 ) -> None:
     """K x R table of normalized Qini/AUUC (+ ground-truth errors), curves and a report."""
     from hmum.data.io import DataError
     from hmum.data.schema import Schema
     from hmum.data.validate import load_experiment
-    from hmum.pipeline import evaluate_models, test_part
+    from hmum.pipeline import evaluate_models, held_out_indices
     from hmum.training.artifacts import ArtifactError
     from hmum.training.estimator import load_estimator
 
@@ -174,7 +216,7 @@ def evaluate(
     except (ArtifactError, DataError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     if test_split:
-        d = test_part(d, seed)
+        d = d.take(held_out_indices(est, d.arm, seed))
     res = evaluate_models({model.name: est}, d, out)
     print_evaluation(res)
     console.print(f"report: {res['report']}")
@@ -236,6 +278,7 @@ app.command("policy-eval")(policy_eval)
 app.command()(score)
 app.add_typer(store_app, name="store")
 app.command()(serve)
+cli_bench.register(app)
 
 
 @app.command()

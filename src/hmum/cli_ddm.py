@@ -226,7 +226,8 @@ def policy_eval(
     schema: Annotated[Path | None, typer.Option(help="schema JSON (default: the model's)")]
     = None,
     test_split: Annotated[bool, typer.Option(
-        help="evaluate on the seeded 8:1:1 test split of --users (as train --split held out)"
+        help="evaluate on the test rows that train held out of --users (the split recorded "
+        "in the model; else the seeded stratified 8:1:1 test part)"
     )] = False,
     seed: Annotated[int, typer.Option(help="seed of the split, random policy and bootstrap")]
     = 0,
@@ -242,7 +243,7 @@ def policy_eval(
     from hmum.data.schema import Schema
     from hmum.data.validate import load_experiment
     from hmum.ddm_pipeline import policy_eval as run_policy_eval
-    from hmum.pipeline import test_indices
+    from hmum.pipeline import held_out_indices
 
     if (requests is None) != (value_model is None):
         _fail("--requests and --value-model go together (personal weights need both)")
@@ -264,7 +265,7 @@ def policy_eval(
             wt = read_table(users, columns=wcols)
             w_true = np.stack([wt.column(c).to_numpy() for c in wcols], axis=1)
         if test_split:
-            idx = test_indices(d.arm, seed)
+            idx = held_out_indices(hum, d.arm, seed)
             d = d.take(idx)
             w_true = None if w_true is None else w_true[idx]
         vw = _load_vw(value_model) if value_model is not None else None

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hmum.data.split import split_indices
+from hmum.data.split import split_from_record, split_indices
 from hmum.data.validate import ExperimentData
 from hmum.training.estimator import HUMEstimator, NeuralUpliftEstimator
 
@@ -31,9 +31,17 @@ def test_indices(arm: np.ndarray, seed: int = 0) -> np.ndarray:
     return split_indices(arm, SPLIT, seed=seed)[2]
 
 
-def test_part(d: ExperimentData, seed: int = 0) -> ExperimentData:
-    """The test part of ``split_data(d, seed)``."""
-    return d.take(test_indices(d.arm, seed))
+def held_out_indices(est, arm: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Test rows (indices into the table the model was trained from, arms (N,)).
+
+    The split recorded in the model's artifact when there is one (stratified for
+    ``hmum train``, a row-index hash for data-parallel training); otherwise the
+    seeded stratified 8:1:1 test part.
+    """
+    split = getattr(est, "split_", None)
+    if split and len(split["fractions"]) == 3:
+        return split_from_record(split, arm)[2]
+    return test_indices(arm, seed)
 
 
 def train_hum(
@@ -63,6 +71,8 @@ def train_hum(
     est = HUMEstimator(data.schema, model={**(model or {}), "kl_weight": kl_weight},
                        trainer=trainer)
     est.fit(tr, va, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+    if split and valid is None:
+        est.split_ = {"rule": "stratified", "fractions": list(SPLIT), "seed": seed}
     return est, info
 
 

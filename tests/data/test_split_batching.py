@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hmum.data.batching import BatchIterator
-from hmum.data.split import split_indices
+from hmum.data.split import hash_split, split_from_record, split_indices
 
 
 def test_split_is_a_partition_stratified_by_arm():
@@ -56,3 +56,29 @@ def test_batches_seeded_per_epoch():
 def test_batches_unaligned_rejected():
     with pytest.raises(ValueError, match="tensors\\[1\\] has 3 rows, tensors\\[0\\] has 4"):
         BatchIterator([torch.zeros(4), torch.zeros(3)])
+
+
+def test_hash_split_is_per_row_and_seeded():
+    idx = np.arange(100_000)
+    part = hash_split(idx, (0.8, 0.1, 0.1), seed=3)
+    np.testing.assert_allclose(np.bincount(part) / idx.size, [0.8, 0.1, 0.1], atol=0.005)
+    # a row's part does not depend on which other rows are split with it
+    sub = idx[7::5]
+    np.testing.assert_array_equal(hash_split(sub, (0.8, 0.1, 0.1), seed=3), part[7::5])
+    other = hash_split(idx, (0.8, 0.1, 0.1), seed=4)
+    assert 0.25 < (other != part).mean() < 0.4  # independent draws: 1 - .64 - .01 - .01
+    with pytest.raises(ValueError, match="fractions must be positive and sum to 1"):
+        hash_split(idx, (0.8, 0.3), seed=0)
+
+
+def test_split_from_record_reproduces_both_rules():
+    arm = np.arange(1000) % 3
+    strat = split_from_record({"rule": "stratified", "fractions": [0.8, 0.1, 0.1], "seed": 2}, arm)
+    for a, b in zip(strat, split_indices(arm, (0.8, 0.1, 0.1), seed=2), strict=True):
+        np.testing.assert_array_equal(a, b)
+    hashed = split_from_record({"rule": "hash", "fractions": [0.8, 0.1, 0.1], "seed": 2}, arm)
+    part = hash_split(np.arange(1000), (0.8, 0.1, 0.1), 2)
+    for i, idx in enumerate(hashed):
+        np.testing.assert_array_equal(idx, np.flatnonzero(part == i))
+    with pytest.raises(ValueError, match="split rule must be 'stratified' or 'hash', got 'x'"):
+        split_from_record({"rule": "x", "fractions": [1.0], "seed": 0}, arm)

@@ -157,3 +157,16 @@ def test_ema_weights_resume_equals_uninterrupted(tmp_path, data):
     no_ema = {k: v for k, v in cfg.items() if k != "ema_decay"}
     plain = HUMEstimator(data.schema, model=SMALL, trainer={**no_ema, "max_epochs": 3}).fit(data)
     assert not np.array_equal(full.predict_outcomes(data), plain.predict_outcomes(data))
+
+
+def test_held_out_split_is_recorded_in_the_artifact(tmp_path):
+    from hmum.pipeline import held_out_indices, test_indices, train_hum
+
+    d = make_experiment(n=300, K=2, R=1)
+    est, _ = train_hum(d, trainer={"max_epochs": 1, "batch_size": 128, "seed": 4})
+    assert est.split_ == {"rule": "stratified", "fractions": [0.8, 0.1, 0.1], "seed": 4}
+    est.save(tmp_path / "m")
+    back = load_estimator(tmp_path / "m")
+    assert back.split_ == est.split_
+    # evaluate --test-split uses the recorded seed, whatever --seed says
+    np.testing.assert_array_equal(held_out_indices(back, d.arm, seed=0), test_indices(d.arm, 4))

@@ -51,7 +51,8 @@ class BatchIterator:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
-            perm = torch.randperm(self.n, generator=g)
+            # drawn on the CPU (same order on every device), used where the data lives
+            perm = torch.randperm(self.n, generator=g).to(self.tensors[0].device)
             self.epoch += 1
             for s in range(0, self.n, self.batch_size):
                 idx = perm[s : s + self.batch_size]

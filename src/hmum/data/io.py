@@ -168,3 +168,70 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
     tmp = p.with_name(p.name + ".tmp")
     pq.write_table(table, tmp, compression="zstd")
     tmp.replace(p)
+
+
+# --------------------------------------------------------------------------------------
+# Sharded reading (distributed training): each worker reads only its row groups
+# --------------------------------------------------------------------------------------
+
+
+def _parquet_files(p: Path) -> list[Path]:
+    """The Parquet files of ``p`` in the order every reader here uses (sorted paths)."""
+    if not p.is_dir():
+        return [p]
+    return sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(PARQUET_SUFFIXES))
+
+
+def row_group_pieces(path: str | Path) -> list[tuple[Path, int, int, int]]:
+    """Every non-empty Parquet row group of ``path``, from the file footers only.
+
+    Returns (file, row group index, global start row, rows) per piece, in storage
+    order: files sorted by path, row groups in file order. ``global start row`` is
+    the position of the piece's first row in that order, so row ``start + j`` of a
+    piece is the same row whichever worker reads it.
+
+    Raises ``DataError`` for a CSV file (row groups are the unit of sharding) or a
+    file without rows.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"data file not found: {p}")
+    if _format_of(p) != "parquet":
+        raise DataError(
+            f"{p}: sharded reading needs Parquet (row groups are the unit a worker reads), "
+            "received CSV; convert it once, e.g. pyarrow.parquet.write_table("
+            "pyarrow.csv.read_csv(path), out, row_group_size=100_000)"
+        )
+    pieces: list[tuple[Path, int, int, int]] = []
+    start = 0
+    for f in _parquet_files(p):
+        meta = pq.ParquetFile(f).metadata
+        for i in range(meta.num_row_groups):
+            n = meta.row_group(i).num_rows
+            if n:
+                pieces.append((f, i, start, n))
+                start += n
+    if not pieces:
+        raise DataError(f"{p}: the file has a header but no rows")
+    return pieces
+
+
+def iter_shard(
+    path: str | Path, rank: int, world_size: int, *, columns: Sequence[str] | None = None
+) -> Iterator[tuple[int, pa.Table]]:
+    """Yield ``(start, table)`` for the row groups of worker ``rank`` out of ``world_size``.
+
+    Row group i (in the order of ``row_group_pieces``) belongs to worker
+    ``i % world_size``; a worker never reads another worker's row groups. ``start``
+    is the global index of the piece's first row. Column checks as ``iter_batches``.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(
+            f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, "
+            f"world_size={world_size}"
+        )
+    p = Path(path)
+    pieces = row_group_pieces(p)
+    _check_names(p, column_names(p), columns)
+    for f, i, start, _ in pieces[rank::world_size]:
+        yield start, pq.ParquetFile(f).read_row_group(i, columns=list(columns) if columns else None)

@@ -1,4 +1,4 @@
-"""Seeded train / validation / test split, stratified by arm."""
+"""Seeded train / validation / test splits: stratified by arm, or by a hash of the row index."""
 
 from __future__ import annotations
 
@@ -37,3 +37,60 @@ def split_indices(
         for p, chunk in enumerate(np.split(idx, cuts)):
             parts[p].append(chunk)
     return [np.sort(np.concatenate(p)) if p else np.empty(0, np.int64) for p in parts]
+
+
+# Seeded hashes of row indices: a split that any sharding of the rows reproduces
+# (data-parallel workers each see only their row groups, so no global shuffle).
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer on uint64 arrays (wrapping arithmetic is intended)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def hash_uniform(index: np.ndarray, seed: int, stream: int = 0) -> np.ndarray:
+    """A uniform number in [0, 1) per row index, fixed by (index, seed, stream).
+
+    index: (N,) non-negative ints (global row indices) -> (N,) float64.
+    """
+    idx = np.asarray(index)
+    if idx.size and int(idx.min()) < 0:
+        raise ValueError(f"index must be non-negative row indices, got minimum {int(idx.min())}")
+    key = _splitmix64(np.array([seed & _MASK64, stream & _MASK64], dtype=np.uint64))
+    h = _splitmix64(_splitmix64(idx.astype(np.uint64) ^ key[0]) ^ key[1])
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def hash_split(index: np.ndarray, fractions: tuple[float, ...], seed: int) -> np.ndarray:
+    """Part of every row (0 = first fraction, ...) by a seeded hash of its index.
+
+    index: (N,) global row indices -> (N,) int8 part ids. Each row's part depends on
+    its index and the seed only, so any sharding of the rows gives the same parts;
+    part sizes are binomial around N * fraction (not stratified by arm).
+    """
+    fr = np.asarray(fractions, dtype=np.float64)
+    if fr.ndim != 1 or fr.size < 1 or (fr <= 0).any() or not np.isclose(fr.sum(), 1.0):
+        raise ValueError(f"fractions must be positive and sum to 1, got {list(fractions)}")
+    u = hash_uniform(index, seed, stream=0)
+    return np.searchsorted(np.cumsum(fr)[:-1], u, side="right").astype(np.int8)
+
+
+def split_from_record(split: dict, arm: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each part of a split recorded in a model artifact.
+
+    split: {"rule": "stratified" | "hash", "fractions": [...], "seed": int};
+    arm: (N,) arms of the full table, in file order -> one index array per fraction.
+    """
+    rule, fractions, seed = split.get("rule"), tuple(split["fractions"]), split["seed"]
+    if rule == "stratified":
+        return split_indices(arm, fractions, seed=seed)
+    if rule == "hash":
+        part = hash_split(np.arange(len(arm)), fractions, seed)
+        return [np.flatnonzero(part == i) for i in range(len(fractions))]
+    raise ValueError(f"split rule must be 'stratified' or 'hash', got {rule!r}")

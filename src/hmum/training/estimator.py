@@ -128,11 +128,45 @@ class NeuralUpliftEstimator:
         encoder = FeatureEncoder(self.schema.features, enc_cfg).fit(train.features)
         y_mean = train.y.mean(axis=0)
         y_std = train.y.std(axis=0)
-        if (y_std <= 0).any():
-            bad = [self.schema.response_names[r] for r in np.flatnonzero(y_std <= 0)]
-            raise ValueError(
-                f"response(s) {bad} are constant in the training data; nothing to learn"
+        self._check_y_std(y_std)
+
+        def tensors(d: ExperimentData):
+            return (
+                torch.from_numpy(encoder.transform(d.features)),
+                torch.from_numpy(d.arm),
+                torch.from_numpy(d.y.astype(np.float32)),
             )
+
+        return self._fit_encoded(
+            encoder, y_mean, y_std, tensors(train), tensors(valid),
+            checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, log=log,
+        )
+
+    def _fit_encoded(
+        self,
+        encoder: FeatureEncoder,
+        y_mean: np.ndarray,
+        y_std: np.ndarray,
+        train: tuple[torch.Tensor, ...],
+        valid: tuple[torch.Tensor, ...],
+        *,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        progress: bool = False,
+        log=None,
+        dist=None,
+    ) -> NeuralUpliftEstimator:
+        """Build the network and train it on encoded rows; the end of ``fit``.
+
+        train / valid: (x (N, F) int32 ids from ``encoder``, arm (N,) int64,
+        y (N, R) float32). y_mean / y_std: (R,) training-split statistics.
+        ``dist``: a ``hmum.training.distributed.DistContext``; then every rank
+        passes its own rows and the same encoder and statistics (see
+        ``hmum.training.distributed.train_worker``).
+        """
+        self._check_schema()
+        model_cfg, trainer_cfg, _ = self._configs()
+        self._check_y_std(y_std)
         links = [r.link for r in self.schema.responses]
         torch.manual_seed(trainer_cfg.seed)
         module = self._build(
@@ -142,23 +176,20 @@ class NeuralUpliftEstimator:
             torch.tensor(y_std, dtype=torch.float32),
             model_cfg,
         )
-
-        def tensors(d: ExperimentData):
-            return (
-                torch.from_numpy(encoder.transform(d.features)),
-                torch.from_numpy(d.arm),
-                torch.from_numpy(d.y.astype(np.float32)),
-            )
-
         history = Trainer(
-            trainer_cfg, checkpoint_dir=checkpoint_dir, progress=progress, log=log
-        ).fit(
-            module, self._loss, tensors(train), tensors(valid), resume=resume
-        )
+            trainer_cfg, checkpoint_dir=checkpoint_dir, progress=progress, log=log, dist=dist
+        ).fit(module, self._loss, train, valid, resume=resume)
         module.to("cpu").eval()
         self.encoder_, self.module_, self.history_ = encoder, module, history
         self.model_config_, self.trainer_config_ = model_cfg, trainer_cfg
         return self
+
+    def _check_y_std(self, y_std: np.ndarray) -> None:
+        if (y_std <= 0).any():
+            bad = [self.schema.response_names[r] for r in np.flatnonzero(y_std <= 0)]
+            raise ValueError(
+                f"response(s) {bad} are constant in the training data; nothing to learn"
+            )
 
     def _check_schema(self) -> None:
         if self.max_treatments is not None and self.schema.K > self.max_treatments:
@@ -230,6 +261,8 @@ class NeuralUpliftEstimator:
             "trainer": self.trainer_config_.model_dump(),
             "cardinalities": self.encoder_.cardinalities,
             "links": [r.link for r in self.schema.responses],
+            # which rows were held out (hmum.data.split.split_from_record), when known
+            "split": getattr(self, "split_", None),
         }
         return write_artifact(
             path,
@@ -260,6 +293,8 @@ class NeuralUpliftEstimator:
         est.encoder_ = FeatureEncoder.from_dict(jsons["encoder"])
         est.module_, est.model_config_, est.trainer_config_ = module, model_cfg, trainer_cfg
         est.history_ = TrainingHistory.model_validate(jsons.get("history", {}))
+        if config.get("split"):
+            est.split_ = config["split"]
         return est
 
 

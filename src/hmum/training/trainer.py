@@ -9,6 +9,14 @@ Checkpoints (``checkpoint_dir``) hold no pickle: tensors (model, best model,
 optimizer state) in safetensors, everything else in JSON. A run started again
 with ``resume=True`` continues after the last finished epoch and ends with the
 same weights as an uninterrupted run.
+
+Distributed data parallel (``dist=`` a ``DistContext``, see
+``hmum.training.distributed``): the model is wrapped in DDP, each rank iterates
+over its own rows (``ShardBatches``: the same number of steps everywhere, loss
+weighted so the averaged gradient is that of the mean over all ranks' rows), the
+validation loss is summed over ranks so the LR schedule and early stopping decide
+the same on every rank, and only rank 0 writes checkpoints. Without ``dist`` the
+loop is the single-process one, unchanged.
 """
 
 from __future__ import annotations
@@ -17,15 +25,17 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 from torch import nn
 
 from hmum.data.batching import BatchIterator
+from hmum.training.distributed import DistContext, ShardBatches, sum_over_ranks, wrap_ddp
 
 LossFn = Callable[[nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -102,6 +112,9 @@ class Trainer:
         checkpoint_dir: where to keep the last checkpoint (None: no checkpoints).
         progress: show a rich progress bar with the loss per epoch.
         log: callable receiving one dict per finished epoch.
+        dist: this worker's DistContext for data-parallel training (None: one process).
+            Every rank calls ``fit`` with its own rows; progress, log and
+            checkpoints happen on rank 0 only.
     """
 
     def __init__(
@@ -111,11 +124,14 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         progress: bool = False,
         log: Callable[[dict], None] | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         self.config = config or TrainerConfig()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.progress = progress
-        self.log = log
+        main = dist is None or dist.is_main
+        self.progress = progress and main
+        self.log = log if main else None
+        self.dist = dist
 
     # ------------------------------------------------------------------------
     def fit(
@@ -131,6 +147,7 @@ class Trainer:
 
         train / valid: aligned tensors, first dimension = rows (e.g. x (N, F),
         arm (N,), y (N, R)). Each batch passed to ``loss_fn`` is a tuple of slices.
+        With ``dist``: this rank's rows only.
         """
         cfg = self.config
         old_threads = torch.get_num_threads()
@@ -151,17 +168,36 @@ class Trainer:
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
         )
-        batches = BatchIterator(train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+        dist = self.dist
+        if dist is not None and device != dist.device:
+            raise ValueError(
+                f"TrainerConfig.device is {cfg.device!r} but this worker's device is "
+                f"{str(dist.device)!r}; set device to the DistContext's device"
+            )
+        if dist is None:
+            batches = BatchIterator(train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+        else:
+            batches = ShardBatches(train, batch_size=cfg.batch_size, seed=cfg.seed, ctx=dist)
         history = TrainingHistory()
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bad_epochs = 0
         start_epoch = 0
         params = [p for p in model.parameters() if p.requires_grad]
         ema = [p.detach().clone() for p in params] if cfg.ema_decay is not None else None
-        if resume and self.checkpoint_dir and (self.checkpoint_dir / "state.json").exists():
+        checkpoint = self._read_checkpoint(device) if resume and self.checkpoint_dir else None
+        if checkpoint is not None:
             start_epoch, bad_epochs, history, best_state = self._load_checkpoint(
-                model, opt, sched, device, ema
+                checkpoint, model, opt, sched, ema
             )
+        if dist is None:
+            def step(batch):
+                return loss_fn(model, batch)
+        else:
+            # after loading a checkpoint: DDP starts from rank 0's weights
+            ddp = wrap_ddp(dist, model, loss_fn, tuple(t[:64] for t in train))
+
+            def step(batch):
+                return ddp(*batch)
 
         bar = None
         if self.progress:
@@ -184,24 +220,28 @@ class Trainer:
                 tot, rows = 0.0, 0
                 if bar:
                     bar.reset(task, total=len(batches), epoch=epoch + 1, msg="")
-                for batch in batches:
-                    loss, _ = loss_fn(model, batch)
+                for item in batches:
+                    batch, weight = (item, None) if dist is None else item
+                    loss, _ = step(batch)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"training loss became {float(loss)} at epoch {epoch + 1}; "
                             "lower the learning rate or check the responses' scale"
                         )
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    (loss if weight is None else loss * weight).backward()
                     opt.step()
                     if ema is not None:
                         with torch.no_grad():
                             torch._foreach_lerp_(ema, params, 1.0 - cfg.ema_decay)
-                    n = batch[0].shape[0]
+                    n = batch[0].shape[0] if weight != 0.0 else 0  # 0: a stand-in row
                     tot += float(loss.detach()) * n
                     rows += n
                     if bar:
                         bar.update(task, advance=1)
+                if dist is not None:
+                    summed = sum_over_ranks(dist, {"tot": tot, "rows": float(rows)})
+                    tot, rows = summed["tot"], int(summed["rows"])
                 train_loss = tot / max(rows, 1)
                 live = _swap(params, ema) if ema is not None else None  # validate the average
                 valid_loss, valid_logs = self.evaluate(model, loss_fn, valid)
@@ -212,10 +252,10 @@ class Trainer:
                     history.best_epoch = epoch + 1
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     bad_epochs = 0
-                if live is not None:
-                    _swap(params, live)  # training continues from the live weights
                 else:
                     bad_epochs += 1
+                if live is not None:
+                    _swap(params, live)  # training continues from the live weights
                 rec = {
                     "epoch": epoch + 1,
                     "train_loss": train_loss,
@@ -239,7 +279,7 @@ class Trainer:
                     self.log(rec)
                 stop = bad_epochs >= cfg.early_stopping_patience
                 history.stopped_early = stop
-                if self.checkpoint_dir:
+                if self.checkpoint_dir and (dist is None or dist.is_main):
                     self._save_checkpoint(model, opt, sched, epoch + 1, bad_epochs, history,
                                           best_state, ema)
                 if stop:
@@ -254,16 +294,28 @@ class Trainer:
     def evaluate(
         self, model: nn.Module, loss_fn: LossFn, data: Sequence[torch.Tensor]
     ) -> tuple[float, dict[str, float]]:
-        """Mean loss (and logs) over ``data``, weighted by batch rows."""
+        """Mean loss (and logs) over ``data``, weighted by batch rows.
+
+        With ``dist``: over every rank's ``data`` (sums gathered in rank order, so
+        every rank gets the same floats). Runs the plain model: no collective per batch.
+        """
         model.eval()
         tot, rows, logs_sum = 0.0, 0, {}
-        for batch in BatchIterator(data, batch_size=max(self.config.batch_size, 8192)):
-            loss, logs = loss_fn(model, batch)
-            n = batch[0].shape[0]
-            tot += float(loss) * n
-            rows += n
-            for k, v in logs.items():
-                logs_sum[k] = logs_sum.get(k, 0.0) + v * n
+        if data[0].shape[0]:
+            for batch in BatchIterator(data, batch_size=max(self.config.batch_size, 8192)):
+                loss, logs = loss_fn(model, batch)
+                n = batch[0].shape[0]
+                tot += float(loss) * n
+                rows += n
+                for k, v in logs.items():
+                    logs_sum[k] = logs_sum.get(k, 0.0) + v * n
+        if self.dist is not None:
+            summed = sum_over_ranks(
+                self.dist, {"loss": tot, "rows": float(rows),
+                            **{f"log.{k}": v for k, v in logs_sum.items()}}
+            )
+            tot, rows = summed["loss"], int(summed["rows"])
+            logs_sum = {k[4:]: v for k, v in summed.items() if k.startswith("log.")}
         return tot / max(rows, 1), {k: v / max(rows, 1) for k, v in logs_sum.items()}
 
     # --- checkpoints ----------------------------------------------------------
@@ -283,6 +335,7 @@ class Trainer:
             tensors.update({f"ema.{i}": v.cpu().contiguous() for i, v in enumerate(ema)})
         save_file(tensors, tmp / "tensors.safetensors")
         state = {
+            **({"world_size": self.dist.world_size} if self.dist is not None else {}),
             "epoch": epoch,
             "bad_epochs": bad_epochs,
             "history": history.model_dump(),
@@ -300,10 +353,35 @@ class Trainer:
         if old.exists():
             shutil.rmtree(old)
 
-    def _load_checkpoint(self, model, opt, sched, device, ema):
+    def _read_checkpoint(self, device) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        """(state, tensors) of the last checkpoint, or None when there is none.
+
+        Distributed: rank 0 reads the files and sends their bytes to every rank, so
+        the folder need only be visible to rank 0.
+        """
         d = self.checkpoint_dir
-        state = json.loads((d / "state.json").read_text())
-        tensors = load_file(d / "tensors.safetensors", device=str(device))
+        if self.dist is None:
+            if not (d / "state.json").exists():
+                return None
+            return (json.loads((d / "state.json").read_text()),
+                    load_file(d / "tensors.safetensors", device=str(device)))
+        raw = None
+        if self.dist.is_main and (d / "state.json").exists():
+            raw = ((d / "state.json").read_text(), (d / "tensors.safetensors").read_bytes())
+        raw = self.dist.broadcast_object(raw)
+        if raw is None:
+            return None
+        return json.loads(raw[0]), {k: v.to(device) for k, v in load(raw[1]).items()}
+
+    def _load_checkpoint(self, checkpoint, model, opt, sched, ema):
+        state, tensors = checkpoint
+        saved_world = state.get("world_size", 1)
+        if self.dist is not None and saved_world != self.dist.world_size:
+            warnings.warn(
+                f"resuming a checkpoint written by {saved_world} worker(s) with "
+                f"{self.dist.world_size}: training continues, but the row order differs "
+                "from an uninterrupted run", stacklevel=3,
+            )
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
