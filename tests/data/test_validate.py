@@ -205,3 +205,20 @@ def test_load_experiment_csv_and_parquet_agree(tmp_path):
     b = load_experiment(tmp_path / "t.csv", make_schema())
     np.testing.assert_array_equal(a.arm, b.arm)
     np.testing.assert_allclose(a.y, b.y)
+
+
+def test_check_fit_data_names_what_is_wrong():
+    from hmum.data.validate import check_fit_data
+    from tests.synth import make_experiment
+
+    d = make_experiment(n=30, K=2, R=1)
+    check_fit_data(d, d.schema, "train")  # fine
+    with pytest.raises(TypeError, match=r"train: expected ExperimentData .* got dict"):
+        check_fit_data({}, d.schema, "train")
+    no_y = make_experiment(n=30, K=2, R=1)
+    no_y.y = None
+    with pytest.raises(ValueError, match="valid: training data needs the arm and the responses"):
+        check_fit_data(no_y, d.schema, "valid")
+    other = make_experiment(n=30, K=1, R=1)
+    with pytest.raises(ValueError, match=r"train: its schema \(arms \['control', 't1'\], responses \['y0'\]\) does not match the estimator's \(arms \['control', 't1', 't2'\]"):
+        check_fit_data(other, d.schema, "train")

@@ -310,3 +310,22 @@ def load_experiment(path, schema: Schema, **kwargs) -> ExperimentData:
     # Absent required columns are reported by validate_table with the full list.
     table = read_table(path, columns=wanted)
     return validate_table(table, schema, source=str(path), **kwargs)
+
+
+def check_fit_data(d: ExperimentData, schema: Schema, name: str) -> None:
+    """Refuse data an estimator of ``schema`` cannot be fitted on.
+
+    ``d`` must be ExperimentData with arms and responses, under a schema with the
+    same arms and responses; ``name`` ("train", "valid") starts every message.
+    """
+    if not isinstance(d, ExperimentData):
+        raise TypeError(f"{name}: expected ExperimentData (see hmum.data.load_experiment), "
+                        f"got {type(d).__name__}")
+    if d.arm is None or d.y is None:
+        raise ValueError(f"{name}: training data needs the arm and the responses")
+    if (d.schema.arms, d.schema.response_names) != (schema.arms, schema.response_names):
+        raise ValueError(
+            f"{name}: its schema (arms {d.schema.arms}, responses "
+            f"{d.schema.response_names}) does not match the estimator's (arms "
+            f"{schema.arms}, responses {schema.response_names})"
+        )

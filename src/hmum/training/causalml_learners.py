@@ -61,7 +61,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from hmum.data.encoder import FeatureEncoder
 from hmum.data.schema import Schema
-from hmum.data.validate import ExperimentData, numeric_column, validate_table
+from hmum.data.validate import ExperimentData, check_fit_data, numeric_column, validate_table
 from hmum.training.estimator import NotFittedError
 from hmum.training.trainer import TrainerConfig
 
@@ -208,7 +208,7 @@ class _CausalMLLearner:
         """
         be = backend()
         cfg, tcfg = self._configs()
-        self._check_data(train, "train")
+        check_fit_data(train, self.schema, "train")
         t0 = time.perf_counter()
         s = self.schema
         counts = np.bincount(train.arm, minlength=s.K + 1)
@@ -296,22 +296,6 @@ class _CausalMLLearner:
                 z = self._propensity_matrix(x) if z is None else z
                 out[name] = m.predict(z)
         return out
-
-    def _check_data(self, d: ExperimentData, name: str) -> None:
-        if not isinstance(d, ExperimentData):
-            raise TypeError(f"{name}: expected ExperimentData (see hmum.data.load_experiment), "
-                            f"got {type(d).__name__}")
-        if d.arm is None or d.y is None:
-            raise ValueError(f"{name}: training data needs the arm and the responses")
-        same = (d.schema.arms, d.schema.response_names) == (
-            self.schema.arms, self.schema.response_names
-        )
-        if not same:
-            raise ValueError(
-                f"{name}: its schema (arms {d.schema.arms}, responses "
-                f"{d.schema.response_names}) does not match the estimator's (arms "
-                f"{self.schema.arms}, responses {self.schema.response_names})"
-            )
 
     # --- prediction -------------------------------------------------------------
     def _check_fitted(self) -> None:

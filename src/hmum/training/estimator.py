@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from hmum.data.encoder import EncoderConfig, FeatureEncoder
 from hmum.data.schema import Schema
 from hmum.data.split import split_indices
-from hmum.data.validate import ExperimentData, validate_table
+from hmum.data.validate import ExperimentData, check_fit_data, validate_table
 from hmum.models.hum import HUM, HUMConfig
 from hmum.training.artifacts import ArtifactError, read_artifact, write_artifact
 from hmum.training.losses import hum_loss
@@ -119,12 +119,12 @@ class NeuralUpliftEstimator:
         """
         self._check_schema()
         model_cfg, trainer_cfg, enc_cfg = self._configs()
-        self._check_data(train, "train")
+        check_fit_data(train, self.schema, "train")
         if valid is None:
             tr, va = split_indices(train.arm, (0.9, 0.1), seed=trainer_cfg.seed)
             train, valid = train.take(tr), train.take(va)
         else:
-            self._check_data(valid, "valid")
+            check_fit_data(valid, self.schema, "valid")
         encoder = FeatureEncoder(self.schema.features, enc_cfg).fit(train.features)
         y_mean = train.y.mean(axis=0)
         y_std = train.y.std(axis=0)
@@ -198,18 +198,6 @@ class NeuralUpliftEstimator:
                 f"{self.max_treatments} treatment(s) in its paper; this schema has "
                 f"K={self.schema.K} treatments {self.schema.arms[1:]}"
             )
-
-    def _check_data(self, d: ExperimentData, name: str) -> None:
-        if not isinstance(d, ExperimentData):
-            raise TypeError(f"{name}: expected ExperimentData (see hmum.data.load_experiment), "
-                            f"got {type(d).__name__}")
-        if d.arm is None or d.y is None:
-            raise ValueError(f"{name}: training data needs the arm and the responses")
-        same = (d.schema.arms, d.schema.response_names) == (
-            self.schema.arms, self.schema.response_names
-        )
-        if not same:
-            raise ValueError(f"{name}: its schema does not match the estimator's schema")
 
     # --- prediction -----------------------------------------------------------
     def _check_fitted(self) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from hmum.data.schema import Schema
-from hmum.data.validate import ExperimentData
+from hmum.data.validate import ExperimentData, check_fit_data
 
 
 class ArmMeansEstimator:
@@ -35,8 +35,7 @@ class ArmMeansEstimator:
 
     def fit(self, train: ExperimentData, valid: ExperimentData | None = None, *,
             progress: bool = False, log=None) -> ArmMeansEstimator:
-        if train.arm is None or train.y is None:
-            raise ValueError("train: fitting needs the arm and the responses")
+        check_fit_data(train, self.schema, "train")
         k1 = self.schema.K + 1
         counts = np.bincount(train.arm, minlength=k1)
         if (counts == 0).any():
