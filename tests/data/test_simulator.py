@@ -392,3 +392,16 @@ def test_simulate_without_requests(tmp_path):
     assert pq.read_table(res.requests_path).num_rows == 0
     users = pq.read_table(res.users_path)
     assert "latent_orientation" in users.column_names and "true_w_usage_time" in users.column_names
+
+
+def test_users_file_has_row_groups_for_data_parallel_workers(tmp_path):
+    import pyarrow.parquet as pq
+
+    from hmum.data.simulator import USERS_ROW_GROUP
+
+    n = 2 * USERS_ROW_GROUP + 5_000
+    simulate(SimulatorConfig(n_users=n, n_requests=100, chunk_size=70_000, seed=1), tmp_path)
+    md = pq.ParquetFile(tmp_path / "users.parquet").metadata
+    sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    # row groups never span a write chunk, and never exceed USERS_ROW_GROUP rows
+    assert sum(sizes) == n and max(sizes) <= USERS_ROW_GROUP and len(sizes) >= 3

@@ -208,6 +208,8 @@ ITEM_FIELDS: dict[str, int] = {
 _BASE_EFFECT = 0.02  # lam at effect_scale = 1
 _BLOCK = 10_000  # users per random-stream block (the unit of determinism)
 _REQ_BLOCK = 2_000  # requests per random-stream block
+#: rows per Parquet row group of users.parquet (whole row groups go to each DDP worker)
+USERS_ROW_GROUP = 5 * _BLOCK
 _STREAM_USERS, _STREAM_ASSIGN, _STREAM_OUTCOME, _STREAM_CATALOG, _STREAM_REQUESTS = range(5)
 
 _REGIONS = ("north", "south", "east", "west", "central", "northeast", "northwest", "southwest")
@@ -977,7 +979,9 @@ def simulate(
             del tables
             if writer is None:
                 writer = pq.ParquetWriter(users_path, table.schema)
-            writer.write_table(table)
+            # Row groups of one block: data-parallel training (hmum train --nproc)
+            # gives each worker whole row groups, so even small files split.
+            writer.write_table(table, row_group_size=USERS_ROW_GROUP)
             if progress is not None:
                 progress("users", start + n, config.n_users)
     finally:
