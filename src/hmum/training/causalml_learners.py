@@ -62,7 +62,7 @@ from sklearn.exceptions import ConvergenceWarning
 from hmum.data.encoder import FeatureEncoder
 from hmum.data.schema import Schema
 from hmum.data.validate import ExperimentData, check_fit_data, numeric_column, validate_table
-from hmum.training.estimator import NotFittedError
+from hmum.training.estimator import NotFittedError, as_config
 from hmum.training.trainer import TrainerConfig
 
 __all__ = [
@@ -153,16 +153,7 @@ class _CausalMLLearner:
 
     # --- configs ------------------------------------------------------------
     def _configs(self) -> tuple[CausalMLConfig, TrainerConfig]:
-        def as_cfg(v, cls):
-            if v is None:
-                return cls()
-            if isinstance(v, cls):
-                return v
-            if isinstance(v, dict):
-                return cls(**v)
-            raise TypeError(f"expected {cls.__name__} or dict, got {type(v).__name__}")
-
-        return as_cfg(self.model, CausalMLConfig), as_cfg(self.trainer, TrainerConfig)
+        return as_config(self.model, CausalMLConfig), as_config(self.trainer, TrainerConfig)
 
     def _lgbm_params(self, cfg: CausalMLConfig, tcfg: TrainerConfig) -> dict:
         # verbose=-1: LightGBM otherwise prints a warning per tree without a split

@@ -42,6 +42,17 @@ def register(cls: type[NeuralUpliftEstimator]) -> type[NeuralUpliftEstimator]:
     return cls
 
 
+def as_config(value, cls: type[BaseModel]) -> BaseModel:
+    """A config of type ``cls`` from None (defaults), an instance, or a dict of fields."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return cls(**value)
+    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+
+
 def registered_estimators() -> dict[str, type[NeuralUpliftEstimator]]:
     """model_type -> estimator class, for HUM and every baseline."""
     import hmum.training.baselines  # noqa: F401  (registers the baselines on import)
@@ -75,19 +86,10 @@ class NeuralUpliftEstimator:
 
     # --- configs ----------------------------------------------------------
     def _configs(self) -> tuple[BaseModel, TrainerConfig, EncoderConfig]:
-        def as_cfg(v, cls):
-            if v is None:
-                return cls()
-            if isinstance(v, cls):
-                return v
-            if isinstance(v, dict):
-                return cls(**v)
-            raise TypeError(f"expected {cls.__name__} or dict, got {type(v).__name__}")
-
         return (
-            as_cfg(self.model, self.config_class),
-            as_cfg(self.trainer, TrainerConfig),
-            as_cfg(self.encoder, EncoderConfig),
+            as_config(self.model, self.config_class),
+            as_config(self.trainer, TrainerConfig),
+            as_config(self.encoder, EncoderConfig),
         )
 
     # --- subclass hooks -----------------------------------------------------
