@@ -19,6 +19,11 @@ shape (N, K+1, R):
 * ``y_hat[:, k] = y_hat[:, 0] + tau_k`` with causalml's effect estimate tau_k, so
   the uplift ``y_hat[:, k] - y_hat[:, 0]`` is exactly what causalml predicts.
   (For the T-learner this is its treatment model's output.)
+* regressors have no output link: for a non-negative response (time, views) y_hat
+  can be negative where a tree ensemble extrapolates (seen on 400 simulated users).
+  It is left as causalml predicts it; the decision layer's relative uplift floors
+  the denominator (``hmum.decision.core``), and the neural models' softplus links
+  keep theirs positive.
 
 Features: numeric fields enter as float64 (missing values as NaN, which LightGBM
 routes natively). Categorical fields enter as ordinal codes: the ids of hmum's
