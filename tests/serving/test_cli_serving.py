@@ -1,15 +1,11 @@
 import json
 
 import numpy as np
-import typer
 from typer.testing import CliRunner
 
-from hmum.cli_serving import score, store_app
 from hmum.serving.store import SQLiteStore
+from tests.serving.helpers import app
 
-app = typer.Typer()
-app.command()(score)
-app.add_typer(store_app, name="store")
 runner = CliRunner()
 
 

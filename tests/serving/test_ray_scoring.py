@@ -20,8 +20,7 @@ from hmum.serving import scoring
 from hmum.serving.scoring import StoreSink, run_scoring
 from hmum.serving.store import SQLiteStore
 from tests.serving.conftest import N_USERS, users_table
-from tests.serving.test_cli_serving import app
-from tests.serving.test_scoring import CFG, Boom, _fail_on, assert_same, snapshot
+from tests.serving.helpers import CFG, Boom, app, assert_same, fail_on, snapshot
 
 ray = pytest.importorskip("ray")
 from hmum.serving.ray_runner import (  # noqa: E402
@@ -83,7 +82,7 @@ def test_cli_ray_resumes_a_broken_local_run(ray_address, local_ref, model_dir, u
     finishes it (store load throttled) with exactly the local runner's output."""
     st = SQLiteStore(tmp_path / "s.sqlite")
     with monkeypatch.context() as m:  # shards 0, 1 loaded; 2 recorded, not loaded; 3-5 none
-        _fail_on(m, SQLiteStore, "_put", 3)
+        fail_on(m, SQLiteStore, "_put", 3)
         with pytest.raises(Boom):
             run_scoring(model_dir, users_path, tmp_path / "out", st, CFG)
     part = next((tmp_path / "out").glob("date=*/model_version=*"))

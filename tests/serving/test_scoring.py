@@ -1,5 +1,4 @@
 import datetime as dt
-import hashlib
 import json
 import os
 import signal
@@ -29,27 +28,7 @@ from hmum.serving.scoring import (
 from hmum.serving.store import SQLiteStore
 from hmum.training.estimator import load_estimator
 from tests.serving.conftest import N_USERS, users_table
-
-DAY = dt.date(2024, 1, 2)
-CFG = {"shard_rows": 500, "date": DAY, "sample_reads": 64}  # 3000 users -> 6 shards
-
-
-def snapshot(part_dir: Path, store, version: str) -> dict:
-    """Everything a run leaves behind: every record file's bytes and the store's content."""
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(part_dir.iterdir()) if p.name != scoring.LOCK_FILE}
-    ids, delta = store.dump(version)
-    return {"files": files, "ids": ids, "delta": delta, "count": store.count(version),
-            "shards": store.loaded_shards(version), "status": store.info(version).status,
-            "pointers": store.pointers()}
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert a["files"] == b["files"]
-    np.testing.assert_array_equal(a["ids"], b["ids"])
-    np.testing.assert_array_equal(a["delta"], b["delta"])
-    assert (a["count"], a["shards"], a["status"], a["pointers"]) == (
-        b["count"], b["shards"], b["status"], b["pointers"])
+from tests.serving.helpers import CFG, DAY, Boom, assert_same, fail_on, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -210,40 +189,21 @@ def test_folder_input_gives_the_same_result(reference, model_dir, tmp_path):
     st.close()
 
 
-class Boom(RuntimeError):
-    pass
-
-
-def _fail_on(monkeypatch, target, name: str, nth: int, when=lambda *a, **k: True):
-    """Make ``target.name`` raise Boom on its nth matching call."""
-    orig = getattr(target, name)
-    calls = {"n": 0}
-
-    def wrapped(*a, **k):
-        if when(*a, **k):
-            calls["n"] += 1
-            if calls["n"] == nth:
-                raise Boom(f"injected failure in {name}")
-        return orig(*a, **k)
-
-    monkeypatch.setattr(target, name, wrapped)
-
-
 @pytest.mark.parametrize("where", ["store_put", "part_rename", "marker_write", "switch"])
 def test_injected_failure_then_rerun_is_identical(where, reference, model_dir, users_path,
                                                   tmp_path, monkeypatch):
     st = SQLiteStore(tmp_path / "s.sqlite")
     with monkeypatch.context() as m:
         if where == "store_put":  # the 3rd shard's load into the store fails
-            _fail_on(m, SQLiteStore, "_put", 3)
+            fail_on(m, SQLiteStore, "_put", 3)
         elif where == "part_rename":  # temp record of shard 4 written, rename fails
-            _fail_on(m, scoring.os, "replace", 1,
+            fail_on(m, scoring.os, "replace", 1,
                      when=lambda src, dst: Path(dst).name == "part-00004.parquet")
         elif where == "marker_write":  # record of shard 1 in place, its marker not
-            _fail_on(m, scoring, "_atomic_write", 1,
+            fail_on(m, scoring, "_atomic_write", 1,
                      when=lambda path, data: path.name == "_part-00001.json")
         else:
-            _fail_on(m, SQLiteStore, "switch", 1)
+            fail_on(m, SQLiteStore, "switch", 1)
         with pytest.raises(Boom):
             run_scoring(model_dir, users_path, tmp_path / "out", st, CFG)
     part = next((tmp_path / "out").glob("date=*/model_version=*"))
@@ -302,7 +262,7 @@ def test_redis_run_matches_sqlite(reference, model_dir, users_path, tmp_path,
                                   redis_store_factory):
     st = redis_store_factory()
     with pytest.MonkeyPatch.context() as m:
-        _fail_on(m, type(st), "_put", 4)
+        fail_on(m, type(st), "_put", 4)
         with pytest.raises(Boom):
             run_scoring(model_dir, users_path, tmp_path / "out", st, CFG)
     rep = run_scoring(model_dir, users_path, tmp_path / "out", st, CFG)
