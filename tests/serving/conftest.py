@@ -16,8 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hmum.serving.scoring import run_scoring
 from hmum.serving.store import RedisStore, SQLiteStore, local_redis_server
 from hmum.training.estimator import HUMEstimator
+from tests.serving.helpers import CFG, snapshot
 from tests.synth import make_experiment
 
 SMALL = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
@@ -69,6 +71,17 @@ def _unavailable(msg: str, required: bool) -> None:
     if required:
         pytest.fail(f"{msg} (HMUM_REQUIRE_REDIS is set: CI must run the Redis tests)")
     pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir, users_path, tmp_path_factory):
+    """The local runner's uninterrupted run into SQLite: (report, snapshot)."""
+    root = tmp_path_factory.mktemp("ref")
+    st = SQLiteStore(root / "store.sqlite")
+    rep = run_scoring(model_dir, users_path, root / "out", st, CFG)
+    snap = snapshot(rep.partition, st, rep.store_version)
+    st.close()
+    return rep, snap
 
 
 @pytest.fixture(scope="session")

@@ -44,28 +44,17 @@ def ray_address():
         ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def local_ref(model_dir, users_path, tmp_path_factory):
-    """The local runner's uninterrupted run: (report, snapshot)."""
-    root = tmp_path_factory.mktemp("local_ref")
-    st = SQLiteStore(root / "store.sqlite")
-    rep = run_scoring(model_dir, users_path, root / "out", st, CFG)
-    snap = snapshot(rep.partition, st, rep.store_version)
-    st.close()
-    return rep, snap
-
-
 # --- the engine end to end --------------------------------------------------------------
 
 
-def test_ray_output_is_identical_to_the_local_runner(ray_address, local_ref, model_dir,
+def test_ray_output_is_identical_to_the_local_runner(ray_address, reference, model_dir,
                                                      users_path, tmp_path):
     st = SQLiteStore(tmp_path / "s.sqlite")
     rep = run_scoring_ray(model_dir, users_path, tmp_path / "out", st, CFG, workers=2)
     assert (rep.engine, rep.n_shards, rep.shards_scored, rep.shards_loaded) == ("ray", 6, 6, 6)
-    assert rep.store_version == local_ref[0].store_version
+    assert rep.store_version == reference[0].store_version
     # every part file, marker, _run.json and _SUCCESS byte for byte; the store's content
-    assert_same(snapshot(rep.partition, st, rep.store_version), local_ref[1])
+    assert_same(snapshot(rep.partition, st, rep.store_version), reference[1])
     # the shards were computed by actors, not by this (driver) process
     assert 1 <= len(rep.workers) <= 2 and os.getpid() not in {w["pid"] for w in rep.workers}
     assert sum(w["rows"] for w in rep.workers) == N_USERS
@@ -76,7 +65,7 @@ def test_ray_output_is_identical_to_the_local_runner(ray_address, local_ref, mod
     st.close()
 
 
-def test_cli_ray_resumes_a_broken_local_run(ray_address, local_ref, model_dir, users_path,
+def test_cli_ray_resumes_a_broken_local_run(ray_address, reference, model_dir, users_path,
                                             tmp_path, monkeypatch):
     """Partial state of every kind, left by the local runner; ``hmum score --engine ray``
     finishes it (store load throttled) with exactly the local runner's output."""
@@ -89,7 +78,7 @@ def test_cli_ray_resumes_a_broken_local_run(ray_address, local_ref, model_dir, u
     (part / "part-00001.parquet").unlink()  # record lost, store still has shard 1
     (part / "_part-00004.json").write_text("{not json")  # a torn marker without its part
     (part / ".part-00005.parquet.tmp").write_bytes(b"half a file")  # a dead writer's temp
-    assert st.loaded_shards(local_ref[0].store_version) == {0: 500, 1: 500}
+    assert st.loaded_shards(reference[0].store_version) == {0: 500, 1: 500}
     args = ["score", "--model", model_dir, "--input", users_path, "--out", tmp_path / "out",
             "--store", tmp_path / "s.sqlite", "--shard-rows", 500, "--date", "2024-01-02",
             "--engine", "ray", "--workers", 2, "--store-max-rows-per-s", 10_000]
@@ -98,7 +87,7 @@ def test_cli_ray_resumes_a_broken_local_run(ray_address, local_ref, model_dir, u
     # scored: 1, 3, 4, 5; loaded: 2 (from its record), 3, 4, 5
     assert "scored 3,000 users in 6 shard(s) (4 scored, 4 loaded now)" in r.output
     assert "ray workers: pid" in r.output and "peak RSS" in r.output
-    assert_same(snapshot(part, st, local_ref[0].store_version), local_ref[1])
+    assert_same(snapshot(part, st, reference[0].store_version), reference[1])
     st.close()
 
 
@@ -114,7 +103,7 @@ run_scoring_ray(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4],
 """
 
 
-def test_killed_ray_job_then_rerun_is_identical(ray_address, local_ref, model_dir, users_path,
+def test_killed_ray_job_then_rerun_is_identical(ray_address, reference, model_dir, users_path,
                                                 tmp_path):
     """SIGKILL a Ray scoring driver after 2 shards; run it again: the local runner's output."""
     out, db = tmp_path / "out", tmp_path / "s.sqlite"
@@ -138,7 +127,7 @@ def test_killed_ray_job_then_rerun_is_identical(ray_address, local_ref, model_di
     assert st.versions()[0].status == "loading" and st.current() is None
     rep = run_scoring_ray(model_dir, users_path, out, st, CFG, workers=2)
     assert rep.shards_scored == 6 - len(done)
-    assert_same(snapshot(rep.partition, st, rep.store_version), local_ref[1])
+    assert_same(snapshot(rep.partition, st, rep.store_version), reference[1])
     st.close()
 
 
@@ -248,8 +237,8 @@ def test_sink_rejects_a_bad_rate():
         StoreSink(FakeStore(Clock()), "v1", max_rows_per_s=0)
 
 
-def test_local_run_reports_its_own_process(local_ref):
-    rep = local_ref[0]
+def test_local_run_reports_its_own_process(reference):
+    rep = reference[0]
     assert rep.engine == "local"
     assert [(w["pid"], w["shards"], w["rows"]) for w in rep.workers] == [
         (os.getpid(), 6, N_USERS)]

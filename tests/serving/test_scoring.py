@@ -30,18 +30,6 @@ from hmum.training.estimator import load_estimator
 from tests.serving.conftest import N_USERS, users_table
 from tests.serving.helpers import CFG, DAY, Boom, assert_same, fail_on, snapshot
 
-
-@pytest.fixture(scope="module")
-def reference(model_dir, users_path, tmp_path_factory):
-    """An uninterrupted run into SQLite: (report, snapshot)."""
-    root = tmp_path_factory.mktemp("ref")
-    st = SQLiteStore(root / "store.sqlite")
-    rep = run_scoring(model_dir, users_path, root / "out", st, CFG)
-    snap = snapshot(rep.partition, st, rep.store_version)
-    st.close()
-    return rep, snap
-
-
 # --- scoring one table ------------------------------------------------------------------
 
 
