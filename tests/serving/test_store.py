@@ -1,3 +1,4 @@
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -281,11 +282,14 @@ def test_concurrent_reads_while_loading(store):
 
 
 def test_open_store_urls(tmp_path):
-    st = open_store(f"sqlite:///{tmp_path}/a.db", "ns1")
+    st = open_store(f"sqlite:///{tmp_path}/a.db", "ns1", create=True)
     assert isinstance(st, SQLiteStore) and st.path == tmp_path / "a.db" and st.namespace == "ns1"
     st.close()
-    st = open_store(tmp_path / "b.sqlite")
+    st = open_store(tmp_path / "b.sqlite", create=True)
     assert isinstance(st, SQLiteStore)
+    st.close()
+    st = open_store(tmp_path / "b.sqlite")  # exists: opened for reading
+    assert st.pointers() == (None, None)
     st.close()
     assert isinstance(open_store("redis://127.0.0.1:1/0"), RedisStore)  # lazy: no connection yet
     with pytest.raises(ValueError, match="expected redis://host:port/db, sqlite:///path"):
@@ -309,3 +313,180 @@ def test_half_deleted_version_cannot_be_switched_to(store, monkeypatch):
         store.switch("v1")
     assert store.cleanup() == ["v1"]  # the next cleanup finishes the job
     assert [i.version for i in store.versions()] == ["v2"]
+
+
+# --- ids are matched exactly, in the kind the version recorded (issue 13, item 2) -------------
+
+#: strings that int() or numpy would read as 7 or 3: never user 7 or 3 of an integer store
+LOOKALIKES = ["7", "007", " 7", "7 ", "+7", "٣", "7.0", "0x7"]
+
+
+def test_string_ids_never_match_integer_users(store):
+    ids = np.array([3, 7, 8])
+    _, d = load(store, ids=ids)
+    store.switch("v1")
+    for version in (None, "v1"):
+        got = store.get(LOOKALIKES, version=version)
+        assert got.found.tolist() == [False] * len(LOOKALIKES) and got.version == "v1"
+        assert np.isnan(got.delta).all()
+        one = store.get(["٣"], version=version)  # the single-id path too
+        assert one.found.tolist() == [False] and one.version == "v1"
+        got = store.get([7, "7", 3, "٣", np.int32(8), True, 7.0], version=version)
+        assert got.found.tolist() == [True, False, True, False, True, False, False]
+        np.testing.assert_array_equal(got.delta[[0, 2, 4]], d[[1, 0, 2]])
+        assert not store.get(np.array(["7", "3"]), version=version).found.any()
+
+
+def test_integer_ids_never_match_string_users(store):
+    ids = np.array(["7", "007", "alice"], dtype=object)
+    _, d = load(store, ids=ids, id_kind="str")
+    store.switch("v1")
+    got = store.get([7, np.int64(7), "7", "007", " 7"])
+    assert got.found.tolist() == [False, False, True, True, False] and got.version == "v1"
+    np.testing.assert_array_equal(got.delta[[2, 3]], d[[0, 1]])
+    assert not store.get(np.array([7, 0])).found.any()
+
+
+def test_put_refuses_ids_of_the_other_kind(store):
+    store.create_version(info("v1"))
+    store.create_version(info("v2", id_kind="str"))
+    one = np.zeros((1, K, R))
+    with pytest.raises(ValueError, match=r"stores integer user ids, got \['9'\]"):
+        store.put("v1", ["9"], one)
+    with pytest.raises(ValueError, match=r"stores integer user ids, got \[9.0\]"):
+        store.put("v1", np.array([9.0]), one)
+    with pytest.raises(ValueError, match=r"stores string user ids, got \[9\]"):
+        store.put("v2", [9], one)
+    assert store.count("v1") == store.count("v2") == 0
+
+
+# --- reading never creates a store (issue 13, item 6) ------------------------------------------
+
+
+def test_reading_open_of_a_missing_file_creates_nothing(tmp_path):
+    path = tmp_path / "typo" / "uplift.sqlite"
+    with pytest.raises(StoreError, match=f"^no store at {path}$"):
+        open_store(path)
+    with pytest.raises(StoreError, match="^no store at"):
+        open_store(f"sqlite:///{path}")
+    with pytest.raises(StoreError, match="^no store at"):
+        SQLiteStore(path, create=False)
+    assert not path.parent.exists()
+
+
+def test_reading_open_refuses_what_is_not_a_store(tmp_path):
+    with pytest.raises(StoreError, match="is a folder; expected an SQLite store file"):
+        open_store(tmp_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, I am not a database\n" * 10)
+    with pytest.raises(StoreError, match="notes.txt: not an SQLite database"):
+        open_store(text)
+    with pytest.raises(StoreError, match="notes.txt: not an SQLite database"):
+        open_store(text, create=True)  # a writer does not overwrite it either
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    c = sqlite3.connect(other)
+    c.execute("CREATE TABLE t (x)")
+    c.commit()
+    c.close()
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match="an SQLite database but not an hmum uplift store"):
+        open_store(other)
+    assert other.read_bytes() == before  # not even switched to WAL
+
+
+def test_writer_refuses_a_wal_left_by_a_deleted_store(tmp_path):
+    path = tmp_path / "s.sqlite"
+    (tmp_path / "s.sqlite-wal").write_bytes(b"")
+    with pytest.raises(StoreError, match="does not exist but s.sqlite-wal beside it do"):
+        SQLiteStore(path)
+    assert not path.exists()
+
+
+# --- a replaced or deleted file is noticed (issue 13, item 1) ----------------------------------
+
+
+def remove_store_files(path):
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def test_deleted_then_rebuilt_file_is_reopened(tmp_path, caplog):
+    path = tmp_path / "s.sqlite"
+    writer = SQLiteStore(path)
+    ids, d1 = load(writer, "v1", seed=1)
+    writer.switch("v1")
+    writer.close()
+    reader = open_store(path, check_interval=0)
+    np.testing.assert_array_equal(reader.get(ids[:3]).delta, d1[:3])
+    assert reader.health()["available"] and reader.health()["reopens"] == 0
+
+    remove_store_files(path)
+    with caplog.at_level("WARNING", logger="hmum.serving.store"):
+        with pytest.raises(StoreError, match="store file was deleted while open"):
+            reader.get(ids[:3])  # not the deleted file's v1
+        h = reader.health()
+    assert not h["available"] and "deleted" in h["reason"] and str(path) in h["reason"]
+    assert h["last_event"]["event"] == "deleted"
+    assert [r.getMessage() for r in caplog.records].count(
+        f"uplift store: {h['reason']}") == 1  # logged once, not on every read
+    assert not path.exists()  # the reader did not make an empty one
+
+    writer = SQLiteStore(path)
+    _, d2 = load(writer, "v2", seed=2)
+    writer.switch("v2")
+    with caplog.at_level("WARNING", logger="hmum.serving.store"):
+        got = reader.get(ids[:3])
+    assert got.version == "v2"
+    np.testing.assert_array_equal(got.delta, d2[:3])
+    assert any(f"the store file {path} was replaced; reopened it" in r.getMessage()
+               for r in caplog.records)
+    h = reader.health()
+    assert h["available"] and h["reopens"] == 1 and h["last_event"]["event"] == "replaced"
+    with pytest.raises(StoreError, match="version 'v1' not found"):
+        reader.info("v1")  # the old file's versions are gone with it
+    reader.close()
+    writer.close()
+
+
+def test_identity_is_checked_every_check_interval(tmp_path):
+    path = tmp_path / "s.sqlite"
+    writer = SQLiteStore(path)
+    ids, _ = load(writer, "v1")
+    writer.switch("v1")
+    writer.close()
+    reader = open_store(path, check_interval=0.3)
+    assert reader.get(ids[:1]).found.all()
+    remove_store_files(path)
+    assert reader.get(ids[:1]).version == "v1"  # within the interval: not checked yet
+    time.sleep(0.35)
+    with pytest.raises(StoreError, match="deleted while open"):
+        reader.get(ids[:1])
+    reader.close()
+
+
+def test_a_file_renamed_over_the_store_is_not_paired_with_the_old_wal(tmp_path):
+    path = tmp_path / "s.sqlite"
+    writer = SQLiteStore(path)
+    ids, d1 = load(writer, "v1", seed=1)
+    writer.switch("v1")
+    reader = open_store(path, check_interval=0)
+    assert reader.get(ids[:2]).version == "v1"
+    # updates still in the old -wal (the reader keeps it open, so it is not checkpointed away)
+    writer.put("v1", ids[:2], d1[:2] + 1)
+    writer.close()
+    built = SQLiteStore(tmp_path / "new.sqlite")
+    _, d2 = load(built, "v2", seed=2)
+    built.switch("v2")
+    built.close()  # the last connection: checkpointed, its own -wal removed
+    os.replace(tmp_path / "new.sqlite", path)
+    with pytest.raises(StoreError, match="s.sqlite-wal beside it still belongs to the old file"):
+        reader.get(ids[:2])
+    assert "still belongs to the old file" in reader.health()["reason"]
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink()
+    got = reader.get(ids[:2])
+    assert got.version == "v2"
+    np.testing.assert_array_equal(got.delta, d2[:2])
+    reader.close()

@@ -64,6 +64,26 @@ Reads
 (n, K, R) float32 (NaN where the user is unknown), ``Lookup.found`` (n,) bool,
 ``Lookup.version``. ``timeout`` (seconds) bounds the whole call and raises
 ``StoreTimeout``; SQLite interrupts its query, Redis drops the connection.
+
+User ids are matched exactly, in the id kind the version recorded
+(``VersionInfo.id_kind``), never converted from the other kind: on an integer
+version only integers (Python or NumPy, not bool) are looked up, so a string
+such as ``"7"``, ``"007"``, ``" 7"``, ``"+7"`` or ``"٣"`` is an unknown user
+(``found`` False), never user 7 or 3; on a string version only strings are,
+so the integer 7 is an unknown user, not ``"7"``. Floats are never integer
+ids (a large float cannot name one user exactly). ``put`` refuses ids of the
+other kind with a ValueError.
+
+Opening, and a file that changes under a reader
+-----------------------------------------------
+``open_store(url)`` only opens what exists (``create=False``): a missing SQLite
+file, a folder or a file that is not an hmum store is a StoreError ("no store
+at PATH"); the scoring job opens with ``create=True``. A long-lived SQLite
+reader (the service) compares, at most every ``check_interval`` seconds, the
+identity (st_dev, st_ino) of the file at its path with the one it opened: a
+replaced file is reopened, a deleted one makes every call raise StoreError
+until a file is back, each logged as a warning naming the path; ``health()``
+reports it (``available``, ``reason``, ``reopens``, ``last_event``).
 """
 
 from __future__ import annotations
@@ -71,6 +91,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import logging
+import math
+import os
 import re
 import shutil
 import socket
@@ -100,7 +123,11 @@ USERS_PER_BUCKET = 64
 DEFAULT_EXPECTED_ROWS = 1024 * USERS_PER_BUCKET
 
 IdKind = Literal["int", "str"]
-Status = Literal["loading", "ready", "deleting"]
+Status = Literal["loading", "ready", "failed", "deleting"]
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(RuntimeError):
@@ -131,8 +158,10 @@ class VersionInfo:
         arms: the K+1 arm names (arms[0] is control).
         responses: the R response names.
         id_kind: "int" (int64 user ids) or "str".
-        status: "loading" until checked, then "ready"; "deleting" while being removed
-            (a cleanup cut short is finished by the next; never switchable).
+        status: "loading" until checked, then "ready"; "failed" when its scoring run
+            stopped with an error (``extra["error"]``; a rerun resumes it, ``cleanup``
+            deletes it); "deleting" while being removed (a cleanup cut short is
+            finished by the next; never switchable).
         rows: users stored (set when ready).
         created: UTC time of creation, ISO 8601.
         model_version, date: what produced it (informational).
@@ -220,25 +249,86 @@ def decode_values(values: Sequence[bytes], K: int, R: int) -> np.ndarray:  # noq
     return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(len(values), K, R)
 
 
-def as_user_ids(user_ids: Any, id_kind: IdKind, what: str = "user_ids") -> np.ndarray:
-    """``user_ids`` as an (n,) int64 array (id_kind "int") or object array of str."""
-    a = np.asarray(user_ids)
+def id_array(user_ids: Any, what: str = "user_ids") -> np.ndarray:
+    """``user_ids`` as a one-dimensional (n,) array that keeps each id's kind.
+
+    A list mixing integers and strings becomes an object array (``np.asarray``
+    would turn ``[7, "a"]`` into the strings ``["7", "a"]`` and lose which was
+    which); a list of integers an int64 array; a scalar an array of one.
+    """
+    if isinstance(user_ids, np.ndarray):
+        a = user_ids
+    elif isinstance(user_ids, list | tuple):
+        a = None
+        if all(type(u) is int for u in user_ids):  # the service's common case
+            try:
+                a = np.array(user_ids, dtype=np.int64)
+            except OverflowError:  # beyond int64: kept as objects, never held
+                a = None
+        if a is None:
+            a = np.empty(len(user_ids), dtype=object)
+            a[:] = user_ids
+    else:
+        a = np.asarray(user_ids)
     if a.ndim == 0:
         a = a.reshape(1)
     if a.ndim != 1:
         raise ValueError(f"{what} must be one-dimensional (n,), got shape {a.shape}")
+    return a
+
+
+def _is_int_id(u: Any) -> bool:
+    return (isinstance(u, int | np.integer) and not isinstance(u, bool | np.bool_)
+            and INT64_MIN <= u <= INT64_MAX)
+
+
+def hold_ids(user_ids: Any, id_kind: IdKind) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ids that a version of ``id_kind`` can hold, matched exactly (see Reads).
+
+    Returns (held (m,) int64 or object str, positions (m,) of those ids in
+    ``user_ids``, or None when all n are held). An id of the other kind is not
+    held: the caller reports it as unknown, never converts it.
+    """
+    a = id_array(user_ids)
+    n, k = len(a), a.dtype.kind
     if id_kind == "int":
-        if a.size and not np.issubdtype(a.dtype, np.integer):
-            try:
-                b = a.astype(np.int64)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{what}: this version stores integer user ids, got {a.dtype} "
-                                 f"values such as {a[:3].tolist()}") from e
-            if a.dtype.kind == "f" and not np.array_equal(b, a):
-                raise ValueError(f"{what}: integer user ids expected, got fractional values")
-            a = b
-        return a.astype(np.int64, copy=False)
-    return np.asarray([str(x) for x in a.tolist()], dtype=object)
+        if k == "i":
+            return a.astype(np.int64, copy=False), None
+        if k == "u":
+            ok = a <= INT64_MAX
+        elif k == "O":
+            ok = np.fromiter((_is_int_id(u) for u in a.tolist()), dtype=bool, count=n)
+        else:  # strings, bytes, floats, bools: never an integer id
+            ok = np.zeros(n, dtype=bool)
+        keep = np.flatnonzero(ok)
+        held = np.array([int(u) for u in a[keep].tolist()], dtype=np.int64)
+    else:
+        if k == "U":
+            return a.astype(object), None
+        if k == "O":
+            ok = np.fromiter((isinstance(u, str) for u in a.tolist()), dtype=bool, count=n)
+        else:  # integers, floats, bytes: never a string id
+            ok = np.zeros(n, dtype=bool)
+        keep = np.flatnonzero(ok)
+        held = np.asarray([str(u) for u in a[keep].tolist()], dtype=object)
+    return held, (None if len(keep) == n else keep)
+
+
+def as_user_ids(user_ids: Any, id_kind: IdKind, what: str = "user_ids") -> np.ndarray:
+    """``user_ids`` as an (n,) int64 array (id_kind "int") or object array of str.
+
+    ValueError naming ``what`` when an id is of the other kind (a string or
+    float for integer ids, an integer for string ids): ids are never converted.
+    """
+    held, keep = hold_ids(user_ids, id_kind)
+    if keep is not None:
+        a = id_array(user_ids, what)
+        bad = np.setdiff1d(np.arange(len(a)), keep)[:3]
+        want = "integer" if id_kind == "int" else "string"
+        raise ValueError(f"{what}: this version stores {want} user ids, got "
+                         f"{a[bad].tolist()!r} ({a.dtype} values; ids are "
+                         "matched exactly, never converted)")
+    return held
 
 
 # --------------------------------------------------------------------------------------
@@ -350,6 +440,10 @@ class UpliftStore(ABC):
                     f"(K={old.K}, R={old.R}, arms={old.arms}, responses={old.responses}, "
                     f"ids {old.id_kind}); delete it or use another version name"
                 )
+            if old.status == "failed":  # a rerun resumes the failed run's load
+                extra = {k: v for k, v in old.extra.items() if k != "error"}
+                old = replace(old, status="loading", extra=extra)
+                self._write_info(old)
             return old
         if not info.created:
             now = datetime.datetime.now(datetime.UTC)
@@ -381,6 +475,23 @@ class UpliftStore(ABC):
         info = replace(self.info(version), status="ready", rows=int(rows))
         self._write_info(info)
         return info
+
+    def mark_failed(self, version: str, error: str) -> VersionInfo:
+        """Mark a version whose load stopped with ``error`` as failed (never switchable;
+        a rerun of its job resumes it, ``cleanup`` deletes it)."""
+        info = self.info(version)
+        info = replace(info, status="failed", extra={**info.extra, "error": str(error)[:500]})
+        self._write_info(info)
+        return info
+
+    def check_reachable(self) -> None:
+        """Raise StoreError (one line naming the store) unless the store answers now."""
+        self.pointers()
+
+    def health(self) -> dict[str, Any]:
+        """{backend, available, reason, ...}: what the store knows of its own state
+        without a read (SQLite: whether the file at its path is still the one open)."""
+        return {"backend": self.backend, "available": True, "reason": None}
 
     def verify(self, version: str, *, rows: int, sample_ids=None, sample_delta=None) -> None:
         """Check that ``version`` holds ``rows`` users and that the samples read back
@@ -440,9 +551,9 @@ class UpliftStore(ABC):
         return self._update_pointers(fn)
 
     def cleanup(self, *, include_loading: bool = False) -> list[str]:
-        """Delete every version that is neither current nor previous; ``loading``
-        versions only with ``include_loading`` (a job may be filling them). Returns
-        the deleted names."""
+        """Delete every version that is neither current nor previous (failed ones
+        included); ``loading`` versions only with ``include_loading`` (a job may be
+        filling them). Returns the deleted names."""
         cur, prev = self.pointers()
         gone = []
         for info in self.versions():
@@ -490,20 +601,24 @@ class UpliftStore(ABC):
         t = self.read_timeout if timeout == "default" else timeout
         deadline = None if t is None else time.monotonic() + float(t)
         info = None if version is None else self._cached_info(version)
-        kind = info.id_kind if info else None
-        ids = np.asarray(user_ids)
-        if ids.ndim == 0:
-            ids = ids.reshape(1)
-        if ids.ndim != 1:
-            raise ValueError(f"user_ids must be one-dimensional (n,), got shape {ids.shape}")
-        if kind is not None:
-            ids = as_user_ids(ids, kind)
+        # The backend matches them in the kind its version recorded (``hold_ids``).
+        ids = id_array(user_ids)
         info, values = self._get(info, ids, deadline)
         found = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
         delta = np.full((len(values), info.K, info.R), np.nan, dtype=np.float32)
         if found.any():
             delta[found] = decode_values([v for v in values if v is not None], info.K, info.R)
         return Lookup(delta=delta, found=found, version=info.version)
+
+    @staticmethod
+    def _scatter(values: list, keep: np.ndarray | None, n: int) -> list:
+        """Values of the held ids back at their positions among n (None elsewhere)."""
+        if keep is None:
+            return values
+        out: list = [None] * n
+        for i, v in zip(keep.tolist(), values, strict=True):
+            out[i] = v
+        return out
 
     def _cached_info(self, version: str) -> VersionInfo:
         info = self._info_cache.get(version)
@@ -534,53 +649,213 @@ class SQLiteStore(UpliftStore):
     """Embedded backend: one SQLite file (WAL), one table per version.
 
     Args:
-        path: database file (created with its folder).
+        path: database file.
         namespace: store namespace (several may share one file).
         read_timeout: default per-call read timeout in seconds (None: no limit).
         busy_timeout: seconds a writer waits for another writer's lock.
+        create: create the file (and its folder) when missing. False: StoreError
+            "no store at PATH" when missing, and when the path is a folder or a
+            file that is not an hmum store (readers never create one).
+        check_interval: seconds between checks that the file at ``path`` is still
+            the one opened (st_dev, st_ino); 0: before every call. A replaced file
+            is reopened, a deleted one is unavailable until a file is back (see
+            ``health``).
 
     Thread-safe: every thread gets its own connection (WAL lets readers run
     while one writer loads).
     """
 
     backend = "sqlite"
+    _TABLES = ("hmum_versions", "hmum_pointers", "hmum_shards")
 
     def __init__(self, path: str | Path, namespace: str = "default", *,
-                 read_timeout: float | None = None, busy_timeout: float = 10.0) -> None:
+                 read_timeout: float | None = None, busy_timeout: float = 10.0,
+                 create: bool = True, check_interval: float = 1.0) -> None:
         super().__init__(namespace)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.read_timeout = read_timeout
         self.busy_timeout = busy_timeout
+        if not check_interval >= 0:
+            raise ValueError(f"check_interval: expected seconds >= 0, got {check_interval!r}")
+        self.check_interval = float(check_interval)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        c = self._conn()
-        with self._tx(c):
-            c.execute("CREATE TABLE IF NOT EXISTS hmum_versions (namespace TEXT NOT NULL, "
-                      "version TEXT NOT NULL, info TEXT NOT NULL, "
-                      "PRIMARY KEY (namespace, version))")
-            c.execute("CREATE TABLE IF NOT EXISTS hmum_pointers (namespace TEXT NOT NULL, "
-                      "name TEXT NOT NULL, version TEXT, PRIMARY KEY (namespace, name))")
-            c.execute("CREATE TABLE IF NOT EXISTS hmum_shards (namespace TEXT NOT NULL, "
-                      "version TEXT NOT NULL, shard INTEGER NOT NULL, rows INTEGER NOT NULL, "
-                      "PRIMARY KEY (namespace, version, shard))")
+        # Identity of the opened file and of its -wal (see _check_file); _gen counts
+        # reopens: a thread's connection of an older generation is replaced.
+        self._gen = 0
+        self._identity: tuple[int, int] | None = None
+        self._wal_identity: tuple[int, int] | None = None
+        self._checked_at = -math.inf
+        self._unavailable: str | None = None
+        self._reopens = 0
+        self._last_event: dict[str, Any] | None = None
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder; expected an SQLite store file")
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"no store at {self.path}")
+            self._refuse_orphan_wal()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        c = self._conn(create=create)
+        if create:
+            with self._tx(c):
+                c.execute("CREATE TABLE IF NOT EXISTS hmum_versions (namespace TEXT NOT NULL, "
+                          "version TEXT NOT NULL, info TEXT NOT NULL, "
+                          "PRIMARY KEY (namespace, version))")
+                c.execute("CREATE TABLE IF NOT EXISTS hmum_pointers (namespace TEXT NOT NULL, "
+                          "name TEXT NOT NULL, version TEXT, PRIMARY KEY (namespace, name))")
+                c.execute("CREATE TABLE IF NOT EXISTS hmum_shards (namespace TEXT NOT NULL, "
+                          "version TEXT NOT NULL, shard INTEGER NOT NULL, rows INTEGER NOT NULL, "
+                          "PRIMARY KEY (namespace, version, shard))")
+
+    def _wal(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
+
+    def _refuse_orphan_wal(self) -> None:
+        # A -wal without its database belongs to a deleted store that a process may
+        # still hold open: SQLite would pair it with the new file (I/O errors, or
+        # pages of the old store read as the new one's).
+        left = [q.name for q in (self._wal(), self.path.with_name(self.path.name + "-shm"))
+                if q.exists()]
+        if left:
+            raise StoreError(
+                f"{self.path} does not exist but {', '.join(left)} beside it do: left by a "
+                "deleted store (a running service may still hold it open); delete them "
+                "together with the store file, then run again")
+
+    @staticmethod
+    def _stat_id(path: Path) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
 
     # --- connections ----------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self, create: bool = False) -> sqlite3.Connection:
+        if time.monotonic() - self._checked_at >= self.check_interval:
+            self._check_file()
+        if self._unavailable is not None:
+            raise StoreError(self._unavailable)
         c = getattr(self._local, "conn", None)
-        if c is None:
+        if c is not None and self._local.gen == self._gen:
+            return c
+        if c is not None:  # opened on a file that is no longer the one at the path
+            with self._lock:
+                if c in self._conns:
+                    self._conns.remove(c)
+            c.close()
+            self._local.conn = None
+        gen = self._gen
+        c = self._connect(create=create)
+        self._local.conn, self._local.gen = c, gen
+        with self._lock:
+            self._conns.append(c)
+        return c
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        """A new connection; only ``create`` makes a missing file (mode=rwc)."""
+        uri = f"{self.path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
+        first = self._identity is None
+        try:
             # isolation_level=None: transactions are explicit (BEGIN / COMMIT below).
-            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+            c = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
                                 timeout=self.busy_timeout)
+        except sqlite3.OperationalError as e:
+            if not self.path.exists():
+                raise StoreError(f"no store at {self.path}") from None
+            raise StoreError(f"{self.path}: cannot open the store ({e})") from None
+        try:
+            if not create:
+                # Checked before any PRAGMA that writes: another program's database
+                # must not be switched to WAL by a reading command.
+                have = {r[0] for r in c.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+                if not set(self._TABLES) <= have:
+                    raise StoreError(f"{self.path}: an SQLite database but not an hmum "
+                                     "uplift store (no hmum_versions table)")
             c.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a crash can lose the last commits, never corrupt.
             c.execute("PRAGMA synchronous=NORMAL")
             c.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
-            self._local.conn = c
+        except sqlite3.DatabaseError as e:
+            c.close()
+            if "not a database" in str(e):
+                raise StoreError(f"{self.path}: not an SQLite database ({e})") from None
+            raise StoreError(f"{self.path}: cannot open the store ({e})") from None
+        except BaseException:
+            c.close()
+            raise
+        if first:
             with self._lock:
-                self._conns.append(c)
+                if self._identity is None:
+                    self._identity = self._stat_id(self.path)
+                    self._wal_identity = self._stat_id(self._wal())
+                    self._checked_at = time.monotonic()
         return c
+
+    def _check_file(self) -> None:
+        """Compare the file at the path with the one opened; reopen, or mark it unavailable.
+
+        Cheap (one or two stat calls); done at most every ``check_interval``. While
+        unavailable, the old connections stay open: the old file's inodes cannot be
+        reused by a new file meanwhile, so the identities compared stay unambiguous.
+        """
+        with self._lock:
+            self._checked_at = time.monotonic()
+            if self._identity is None:
+                return  # nothing opened yet
+            now = self._stat_id(self.path)
+            if now == self._identity and self._unavailable is None:
+                return
+            if now is None:
+                msg = (f"no store at {self.path}: the store file was deleted while open; "
+                       "waiting for a new file at that path")
+                if self._unavailable != msg:
+                    self._unavailable = msg
+                    self._event("deleted", msg)
+                return
+            wal = self._stat_id(self._wal())
+            if now != self._identity and wal is not None and wal == self._wal_identity:
+                msg = (f"{self.path} was replaced but {self._wal().name} beside it still "
+                       "belongs to the old file; refusing to pair them (delete the old -wal "
+                       "and -shm files)")
+                if self._unavailable != msg:
+                    self._unavailable = msg
+                    self._event("mismatched_wal", msg)
+                return
+            what = "replaced" if now != self._identity else "back"
+            self._identity, self._wal_identity = now, None
+            self._unavailable = None
+            self._gen += 1
+            self._reopens += 1
+            self._info_cache.clear()  # a new file may hold other versions
+            self._event(what, f"the store file {self.path} was {what}; reopened it")
+        # The first connection of the new generation records the new file's -wal.
+        self._record_wal()
+
+    def _record_wal(self) -> None:
+        try:
+            self._conn()  # opens the new file (WAL mode creates its -wal)
+        except StoreError:
+            return
+        with self._lock:
+            if self._wal_identity is None:
+                self._wal_identity = self._stat_id(self._wal())
+
+    def _event(self, kind: str, message: str) -> None:
+        self._last_event = {"event": kind, "message": message,
+                            "at": datetime.datetime.now(datetime.UTC).isoformat()}
+        log.warning("uplift store: %s", message)
+
+    def health(self) -> dict[str, Any]:
+        """{backend, path, available, reason, reopens, last_event}: a fresh check of
+        the file (``reason`` says why it is unavailable: deleted, mismatched -wal)."""
+        self._check_file()
+        return {"backend": self.backend, "path": str(self.path),
+                "available": self._unavailable is None, "reason": self._unavailable,
+                "reopens": self._reopens, "last_event": self._last_event}
 
     @contextlib.contextmanager
     def _tx(self, c: sqlite3.Connection, mode: str = "IMMEDIATE"):
@@ -674,18 +949,22 @@ class SQLiteStore(UpliftStore):
                 raise StoreError(f"namespace {self.namespace!r} has no current version yet; "
                                  "load and switch one first")
             info = self._cached_info(cur[0])
-        id_list = as_user_ids(ids, info.id_kind).tolist()
+        # Exact kind: SQLite's column affinity would turn '007' into 7 on an INTEGER key.
+        held, keep = hold_ids(ids, info.id_kind)
+        id_list = held.tolist()
         table = self._table(info.version)
+        if not id_list:
+            return info, [None] * len(ids)
         if len(id_list) == 1:
             row = c.execute(f"SELECT delta FROM {table} WHERE user_id=?", id_list).fetchone()
-            return info, [None if row is None else row[0]]
+            return info, self._scatter([None if row is None else row[0]], keep, len(ids))
         found: dict = {}
         step = 500  # below SQLITE_MAX_VARIABLE_NUMBER on every build
         for s in range(0, len(id_list), step):
             part = id_list[s:s + step]
             q = f"SELECT user_id, delta FROM {table} WHERE user_id IN ({','.join('?' * len(part))})"
             found.update(c.execute(q, part).fetchall())
-        return info, [found.get(u) for u in id_list]
+        return info, self._scatter([found.get(u) for u in id_list], keep, len(ids))
 
     def pointers(self):
         rows = dict(self._conn().execute(
@@ -913,17 +1192,18 @@ class RedisStore(UpliftStore):
                     raise StoreError(f"namespace {self.namespace!r} has no current version "
                                      "yet; load and switch one first")
                 info = self._cached_info(name)
-            ids = as_user_ids(ids, info.id_kind)
+            n_all = len(ids)
+            ids, keep = hold_ids(ids, info.id_kind)  # exact kind, never converted
             n = len(ids)
             if n == 0:
-                return info, []
+                return info, [None] * n_all
             buckets = self.buckets_of(ids, int(info.n_buckets or 1), info.id_kind)
             fields = self.fields_of(ids, info.id_kind)
             if n == 1:
                 reply = self._roundtrip(
                     conn, [("HGET", self.key_bucket(info.version, int(buckets[0])), fields[0])],
                     deadline)
-                return info, reply
+                return info, self._scatter(reply, keep, n_all)
             # One HMGET per bucket touched, all in one round trip.
             order = np.argsort(buckets, kind="stable")
             b_sorted = buckets[order]
@@ -936,7 +1216,7 @@ class RedisStore(UpliftStore):
             for g, rep in zip(groups, replies, strict=True):
                 for i, v in zip(g.tolist(), rep, strict=True):
                     values[i] = v
-            return info, values
+            return info, self._scatter(values, keep, n_all)
         finally:
             self.read_pool.release(conn)
 
@@ -1010,6 +1290,12 @@ class RedisStore(UpliftStore):
                 ids = np.array([k.decode() for k, _ in pairs], dtype=object)
             yield ids, decode_values([v for _, v in pairs], info.K, info.R)
 
+    def check_reachable(self) -> None:
+        try:
+            self.client.ping()
+        except self._redis.RedisError as e:
+            raise StoreError(f"store {redact_url(self.url)}: Redis does not answer ({e})") from None
+
     def memory_used(self) -> int:
         """The server's used_memory in bytes (INFO memory)."""
         return int(self.client.info("memory")["used_memory"])
@@ -1032,9 +1318,15 @@ def _no_setinfo(redis) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def open_store(url: str | Path, namespace: str = "default", **kwargs) -> UpliftStore:
+def open_store(url: str | Path, namespace: str = "default", *, create: bool = False,
+               **kwargs) -> UpliftStore:
     """A store from a URL: ``redis://...`` -> RedisStore; ``sqlite:///path`` or a
-    plain path -> SQLiteStore. Keyword arguments go to the backend."""
+    plain path -> SQLiteStore. Keyword arguments go to the backend.
+
+    ``create`` False (reading: ``hmum store``, the service): a missing SQLite file
+    is StoreError "no store at PATH", never a new empty store; True (writing: the
+    scoring job) creates it. Redis has nothing to create (``create`` is ignored).
+    """
     s = str(url)
     if s.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(s, namespace, **kwargs)
@@ -1044,7 +1336,24 @@ def open_store(url: str | Path, namespace: str = "default", **kwargs) -> UpliftS
     elif "://" in s:
         raise ValueError(f"store URL {s!r}: expected redis://host:port/db, sqlite:///path "
                          "or a file path")
-    return SQLiteStore(s, namespace, **kwargs)
+    return SQLiteStore(s, namespace, create=create, **kwargs)
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """Exception types a store call may raise for an expected failure (a store
+    down, a file that is not a store): StoreError, sqlite3.Error, redis-py's
+    RedisError when installed. For error boundaries (the CLI)."""
+    out: list[type[BaseException]] = [StoreError, sqlite3.Error]
+    try:
+        import redis
+    except ImportError:  # pragma: no cover - depends on the environment
+        return tuple(out)
+    return (*out, redis.RedisError)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password (``redis://user:secret@host`` -> ``redis://user:***@host``)."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", str(url))
 
 
 # --------------------------------------------------------------------------------------
