@@ -51,6 +51,25 @@ def fail_on(monkeypatch, target, name: str, nth: int, when=lambda *a, **k: True)
     monkeypatch.setattr(target, name, wrapped)
 
 
+class ConstantModel:
+    """A stand-in estimator for ``run_scoring``: the users table's features (seg, x1),
+    the given arms and responses, y_hat (N, K+1, R) = ``base * (1 + 0.1 * arm)``."""
+
+    def __init__(self, responses, arms=("control", "t1", "t2"), base: float = 2.0) -> None:
+        from hmum.data.schema import FeatureSpec, ResponseSpec, Schema
+
+        self.schema = Schema(
+            features=[FeatureSpec(name="seg", kind="categorical"),
+                      FeatureSpec(name="x1", kind="numeric")],
+            arms=list(arms), responses=[ResponseSpec(name=r) for r in responses])
+        self.base = base
+
+    def predict_outcomes(self, table, batch_size=None):
+        n, k1, r = table.num_rows, self.schema.K + 1, self.schema.R
+        per_arm = self.base * (1 + 0.1 * np.arange(k1, dtype=np.float32))
+        return np.broadcast_to(per_arm[None, :, None], (n, k1, r)).copy()
+
+
 #: the score and store commands on a Typer app of their own
 app = typer.Typer()
 app.command()(score)

@@ -25,10 +25,10 @@ from hmum.serving.scoring import (
     run_scoring,
     score_table,
 )
-from hmum.serving.store import SQLiteStore
+from hmum.serving.store import SQLiteStore, StoreError
 from hmum.training.estimator import load_estimator
 from tests.serving.conftest import N_USERS, users_table
-from tests.serving.helpers import CFG, DAY, Boom, assert_same, fail_on, snapshot
+from tests.serving.helpers import CFG, DAY, Boom, ConstantModel, assert_same, fail_on, snapshot
 
 # --- scoring one table ------------------------------------------------------------------
 
@@ -194,6 +194,12 @@ def test_injected_failure_then_rerun_is_identical(where, reference, model_dir, u
             fail_on(m, SQLiteStore, "switch", 1)
         with pytest.raises(Boom):
             run_scoring(model_dir, users_path, tmp_path / "out", st, CFG)
+    (failed,) = st.versions()
+    if where == "switch":  # complete and verified before the switch failed: still switchable
+        assert failed.status == "ready" and "error" not in failed.extra
+    else:  # not "loading", which would look like a run still in progress
+        assert failed.status == "failed"
+        assert failed.extra["error"].startswith("Boom: injected failure in ")
     part = next((tmp_path / "out").glob("date=*/model_version=*"))
     if where == "part_rename":
         assert [p.name for p in part.glob(".*.tmp")] == [".part-00004.parquet.tmp"]
@@ -320,14 +326,86 @@ def test_duplicate_user_ids(model_dir, tmp_path):
 
 
 def test_duplicates_across_shards_fail_the_check(model_dir, tmp_path):
-    from hmum.serving.store import StoreError
-
     t = users_table(100)
     t = t.set_column(0, "user_id", pa.array(np.r_[np.arange(99), 5], pa.int64()))
     pq.write_table(t, tmp_path / "u.parquet")
     with pytest.raises(StoreError, match="holds 99 users but 100 rows were scored; are some"):
         run_scoring(model_dir, tmp_path / "u.parquet", tmp_path / "out", tmp_path / "s.db",
                     {**CFG, "shard_rows": 50})
+    with SQLiteStore(tmp_path / "s.db") as st:
+        (v,) = st.versions()
+        assert v.status == "failed" and "holds 99 users" in v.extra["error"]
+        with pytest.raises(StoreError, match="status 'failed'"):
+            st.switch(v.version)
+        assert st.cleanup() == [v.version]  # failed versions are cleaned up
+
+
+def test_a_bad_shard_marks_the_version_failed_and_a_rerun_resumes(model_dir, tmp_path):
+    """Shard 1 of 2 holds an id twice: the run stops there and the version is failed
+    (not loading); with the input fixed, a rerun (--restart: other input) ends ready."""
+    t = users_table(100)
+    bad = t.set_column(0, "user_id", pa.array(np.r_[np.arange(99), 60], pa.int64()))
+    pq.write_table(bad, tmp_path / "u.parquet")
+    st = SQLiteStore(tmp_path / "s.db")
+    with pytest.raises(DataError, match=r"rows 50..99 repeat \[60\]"):
+        run_scoring(model_dir, tmp_path / "u.parquet", tmp_path / "out", st,
+                    {**CFG, "shard_rows": 50})
+    (v,) = st.versions()
+    assert (v.status, st.current()) == ("failed", None)
+    assert v.extra["error"].startswith("DataError: column 'user_id'")
+    pq.write_table(t, tmp_path / "u.parquet")
+    rep = run_scoring(model_dir, tmp_path / "u.parquet", tmp_path / "out", st,
+                      {**CFG, "shard_rows": 50, "restart": True})
+    assert st.info(rep.store_version).status == "ready" and st.current() == rep.store_version
+    assert "error" not in st.info(rep.store_version).extra
+    st.close()
+
+
+def test_other_responses_are_not_switched_to_without_force(model_dir, users_path, tmp_path):
+    st = SQLiteStore(tmp_path / "s.db")
+    first = run_scoring(model_dir, users_path, tmp_path / "out", st, CFG).store_version
+    other = ConstantModel(["watch_time", "likes"])
+    cfg = {**CFG, "model_version": "other"}
+    with pytest.raises(ScoringError) as e:
+        run_scoring(other, users_path, tmp_path / "out", st, cfg)
+    msg = " ".join(str(e.value).split())
+    assert (f"current version {first!r} holds responses ['y0', 'y1'] and treatments "
+            "['t1', 't2']; this model scores responses ['watch_time', 'likes'] and "
+            "treatments ['t1', 't2']") in msg and "--force" in msg
+    assert not list((tmp_path / "out").glob("*/model_version=other"))  # refused before work
+    assert [v.version for v in st.versions()] == [first]
+    treat = ConstantModel(["y0", "y1"], arms=("control", "t1", "t3"))
+    with pytest.raises(ScoringError, match=r"treatments \['t1', 't3'\]"):
+        run_scoring(treat, users_path, tmp_path / "out", st, cfg)
+
+    rep = run_scoring(other, users_path, tmp_path / "out", st, {**cfg, "switch": False})
+    assert st.current() == first and st.info(rep.store_version).status == "ready"
+    rep = run_scoring(other, users_path, tmp_path / "out", st, {**cfg, "force": True})
+    assert (rep.current, rep.previous) == (rep.store_version, first)
+    st.close()
+
+
+def test_a_current_version_changed_during_the_run_is_checked_again(model_dir, users_path,
+                                                                   tmp_path, monkeypatch):
+    """The current version is checked before any work and again right before the switch."""
+    st = SQLiteStore(tmp_path / "s.db")
+    cfg = {**CFG, "model_version": "same"}
+    calls = {"n": 0}
+    orig = scoring._check_switchable
+
+    def meanwhile(store, schema, version):
+        calls["n"] += 1
+        if calls["n"] == 2:  # another job switched to other responses while this one ran
+            run_scoring(ConstantModel(["a", "b"]), users_path, tmp_path / "out2", store,
+                        {**CFG, "model_version": "ab", "cleanup": False})
+        return orig(store, schema, version)
+
+    monkeypatch.setattr(scoring, "_check_switchable", meanwhile)
+    with pytest.raises(ScoringError, match=r"responses \['a', 'b'\]"):
+        run_scoring(ConstantModel(["y0", "y1"]), users_path, tmp_path / "out", st, cfg)
+    assert st.current() == "20240102-ab"
+    assert st.info("20240102-same").status == "ready"  # complete: switchable by hand
+    st.close()
 
 
 def test_estimator_needs_a_model_version(model_dir, users_path, tmp_path):

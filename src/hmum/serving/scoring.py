@@ -39,7 +39,12 @@ Versioning: the store version is ``YYYYMMDD-{model_version}`` (one per day and
 model, since features change daily); it is loaded while ``loading``, checked
 (row count and sample reads against the record), marked ``ready``, then made
 current by one atomic switch; the old current stays as ``previous`` for a
-one-step rollback; older versions are cleaned up.
+one-step rollback; older versions are cleaned up. A run that stops with an
+error marks its unchecked version ``failed`` (with the error; running the job
+again resumes it). The switch is refused (``ScoringError``, before any work)
+when the new version's responses or treatments differ from the current
+version's -- the serving value-weight model weighs those responses -- unless
+``force``. The store must answer before any file is written.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from hmum.data.io import DataError
 from hmum.data.schema import Schema
 from hmum.decision.core import relative_uplift
 from hmum.serving.store import (
+    StoreError,
     UpliftStore,
     VersionInfo,
     check_name,
@@ -94,6 +100,9 @@ class ScoringConfig(BaseModel):
     )
     id_column: str | None = Field(None, description="user id column; None = schema's or user_id")
     switch: bool = Field(True, description="make the new version current once checked")
+    force: bool = Field(
+        False, description="switch even when the new version's responses or treatments "
+        "differ from the current version's (the serving value-weight model's)")
     cleanup: bool = Field(True, description="after the switch, delete older versions")
     restart: bool = Field(False, description="discard this run's earlier output and start over")
     sample_reads: int = Field(256, ge=0, description="users read back from the store to check")
@@ -584,18 +593,24 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
     t_start = time.perf_counter() if t_start is None else t_start
     schema, version, part_dir, n_shards = job.schema, job.version, job.part_dir, job.n_shards
     own_store = not isinstance(store, UpliftStore)
-    st = open_store(store, namespace) if own_store else store
+    st = open_store(store, namespace, create=True) if own_store else store
     try:
+        # Before any file is written: a store that does not answer, or whose current
+        # version the new one must not replace, leaves no record folder behind.
+        st.check_reachable()
+        if cfg.switch and not cfg.force:
+            _check_switchable(st, schema, version)
         if cfg.restart:
             _restart(part_dir, st, version)
         part_dir.mkdir(parents=True, exist_ok=True)
-        with _run_lock(part_dir):
+        with _run_lock(part_dir), _failed_on_error(st, version) as run:
             _check_run_file(part_dir, job.run_info())
             info = st.create_version(VersionInfo(
                 version=version, K=schema.K, R=schema.R, arms=schema.arms,
                 responses=schema.response_names, id_kind=_id_kind(job.plan, job.id_column),
                 model_version=job.model_version, date=job.date.isoformat(),
             ), expected_rows=job.plan.total_rows)
+            run["created"], run["checked"] = True, info.status == "ready"
             timings = {"read": 0.0, "score": 0.0, "record": 0.0, "store": 0.0, "throttle": 0.0}
             sink = StoreSink(st, version, max_rows_per_s=cfg.store_max_rows_per_s)
             workers: dict[int, dict[str, Any]] = {}
@@ -664,9 +679,12 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
                                       cfg.sample_reads)
                 st.verify(version, rows=job.plan.total_rows, sample_ids=ids, sample_delta=delta)
                 st.mark_ready(version, job.plan.total_rows)
+            run["checked"] = True  # complete and verified: a later failure leaves it ready
             cur, prev = st.pointers()
             cleaned: list[str] = []
             if cfg.switch:
+                if not cfg.force:  # again: the current version may have changed meanwhile
+                    _check_switchable(st, schema, version)
                 cur, prev = st.switch(version)
                 if cfg.cleanup:
                     cleaned = st.cleanup()
@@ -682,6 +700,43 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
         partition=part_dir, seconds=time.perf_counter() - t_start, current=cur, previous=prev,
         cleaned=cleaned, timings=timings, engine=engine, workers=list(workers.values()),
     )
+
+
+def _check_switchable(st: UpliftStore, schema: Schema, version: str) -> None:
+    """ScoringError unless ``version`` (of ``schema``) may replace the current version:
+    the service weighs delta (K, R) with value weights of the current responses, so
+    other responses or treatments need ``force``."""
+    cur = st.current()
+    if cur is None or cur == version:
+        return
+    try:
+        old = st.info(cur)
+    except StoreError:
+        return  # a dangling pointer: nothing is being served that could mismatch
+    want = (list(old.responses), list(old.arms[1:]))
+    got = (list(schema.response_names), list(schema.arms[1:]))
+    if want != got:
+        raise ScoringError(
+            f"the store's current version {cur!r} holds responses {want[0]} and treatments "
+            f"{want[1]}; this model scores responses {got[0]} and treatments {got[1]}, which "
+            "the serving value-weight model would not match; pass force (--force) to switch "
+            "anyway, or switch=False (--no-switch) to load it without switching")
+
+
+@contextlib.contextmanager
+def _failed_on_error(st: UpliftStore, version: str) -> Iterator[dict[str, bool]]:
+    """Mark ``version`` failed when the run stops with an error after creating it and
+    before it was checked (a version left ``loading`` looks like a run in progress).
+    The caller sets ``run["created"]`` and ``run["checked"]``."""
+    run = {"created": False, "checked": False}
+    try:
+        yield run
+    except BaseException as e:
+        if run["created"] and not run["checked"]:
+            # Best effort: the store itself may be what failed; the original error wins.
+            with contextlib.suppress(Exception):
+                st.mark_failed(version, f"{type(e).__name__}: {e}")
+        raise
 
 
 def _tally(workers: dict[int, dict[str, Any]], res: ShardResult) -> None:
