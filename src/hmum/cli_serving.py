@@ -9,8 +9,11 @@ Registered in ``hmum.cli`` with::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import re
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -37,16 +40,35 @@ class Engine(StrEnum):
 store_app = typer.Typer(help="The versioned uplift store: status, switch, rollback, cleanup, get.",
                         no_args_is_help=True)
 
+#: An integer user id as typed: plain ASCII decimal, so "007", "+7", " 7" or "٣"
+#: are never read as user 7 or 3 (the service matches ids exactly, too).
+_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
+def _store_failure(store: str, e: BaseException) -> str:
+    """One line for an expected store failure; our own errors already name the store."""
+    from hmum.serving.store import StoreError, redact_url
 
-def _open(store: str, namespace: str):
-    from hmum.serving.store import StoreError, open_store
+    return str(e) if isinstance(e, StoreError) else f"store {redact_url(store)}: {e}"
 
+
+@contextlib.contextmanager
+def _open(store: str, namespace: str) -> Iterator:
+    """The existing store at ``store`` (never created: "no store at PATH"), closed on
+    exit; any store failure inside the block is one error line, exit 2."""
+    from hmum.serving.store import open_store, store_errors
+
+    errors = (*store_errors(), ValueError, OSError)
     try:
-        return open_store(store, namespace)
-    except (StoreError, ValueError, OSError) as e:
-        _fail(str(e))
+        st = open_store(store, namespace)
+    except errors as e:
+        _fail(_store_failure(store, e))
+    try:
+        yield st
+    except errors as e:
+        _fail(_store_failure(store, e))
+    finally:
+        st.close()
 
 
 def score(
@@ -75,6 +97,9 @@ def score(
         help="throttle of the store load, rows/s (default: no limit)")] = None,
     switch: Annotated[bool, typer.Option(help="make the new version current once checked")
                       ] = True,
+    force: Annotated[bool, typer.Option(
+        help="switch even when the responses or treatments differ from the current "
+        "version's (the serving value-weight model's)")] = False,
     cleanup: Annotated[bool, typer.Option(help="delete versions older than the previous")] = True,
     restart: Annotated[bool, typer.Option(help="discard this run's earlier output first")
                        ] = False,
@@ -89,7 +114,7 @@ def score(
 
     from hmum.data.io import DataError
     from hmum.serving.scoring import ScoringConfig, ScoringError, run_scoring
-    from hmum.serving.store import StoreError
+    from hmum.serving.store import store_errors
     from hmum.training.artifacts import ArtifactError
 
     try:
@@ -99,7 +124,7 @@ def score(
     try:
         cfg = ScoringConfig(shard_rows=shard_rows, batch_size=batch_size, date=day,
                             model_version=model_version, id_column=id_column, switch=switch,
-                            cleanup=cleanup, restart=restart, threads=threads,
+                            force=force, cleanup=cleanup, restart=restart, threads=threads,
                             store_max_rows_per_s=store_max_rows_per_s)
     except ValidationError as e:
         _fail(str(e))
@@ -126,8 +151,10 @@ def score(
             else:
                 rep = run_scoring(model, input, out, store, cfg, namespace=namespace,
                                   progress=progress)
-    except (DataError, ScoringError, StoreError, ArtifactError, FileNotFoundError,
-            ImportError, ValueError) as e:
+    except store_errors() as e:  # Redis down, a file that is not a store, ...
+        _fail(_store_failure(store, e))
+    except (DataError, ScoringError, ArtifactError, FileNotFoundError, ImportError,
+            ValueError) as e:
         _fail(str(e))
     console.print(
         f"scored {rep.rows:,} users in {rep.n_shards} shard(s) ({rep.shards_scored} scored, "
@@ -175,13 +202,8 @@ def store_switch(
     namespace: NamespaceOpt = "default",
 ) -> None:
     """Make VERSION current (atomic); the old current becomes previous."""
-    from hmum.serving.store import StoreError
-
     with _open(store, namespace) as st:
-        try:
-            cur, prev = st.switch(version)
-        except (StoreError, ValueError) as e:
-            _fail(str(e))
+        cur, prev = st.switch(version)
     console.print(f"current={cur} previous={prev}")
 
 
@@ -191,13 +213,8 @@ def store_rollback(
     namespace: NamespaceOpt = "default",
 ) -> None:
     """Make the previous version current again (one step)."""
-    from hmum.serving.store import StoreError
-
     with _open(store, namespace) as st:
-        try:
-            cur, prev = st.rollback()
-        except StoreError as e:
-            _fail(str(e))
+        cur, prev = st.rollback()
     console.print(f"current={cur} previous={prev}")
 
 
@@ -223,26 +240,27 @@ def store_get(
     timeout: Annotated[float, typer.Option(help="read timeout, seconds")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Relative uplifts delta (K x R) of the given users."""
+    """Relative uplifts delta (K x R) of the given users.
+
+    On a version of integer ids, each id must be written in plain decimal
+    ("7"; not "007", "+7" or " 7"): ids are matched exactly, never converted.
+    """
     import numpy as np
 
-    from hmum.serving.store import StoreError
-
     with _open(store, namespace) as st:
-        try:
-            name = version or st.current()
-            if name is None:
-                _fail(f"namespace {namespace!r} has no current version; pass --version")
-            info = st.info(name)
-            ids = np.asarray(user_ids, dtype=object)
-            if info.id_kind == "int":
-                try:
-                    ids = np.asarray([int(u) for u in user_ids], dtype=np.int64)
-                except ValueError:
-                    _fail(f"version {name!r} stores integer user ids; got {user_ids}")
-            res = st.get(ids, version=name, timeout=timeout)
-        except (StoreError, ValueError) as e:
-            _fail(str(e))
+        name = version or st.current()
+        if name is None:
+            _fail(f"namespace {namespace!r} has no current version; pass --version")
+        info = st.info(name)
+        ids = np.asarray(user_ids, dtype=object)
+        if info.id_kind == "int":
+            bad = [u for u in user_ids if not _DECIMAL.fullmatch(u)
+                   or not -(2**63) <= int(u) < 2**63]
+            if bad:
+                _fail(f"user ids {bad}: version {name!r} stores integer user ids (int64), "
+                      "written in plain decimal such as 7 (no '+', leading zeros or spaces)")
+            ids = np.asarray([int(u) for u in user_ids], dtype=np.int64)
+        res = st.get(ids, version=name, timeout=timeout)
     treatments = info.arms[1:]
     rows = []
     for u, ok, d in zip(user_ids, res.found.tolist(), res.delta, strict=True):

@@ -36,8 +36,8 @@ def users_table(n: int = N_USERS, seed: int = 7, id_offset: int = 1000) -> pa.Ta
     })
 
 
-def train_model(path, seed: int = 0):
-    d = make_experiment(n=600, K=2, R=2, effect=0.5, seed=3)
+def train_model(path, seed: int = 0, R: int = 2):
+    d = make_experiment(n=600, K=2, R=R, effect=0.5, seed=3)
     est = HUMEstimator(d.schema, model=SMALL,
                        trainer={"batch_size": 128, "max_epochs": 1, "seed": seed})
     est.fit(d)
@@ -57,6 +57,14 @@ def model_dir_b(tmp_path_factory):
     """A second model (another seed): another model version."""
     p = tmp_path_factory.mktemp("model_b") / "hum"
     train_model(p, seed=1)
+    return p
+
+
+@pytest.fixture(scope="session")
+def model_dir_r3(tmp_path_factory):
+    """A model of three responses (y0, y1, y2): another layout than model_dir's."""
+    p = tmp_path_factory.mktemp("model_r3") / "hum"
+    train_model(p, R=3)
     return p
 
 
