@@ -548,6 +548,15 @@ class DecisionService:
             err = self._layouts[res.version][1]
             store_ok, reason = err is None, err
             checks["store_version"] = res.version
+        # The store's own account (SQLite: its file deleted, or replaced and reopened;
+        # checked afresh, even while the breaker is open) and why it could not be opened.
+        health = getattr(self.store, "health", None)
+        if callable(health):
+            checks["store_health"] = h = health()
+            if not h.get("available", True):
+                store_ok, reason = False, h.get("reason") or reason
+        elif self.store is None and self.store_error:
+            reason = self.store_error  # e.g. "StoreError: no store at PATH"
         checks.update(store=store_ok, store_reason=reason, breaker=self.breaker.state)
         ready = bool(self.model is not None and store_ok)
         self.metrics.ready.set(1 if ready else 0)
