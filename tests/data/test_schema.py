@@ -64,3 +64,20 @@ def test_schema_file_not_json(tmp_path):
     (tmp_path / "s.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         Schema.from_json(tmp_path / "s.json")
+
+
+def test_schema_file_errors_are_one_line_naming_file_and_field(tmp_path):
+    from hmum.errors import ConfigError
+
+    raw = make_schema().model_dump()
+    raw["responses"][0]["kind"] = "continous"
+    raw["arms"] = ["control"]
+    p = tmp_path / "schema.json"
+    p.write_text(__import__("json").dumps(raw))
+    with pytest.raises(ConfigError) as e:
+        Schema.from_json(p)
+    msg = str(e.value)
+    assert "\n" not in msg and "https://" not in msg
+    assert msg.startswith(f"{p}: ")
+    assert "arms: expected at least 2 item(s), got ['control']" in msg
+    assert "responses[0].kind: expected one of continuous, count, binary, got 'continous'" in msg

@@ -222,3 +222,124 @@ def test_check_fit_data_names_what_is_wrong():
     other = make_experiment(n=30, K=1, R=1)
     with pytest.raises(ValueError, match=r"train: its schema \(arms \['control', 't1'\], responses \['y0'\]\) does not match the estimator's \(arms \['control', 't1', 't2'\]"):
         check_fit_data(other, d.schema, "train")
+
+
+# --- issue 13: responses a float32 model cannot hold; counts with fractions -------------
+
+
+def test_response_beyond_float32_refused():
+    """1e308 is finite in float64 but inf in float32: the loss went NaN mid-training."""
+    y = np.ones(12)
+    y[4], y[9] = 1e308, -1e39
+    t = make_table(usage_time=pa.array(y))
+    with pytest.raises(DataError, match=r"\['usage_time'\]: expected \|value\| <= 3\.403e\+38 .* "
+                                        r"received values up to 1e\+308 in 2 row\(s\) \(rows \[4, 9\]\)"):
+        validate_table(t, make_schema())
+
+
+def test_response_at_float32_max_accepted():
+    y = np.ones(12)
+    y[0] = float(np.finfo(np.float32).max)
+    assert validate_table(make_table(usage_time=pa.array(y)), make_schema()).y[0, 0] == y[0]
+
+
+def test_drop_invalid_responses_drops_out_of_range_rows():
+    y = np.ones(12)
+    y[4] = 1e308
+    d = validate_table(make_table(usage_time=pa.array(y)), make_schema(),
+                       drop_invalid_responses=True)
+    assert d.n_dropped == 1 and len(d) == 11 and np.abs(d.y).max() < 1e38
+
+
+def test_fractional_count_refused():
+    views = np.arange(12, dtype=float)
+    views[2], views[5] = 1.5, 0.25
+    t = make_table(views=pa.array(views))
+    with pytest.raises(DataError, match=r"response 'views': expected whole numbers \(kind 'count'\), "
+                                        r"received fractional values \[0.25, 1.5\] in 2 row\(s\) "
+                                        r"\(rows \[2, 5\]\)"):
+        validate_table(t, make_schema())
+
+
+def test_drop_hint_names_the_cli_flag_under_cli_flags():
+    from hmum.errors import cli_flags
+
+    y = np.ones(12)
+    y[3] = np.nan
+    t = make_table(usage_time=pa.array(y))
+    with pytest.raises(DataError, match=r"pass drop_invalid_responses=True to drop them"):
+        validate_table(t, make_schema())
+    with cli_flags(drop_invalid_responses="--drop-invalid-responses"):
+        with pytest.raises(DataError, match=r"pass --drop-invalid-responses to drop them"):
+            validate_table(t, make_schema())
+
+
+# --- issue 13: file errors name the file; a ';'-separated CSV gets a hint ---------------
+
+
+def test_semicolon_csv_gets_a_delimiter_hint(tmp_path):
+    p = tmp_path / "d.csv"
+    make_table().to_pandas().to_csv(p, sep=";", index=False)
+    with pytest.raises(DataError, match=r"d\.csv: missing column.*looks ';'-separated.*"
+                                        r"comma-separated"):
+        load_experiment(p, make_schema())
+    with pytest.raises(DataError, match=r"looks ';'-separated"):
+        read_table(p, columns=["region"])
+
+
+def test_corrupt_parquet_error_names_the_file(tmp_path):
+    p = tmp_path / "broken.parquet"
+    p.write_bytes(b"this is not parquet at all" * 10)
+    with pytest.raises(DataError, match=r"broken\.parquet: cannot read it as Parquet: .*magic"):
+        load_experiment(p, make_schema())
+
+
+def test_truncated_parquet_error_names_the_file(tmp_path):
+    p = tmp_path / "cut.parquet"
+    pq.write_table(make_table(), p)
+    p.write_bytes(p.read_bytes()[:-20])
+    with pytest.raises(DataError, match=r"cut\.parquet: cannot read it as Parquet"):
+        read_table(p)
+
+
+# --- issue 13: fingerprints of the table a model was split from --------------------------
+
+
+def test_fingerprint_depends_on_ids_rows_and_order():
+    from hmum.data.validate import data_fingerprint
+
+    s = make_schema()
+    d = validate_table(make_table(n=30), s)
+    fp = data_fingerprint(d)
+    assert fp["rows"] == 30 and fp["key"] == "user_id" and len(fp["hash"]) == 32
+    assert data_fingerprint(validate_table(make_table(n=30), s)) == fp  # deterministic
+    assert data_fingerprint(d.take(np.arange(29))) != fp  # a subset
+    assert data_fingerprint(d.take(np.r_[1, 0, 2:30])) != fp  # same ids, other order
+    other = make_table(n=30, user_id=pa.array(np.arange(30) + 1))
+    assert data_fingerprint(validate_table(other, s))["hash"] != fp["hash"]
+    # without user ids the rows themselves are hashed: any changed value shows
+    no_id = make_schema(user_id=None)
+    fr = data_fingerprint(validate_table(make_table(n=30), no_id))
+    assert fr["key"] == "rows"
+    y = make_table(n=30).column("usage_time").to_numpy().copy()
+    y[17] += 1e-9
+    changed = validate_table(make_table(n=30, usage_time=pa.array(y)), no_id)
+    assert data_fingerprint(changed)["hash"] != fr["hash"]
+
+
+@pytest.mark.parametrize("user_id", [True, False])
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_file_fingerprint_streamed_equals_loaded(tmp_path, user_id, fmt):
+    from hmum.data.validate import data_fingerprint, file_fingerprint
+
+    s = make_schema(user_id="user_id" if user_id else None)
+    t = make_table(n=500, user_id=pa.array([f"u{i:04d}" for i in range(500)]))
+    p = tmp_path / f"d.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(t, p, row_group_size=70)
+    else:
+        t.to_pandas().to_csv(p, index=False)
+    whole = data_fingerprint(load_experiment(p, s))
+    assert whole["key"] == ("user_id" if user_id else "rows")
+    assert file_fingerprint(p, s, batch_rows=33) == whole
+    assert file_fingerprint(p, s) == whole

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,6 +40,18 @@ def _format_of(path: Path) -> str:
     )
 
 
+def delimiter_hint(path: Path, names: Sequence[str]) -> str:
+    """A hint when a CSV header read as one column looks separated by ';', tab or '|'."""
+    if len(names) != 1 or _format_of(path) != "csv":
+        return ""
+    for sep in (";", "\t", "|"):
+        if sep in names[0]:
+            return (f"; the header is one column {names[0][:60]!r}: the file looks "
+                    f"{sep!r}-separated, and hmum reads comma-separated CSV (convert it, e.g. "
+                    f"pandas.read_csv(path, sep={sep!r}).to_csv(new_path, index=False))")
+    return ""
+
+
 def _check_names(path: Path, names: Sequence[str], columns: Sequence[str] | None) -> None:
     dup = sorted(n for n, c in Counter(names).items() if c > 1)
     if dup:
@@ -48,7 +61,27 @@ def _check_names(path: Path, names: Sequence[str], columns: Sequence[str] | None
         if missing:
             raise DataError(
                 f"{path}: missing column(s) {missing}; the file has columns {list(names)}"
+                + delimiter_hint(path, names)
             )
+
+
+@contextmanager
+def _reading(path: Path):
+    """Re-raise pyarrow's read errors (which do not name the file) as DataError naming it."""
+    try:
+        yield
+    except (DataError, FileNotFoundError):
+        raise
+    except (pa.ArrowException, OSError) as e:
+        what = "CSV" if _format_of(path) == "csv" else "Parquet"
+        detail = " ".join(str(e).split())
+        hint = ""
+        if what == "CSV":
+            try:
+                hint = delimiter_hint(path, _csv_header(path))
+            except (pa.ArrowException, OSError):
+                pass
+        raise DataError(f"{path}: cannot read it as {what}: {detail}{hint}") from None
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -63,13 +96,14 @@ def column_names(path: str | Path) -> list[str]:
     if not p.exists():
         raise FileNotFoundError(f"data file not found: {p}")
     fmt = _format_of(p)
-    if fmt == "csv":
-        if p.stat().st_size == 0:
-            raise DataError(f"{p}: the file is empty (no header, no rows)")
-        return _csv_header(p)
-    if p.is_dir():
-        return list(pads.dataset(p, format="parquet").schema.names)
-    return list(pq.ParquetFile(p).schema_arrow.names)
+    with _reading(p):
+        if fmt == "csv":
+            if p.stat().st_size == 0:
+                raise DataError(f"{p}: the file is empty (no header, no rows)")
+            return _csv_header(p)
+        if p.is_dir():
+            return list(pads.dataset(p, format="parquet").schema.names)
+        return list(pq.ParquetFile(p).schema_arrow.names)
 
 
 def _csv_convert_options(columns: Sequence[str] | None) -> pacsv.ConvertOptions:
@@ -95,9 +129,10 @@ def iter_batches(
     _check_names(p, names, columns)
     fmt = _format_of(p)
     n_seen = 0
-    for t in _rechunk(_raw_pieces(p, fmt, columns), batch_rows):
-        n_seen += t.num_rows
-        yield t
+    with _reading(p):
+        for t in _rechunk(_raw_pieces(p, fmt, columns), batch_rows):
+            n_seen += t.num_rows
+            yield t
     if n_seen == 0:
         raise DataError(f"{p}: the file has a header but no rows")
 
@@ -152,10 +187,12 @@ def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pa.
     p = Path(path)
     names = column_names(p)
     _check_names(p, names, columns)
-    if _format_of(p) == "csv":
-        t = pacsv.read_csv(p, convert_options=_csv_convert_options(columns))
-    else:
-        t = pads.dataset(p, format="parquet").to_table(columns=list(columns) if columns else None)
+    with _reading(p):
+        if _format_of(p) == "csv":
+            t = pacsv.read_csv(p, convert_options=_csv_convert_options(columns))
+        else:
+            t = pads.dataset(p, format="parquet").to_table(
+                columns=list(columns) if columns else None)
     if t.num_rows == 0:
         raise DataError(f"{p}: the file has a header but no rows")
     return t
@@ -205,7 +242,8 @@ def row_group_pieces(path: str | Path) -> list[tuple[Path, int, int, int]]:
     pieces: list[tuple[Path, int, int, int]] = []
     start = 0
     for f in _parquet_files(p):
-        meta = pq.ParquetFile(f).metadata
+        with _reading(f):
+            meta = pq.ParquetFile(f).metadata
         for i in range(meta.num_row_groups):
             n = meta.row_group(i).num_rows
             if n:
@@ -234,4 +272,6 @@ def iter_shard(
     pieces = row_group_pieces(p)
     _check_names(p, column_names(p), columns)
     for f, i, start, _ in pieces[rank::world_size]:
-        yield start, pq.ParquetFile(f).read_row_group(i, columns=list(columns) if columns else None)
+        with _reading(f):
+            t = pq.ParquetFile(f).read_row_group(i, columns=list(columns) if columns else None)
+        yield start, t

@@ -20,7 +20,16 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hmum.errors import ConfigError, format_validation_error
 
 FeatureKind = Literal["categorical", "numeric"]
 ResponseKind = Literal["continuous", "count", "binary"]
@@ -145,5 +154,9 @@ class Schema(BaseModel):
         try:
             raw = json.loads(p.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"schema file {p} is not valid JSON: {e}") from e
-        return cls.model_validate(raw)
+            raise ConfigError(f"{p}: not valid JSON: {e}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            # one line naming the file and each field, not pydantic's multi-line dump
+            raise ConfigError(format_validation_error(e, source=str(p))) from None

@@ -94,3 +94,32 @@ def split_from_record(split: dict, arm: np.ndarray) -> list[np.ndarray]:
         part = hash_split(np.arange(len(arm)), fractions, seed)
         return [np.flatnonzero(part == i) for i in range(len(fractions))]
     raise ValueError(f"split rule must be 'stratified' or 'hash', got {rule!r}")
+
+
+# Fingerprints of a table's rows: which table a recorded split indexes into. A sum
+# over rows of a hash of (row digest, row index): order-sensitive (the split is by
+# position), and computable piece by piece (a streamed file, data-parallel shards).
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def combine_digests(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """One uint64 per row from per-column uint64 digests (each (N,)), order-sensitive."""
+    h = np.zeros(len(columns[0]), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j, c in enumerate(columns):
+            h = _splitmix64(h ^ (c + _GOLDEN * np.uint64(j + 1)))
+    return h
+
+
+def fingerprint_sums(digests: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(2,) uint64: sums (wrapping mod 2**64) over rows of two seeded hashes of
+    (digest (N,) uint64, global row index (N,)). Sums of pieces add up to the sum
+    of the whole, so a table may be fingerprinted in pieces."""
+    idx = np.asarray(index).astype(np.uint64)
+    out = np.zeros(2, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for s in range(2):
+            key = _splitmix64(np.array([s + 1], dtype=np.uint64))[0]
+            out[s] = _splitmix64(digests ^ _splitmix64(idx ^ key)).sum(dtype=np.uint64)
+    return out

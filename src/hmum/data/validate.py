@@ -17,6 +17,8 @@ import pyarrow.compute as pc
 
 from hmum.data.io import DataError
 from hmum.data.schema import ALL_TREATMENTS, Schema
+from hmum.data.split import combine_digests, fingerprint_sums
+from hmum.errors import option_name
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,20 @@ def _arm_column(col: pa.ChunkedArray, schema: Schema) -> np.ndarray:
     return a.astype(np.int64)
 
 
+#: the largest response a model can hold: training runs in float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_response(y: np.ndarray, spec, name: str) -> None:
+    if spec.kind == "count":
+        frac = y != np.round(y)
+        if frac.any():
+            raise DataError(
+                f"response {name!r}: expected whole numbers (kind 'count'), received "
+                f"fractional values {np.unique(y[frac])[:5].tolist()} in {int(frac.sum())} "
+                f"row(s) (rows {_first_rows(frac)}); declare it kind 'continuous' in the "
+                "schema if fractions are meant"
+            )
     if spec.kind == "binary":
         bad = (y != 0) & (y != 1)
         if bad.any():
@@ -184,8 +199,9 @@ def validate_table(
         table: N rows with (at least) the schema's columns.
         require_arm / require_responses: False for scoring data (features only).
         require_all_arms: every arm 0..K must have at least one row.
-        drop_invalid_responses: drop rows whose response is NaN/inf instead of
-            raising; the number dropped is returned in ``n_dropped`` and logged.
+        drop_invalid_responses: drop rows whose response is NaN/inf, or beyond the
+            float32 range (|y| > 3.4e38) models train in, instead of raising; the
+            number dropped is returned in ``n_dropped`` and logged.
 
     Raises:
         DataError: naming the column, the expected and the received values.
@@ -214,22 +230,38 @@ def validate_table(
         for r, spec in enumerate(schema.responses):
             y[:, r] = numeric_column(table.column(spec.name), spec.name)
         nonfinite = ~np.isfinite(y)
-        if nonfinite.any():
-            bad_rows = nonfinite.any(axis=1)
+        # finite in float64 but inf once a model casts it to float32 (the loss turns NaN)
+        huge = np.abs(np.where(nonfinite, 0.0, y)) > FLOAT32_MAX
+        invalid = nonfinite | huge
+        if invalid.any():
+            bad_rows = invalid.any(axis=1)
             if not drop_invalid_responses:
-                cols = [schema.response_names[r] for r in np.flatnonzero(nonfinite.any(axis=0))]
+                remedy = option_name("drop_invalid_responses", "drop_invalid_responses=True")
+                if nonfinite.any():
+                    cols = [schema.response_names[r]
+                            for r in np.flatnonzero(nonfinite.any(axis=0))]
+                    rows = nonfinite.any(axis=1)
+                    raise DataError(
+                        f"response column(s) {cols}: expected finite numbers, received NaN, "
+                        f"inf or missing values in {int(rows.sum())} row(s) (rows "
+                        f"{_first_rows(rows)}); pass {remedy} to drop them"
+                    )
+                cols = [schema.response_names[r] for r in np.flatnonzero(huge.any(axis=0))]
+                rows = huge.any(axis=1)
                 raise DataError(
-                    f"response column(s) {cols}: expected finite numbers, received NaN, inf or "
-                    f"missing values in {int(bad_rows.sum())} row(s) (rows "
-                    f"{_first_rows(bad_rows)}); pass drop_invalid_responses to drop them"
+                    f"response column(s) {cols}: expected |value| <= {FLOAT32_MAX:.4g} (the "
+                    f"float32 range models train in), received values up to "
+                    f"{np.abs(y[huge]).max():.4g} in {int(rows.sum())} row(s) (rows "
+                    f"{_first_rows(rows)}); pass {remedy} to drop them"
                 )
             keep = np.flatnonzero(~bad_rows)
             n_dropped = int(bad_rows.sum())
-            log.warning("%s: dropped %d row(s) with NaN/inf responses", source, n_dropped)
+            log.warning("%s: dropped %d row(s) with NaN/inf or out-of-float32-range responses",
+                        source, n_dropped)
             table = table.take(pa.array(keep))
             y = y[keep]
             if table.num_rows == 0:
-                raise DataError(f"{source}: every row has a NaN/inf response")
+                raise DataError(f"{source}: every row has a NaN/inf or out-of-range response")
         for r, spec in enumerate(schema.responses):
             _check_response(y[:, r], spec, spec.name)
 
@@ -300,9 +332,15 @@ def load_experiment(path, schema: Schema, **kwargs) -> ExperimentData:
     Only the columns the schema needs are read; keyword arguments go to
     ``validate_table``.
     """
-    from hmum.data.io import column_names, read_table
+    from pathlib import Path
+
+    from hmum.data.io import column_names, delimiter_hint, read_table
 
     names = column_names(path)
+    hint = delimiter_hint(Path(path), names)
+    missing = [c for c in schema.feature_names if c not in names]
+    if hint and missing:  # one column holding the whole header: say why columns are missing
+        raise DataError(f"{path}: missing column(s) {missing}{hint}")
     wanted = [c for c in schema.input_columns() if c in names]
     wanted += [c for c in schema.ground_truth_columns().values() if c in names]
     if "propensity" in names:
@@ -329,3 +367,84 @@ def check_fit_data(d: ExperimentData, schema: Schema, name: str) -> None:
             f"{d.schema.response_names}) does not match the estimator's (arms "
             f"{schema.arms}, responses {schema.response_names})"
         )
+
+
+# --------------------------------------------------------------------------------------
+# Fingerprints: which table a model was split from (see hmum.data.split)
+# --------------------------------------------------------------------------------------
+
+
+def _digest(values) -> np.ndarray:
+    """(N,) uint64 hash of each value of a column (numpy or pyarrow), vectorized.
+
+    A value hashes the same whatever array it came in: an integral float (an int
+    column with nulls reads as float) hashes as the integer, so a column read in
+    chunks gives the same hashes as read whole.
+    """
+    from pandas.util import hash_array
+
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
+        values = values.to_numpy(zero_copy_only=False)
+    a = np.asarray(values)
+    if a.dtype.kind in "iub":
+        return hash_array(a.astype(np.int64), categorize=False)
+    if a.dtype.kind != "f":
+        return hash_array(a, categorize=False)
+    a = a.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        integral = np.isfinite(a) & (a == np.round(a)) & (np.abs(a) < 2.0**63)
+    as_int = hash_array(np.where(integral, a, 0.0).astype(np.int64), categorize=False)
+    return np.where(integral, as_int, hash_array(a, categorize=False))
+
+
+def row_digests(d: ExperimentData) -> tuple[str, np.ndarray]:
+    """What identifies each row of ``d``, hashed: ("user_id", (N,) uint64 hashes of the
+    user ids) when ``d`` has user ids, else ("rows", (N,) uint64 hashes of each row's
+    features, arm and responses)."""
+    if d.user_id is not None:
+        return "user_id", _digest(d.user_id)
+    cols = [_digest(d.features.column(name)) for name in d.schema.feature_names]
+    if d.arm is not None:
+        cols.append(_digest(d.arm))
+    if d.y is not None:
+        cols += [_digest(d.y[:, r]) for r in range(d.y.shape[1])]
+    return "rows", combine_digests(cols)
+
+
+def _fingerprint(rows: int, key: str, sums: np.ndarray) -> dict:
+    return {"rows": int(rows), "key": key, "hash": f"{int(sums[0]):016x}{int(sums[1]):016x}"}
+
+
+def data_fingerprint(d: ExperimentData) -> dict:
+    """{"rows": N, "key": "user_id" | "rows", "hash": 32 hex digits} of the rows of
+    ``d`` in their order: two tables get the same fingerprint only when they hold
+    the same ids (or rows) in the same order. Cheap: vectorized hashes, one pass."""
+    key, digests = row_digests(d)
+    return _fingerprint(len(d), key, fingerprint_sums(digests, np.arange(len(d))))
+
+
+def file_fingerprint(path, schema: Schema, *, batch_rows: int = 1_000_000) -> dict:
+    """``data_fingerprint(load_experiment(path, schema))``, streamed in chunks of
+    ``batch_rows`` rows (only the user id column is read when there is one)."""
+    from hmum.data.io import column_names, iter_batches
+
+    names = column_names(path)
+    by_id = bool(schema.user_id) and schema.user_id in names
+    cols = ([schema.user_id] if by_id else
+            [*schema.feature_names, schema.arm_column, *schema.response_names])
+    plain = schema.model_copy(update={"ground_truth": False, "user_id": None})
+    sums, start = np.zeros(2, dtype=np.uint64), 0
+    for t in iter_batches(path, columns=cols, batch_rows=batch_rows):
+        if by_id:
+            digests = _digest(t.column(schema.user_id))
+        else:
+            part = validate_table(t, plain, require_all_arms=False, source=str(path))
+            digests = row_digests(part)[1]
+        with np.errstate(over="ignore"):
+            sums += fingerprint_sums(digests, np.arange(start, start + t.num_rows))
+        start += t.num_rows
+    return _fingerprint(start, "user_id" if by_id else "rows", sums)
