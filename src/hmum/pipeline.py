@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hmum.data.io import DataError
 from hmum.data.split import split_from_record, split_indices
-from hmum.data.validate import ExperimentData
+from hmum.data.validate import ExperimentData, data_fingerprint
+from hmum.errors import option_name
 from hmum.training.estimator import HUMEstimator, NeuralUpliftEstimator
 
 #: the 8:1:1 split of the paper (§5.1.1), stratified by arm
@@ -42,6 +44,46 @@ def held_out_indices(est, arm: np.ndarray, seed: int = 0) -> np.ndarray:
     if split and len(split["fractions"]) == 3:
         return split_from_record(split, arm)[2]
     return test_indices(arm, seed)
+
+
+def _fingerprint_text(fp: dict) -> str:
+    return f"{fp['rows']:,} rows, {fp['key']} hash {fp['hash'][:12]}"
+
+
+def held_out_rows(est, data: ExperimentData, *, source: str = "data") -> np.ndarray:
+    """Indices of the test rows the model held out of ``data`` (N rows), refusing any
+    other table.
+
+    ``data`` must be the table the model was split from: the model's artifact
+    records the split rule and seed (``split_``) and a fingerprint of that table
+    (``data_fingerprint_``: row count and a hash of the user ids, or of the rows).
+    On a subset or superset of it, or another file, the same rule picks training
+    rows as "test" rows, so this raises DataError instead; so it does for a model
+    that records no split (trained on every row, or with a separate validation
+    file) or no fingerprint (an artifact written before fingerprints were kept).
+    ``source`` names ``data`` in messages (the CLI passes its flag and path).
+    """
+    flag = option_name("test_split", "held_out_rows")
+    split = getattr(est, "split_", None)
+    if not split or len(split.get("fractions", ())) != 3:
+        raise DataError(
+            f"{flag}: the model records no held-out test rows (trained on every row of its "
+            f"data, or with a separate validation file); evaluate it on a separate test file "
+            f"without {flag}")
+    recorded = getattr(est, "data_fingerprint_", None)
+    if not recorded:
+        raise DataError(
+            f"{flag}: the model records its split but no fingerprint of the table it split "
+            f"(an artifact written before fingerprints were kept), so {source} cannot be "
+            f"checked to be that table; retrain it, or evaluate on a separate test file "
+            f"without {flag}")
+    got = data_fingerprint(data)
+    if got != recorded:
+        raise DataError(
+            f"{flag}: {source} is not the table the model was split from ({_fingerprint_text(got)}"
+            f"; the model's: {_fingerprint_text(recorded)}), so its test rows would include "
+            f"training rows; pass the training file, or evaluate on another file without {flag}")
+    return split_from_record(split, data.arm)[2]
 
 
 def train_hum(
@@ -73,6 +115,7 @@ def train_hum(
     est.fit(tr, va, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
     if split and valid is None:
         est.split_ = {"rule": "stratified", "fractions": list(SPLIT), "seed": seed}
+        est.data_fingerprint_ = data_fingerprint(data)
     return est, info
 
 
@@ -81,16 +124,28 @@ def train_hum(
 # --------------------------------------------------------------------------------------
 
 
-def evaluate_estimator(est: NeuralUpliftEstimator, data: ExperimentData) -> dict:
+def evaluate_estimator(
+    est: NeuralUpliftEstimator, data: ExperimentData, *, levels: bool = False
+) -> dict:
     """Metrics of one model on ``data``.
 
     Returns {"table": uplift table (K*R rows), "truth": ground-truth table or None,
-    "tau_hat": (N, K, R)}.
+    "tau_hat": (N, K, R), "levels": level table ((K+1)*R rows,
+    ``hmum.metrics.levels.level_table``) or None}. With ``levels`` the uplift is
+    taken from the one ``predict_outcomes`` call (y_hat[:, 1:] - y_hat[:, :1]).
     """
     from hmum.metrics import ground_truth_table, uplift_table
+    from hmum.metrics.levels import level_table
 
     s = data.schema
-    tau_hat = est.predict_uplift(data).astype(np.float64)
+    level = None
+    if levels:
+        y_hat = np.asarray(est.predict_outcomes(data), dtype=np.float64)
+        tau_hat = y_hat[:, 1:] - y_hat[:, :1]
+        level = level_table(data.y, data.arm, y_hat, arm_names=s.arms,
+                            response_names=s.response_names)
+    else:
+        tau_hat = est.predict_uplift(data).astype(np.float64)
     kinds = [r.kind for r in s.responses]
     names = {"kind": kinds, "response_names": s.response_names, "treatment_names": s.arms[1:]}
     table = uplift_table(data.y, tau_hat, data.arm, **names)
@@ -99,7 +154,7 @@ def evaluate_estimator(est: NeuralUpliftEstimator, data: ExperimentData) -> dict
         truth = ground_truth_table(data.y, data.tau, tau_hat, data.arm, **names)[
             ["treatment", "response", "pehe", "ate_error", "oracle_qini", "oracle_auuc"]
         ]
-    return {"table": table, "truth": truth, "tau_hat": tau_hat}
+    return {"table": table, "truth": truth, "tau_hat": tau_hat, "levels": level}
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
@@ -125,18 +180,21 @@ def evaluate_models(
     """Evaluate several models on the same rows; write tables, curves and report.md.
 
     Returns {"tables": {name: uplift table}, "truth": {name: ground-truth table},
+    "levels": {name: level table (mean prediction vs observed mean per arm)},
     "report": path of report.md}.
     """
+    from hmum.metrics.levels import Z_FLAG
     from hmum.metrics.plots import save_curve_plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     s = data.schema
-    tables, truths, images = {}, {}, {}
+    tables, truths, levels, images = {}, {}, {}, {}
     for name, est in models.items():
-        res = evaluate_estimator(est, data)
-        tables[name], truths[name] = res["table"], res["truth"]
+        res = evaluate_estimator(est, data, levels=True)
+        tables[name], truths[name], levels[name] = res["table"], res["truth"], res["levels"]
         res["table"].to_csv(out / f"{name}_uplift.csv", index=False)
+        res["levels"].to_csv(out / f"{name}_levels.csv", index=False)
         if res["truth"] is not None:
             res["truth"].to_csv(out / f"{name}_ground_truth.csv", index=False)
         if plots:
@@ -159,6 +217,11 @@ def evaluate_models(
     for name in models:
         lines += [f"## {name}", "", "### Normalized Qini and AUUC per (treatment, response)", "",
                   markdown_table(tables[name]), ""]
+        lines += ["### Levels: mean prediction against observed mean, per arm", "",
+                  "On the rows that received each arm: the model's mean prediction for that "
+                  "arm, the observed mean and its standard error (SE); gap = predicted - "
+                  f"observed, flagged beyond {Z_FLAG:g} SE (more than sampling error explains).",
+                  "", markdown_table(levels[name]), ""]
         if truths[name] is not None:
             lines += ["### Ground truth (simulated data)", "",
                       "PEHE: root mean squared error of the uplift; ATE error: mean "
@@ -173,8 +236,9 @@ def evaluate_models(
         "tables": {k: v.to_dict(orient="records") for k, v in tables.items()},
         "truth": {k: (v.to_dict(orient="records") if v is not None else None)
                   for k, v in truths.items()},
+        "levels": {k: v.to_dict(orient="records") for k, v in levels.items()},
     }, indent=2, default=float))
-    return {"tables": tables, "truth": truths, "report": report}
+    return {"tables": tables, "truth": truths, "levels": levels, "report": report}
 
 
 # --------------------------------------------------------------------------------------
@@ -209,6 +273,9 @@ def run_demo(
     say(f"simulated {users:,} users in {time.perf_counter() - t0:.1f}s -> {sim.users_path}")
     data = load_experiment(sim.users_path, sim.schema)
     train, valid, test = split_data(data, seed)
+    # recorded in each artifact: `hmum evaluate --test-split` on users.parquet finds `test`
+    split_record = {"rule": "stratified", "fractions": list(SPLIT), "seed": seed}
+    fingerprint = data_fingerprint(data)
     trainer = {"max_epochs": epochs, "seed": seed, "num_threads": threads}
     models = {}
     for name, kl in (("HUM", 1.0), ("HUM_wo_KL", 0.0)):
@@ -216,6 +283,7 @@ def run_demo(
         say(f"training {name} on {len(train):,} rows (valid {len(valid):,})")
         est, _ = train_hum(train, valid, kl_weight=kl, trainer=trainer, split=False,
                            progress=console is not None)
+        est.split_, est.data_fingerprint_ = split_record, fingerprint
         est.save(out / "models" / name)
         h = est.history_
         say(f"{name}: best epoch {h.best_epoch}, valid loss {h.best_valid_loss:.4f}, "

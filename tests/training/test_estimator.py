@@ -170,3 +170,134 @@ def test_held_out_split_is_recorded_in_the_artifact(tmp_path):
     assert back.split_ == est.split_
     # evaluate --test-split uses the recorded seed, whatever --seed says
     np.testing.assert_array_equal(held_out_indices(back, d.arm, seed=0), test_indices(d.arm, 4))
+    # ... and the fingerprint of the table it split (no user ids here: a hash of the rows)
+    assert back.data_fingerprint_ == est.data_fingerprint_
+    assert est.data_fingerprint_["rows"] == 300 and est.data_fingerprint_["key"] == "rows"
+
+
+def _rewrite(artifact, name, payload):
+    """Replace one JSON file of an artifact and its manifest sum (a consistent forgery)."""
+    from hmum.training.artifacts import sha256_file
+
+    (artifact / name).write_text(json.dumps(payload))
+    m = json.loads((artifact / "manifest.json").read_text())
+    m["files"][name] = sha256_file(artifact / name)
+    (artifact / "manifest.json").write_text(json.dumps(m))
+
+
+def test_held_out_rows_refuse_a_table_the_model_was_not_split_from(tmp_path):
+    """Issue 13 #3: on a subset (or superset) of the training file the recorded rule
+    picks training rows as "test" rows; held_out_rows refuses such a table."""
+    from hmum.data.io import DataError
+    from hmum.data.split import split_from_record
+    from hmum.pipeline import held_out_rows, train_hum
+
+    d = make_experiment(n=2000, K=2, R=1)
+    est, _ = train_hum(d, trainer={"max_epochs": 1, "batch_size": 512, "seed": 3})
+    est.save(tmp_path / "m")
+    back = load_estimator(tmp_path / "m")
+    np.testing.assert_array_equal(held_out_rows(back, d),
+                                  split_from_record(est.split_, d.arm)[2])
+    # the failure: the first 1,000 rows, split by the same rule, give mostly training rows
+    sub = d.take(np.arange(1000))
+    train_rows = set(split_from_record(est.split_, d.arm)[0].tolist())
+    leaked = set(split_from_record(est.split_, sub.arm)[2].tolist()) & train_rows
+    assert len(leaked) > 50
+    with pytest.raises(DataError, match=r"held_out_rows: data is not the table the model was "
+                                        r"split from \(1,000 rows, rows hash [0-9a-f]{12}; the "
+                                        r"model's: 2,000 rows, rows hash [0-9a-f]{12}\)"):
+        held_out_rows(back, sub)
+    sup = d.take(np.r_[np.arange(2000), np.arange(100)])
+    with pytest.raises(DataError, match=r"2,100 rows"):
+        held_out_rows(back, sup)
+    # same rows, one response changed: another table
+    changed = d.take(np.arange(2000))
+    changed.y = changed.y.copy()
+    changed.y[5, 0] += 1.0
+    with pytest.raises(DataError, match="is not the table the model was split from"):
+        held_out_rows(back, changed)
+
+
+def test_held_out_rows_refuse_models_without_a_record(tmp_path, fitted, data):
+    from hmum.data.io import DataError
+    from hmum.pipeline import held_out_rows
+
+    with pytest.raises(DataError, match="the model records no held-out test rows"):
+        held_out_rows(fitted, data)
+    # an artifact written before fingerprints were kept: refused, not guessed
+    fitted.split_ = {"rule": "stratified", "fractions": [0.8, 0.1, 0.1], "seed": 0}
+    try:
+        fitted.save(tmp_path / "old")
+    finally:
+        del fitted.split_
+    with pytest.raises(DataError, match="records its split but no fingerprint"):
+        held_out_rows(load_estimator(tmp_path / "old"), data)
+
+
+def test_refit_forgets_the_old_split_record(data):
+    from hmum.pipeline import train_hum
+
+    est, _ = train_hum(data, model=SMALL, trainer={"max_epochs": 1, "batch_size": 512})
+    assert est.data_fingerprint_ is not None
+    est.fit(data.take(np.arange(900)))
+    assert not hasattr(est, "split_") and not hasattr(est, "data_fingerprint_")
+
+
+def test_encoder_of_another_schema_refused_at_load(tmp_path, fitted):
+    fitted.save(tmp_path / "m")
+    enc = json.loads((tmp_path / "m" / "encoder.json").read_text())
+    enc["fields"] = enc["fields"][:1]  # an encoder fitted for a one-field schema
+    _rewrite(tmp_path / "m", "encoder.json", enc)
+    with pytest.raises(ArtifactError, match=r"m: encoder.json encodes 1 field\(s\) \['seg "
+                                            r"\(categorical\)'\], schema.json has 2 feature\(s\) "
+                                            r".*the encoder belongs to another schema"):
+        load_estimator(tmp_path / "m")
+
+
+def test_encoder_with_other_vocabulary_refused_at_load(tmp_path, fitted):
+    fitted.save(tmp_path / "m")
+    enc = json.loads((tmp_path / "m" / "encoder.json").read_text())
+    enc["vocab"]["seg"] = enc["vocab"]["seg"] + ["extra"]
+    _rewrite(tmp_path / "m", "encoder.json", enc)
+    with pytest.raises(ArtifactError, match=r"encoder.json gives field sizes .* config.json"):
+        load_estimator(tmp_path / "m")
+
+
+def test_artifact_schema_errors_are_one_line(tmp_path, fitted):
+    fitted.save(tmp_path / "m")
+    sch = json.loads((tmp_path / "m" / "schema.json").read_text())
+    sch["responses"][0]["kind"] = "continous"
+    _rewrite(tmp_path / "m", "schema.json", sch)
+    with pytest.raises(ArtifactError, match=r"m: schema.json: responses\[0\].kind: expected "
+                                            r"one of continuous, count, binary, got 'continous'$"):
+        load_estimator(tmp_path / "m")
+
+
+def test_save_never_replaces_a_folder_that_is_not_an_artifact(tmp_path, fitted):
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "thesis.tex").write_text("precious")
+    with pytest.raises(ArtifactError, match="a folder that is not an hmum artifact"):
+        fitted.save(keep)
+    assert (keep / "thesis.tex").read_text() == "precious"
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ArtifactError, match="expected a folder for the model artifact, got a file"):
+        fitted.save(tmp_path / "f")
+    fitted.save(tmp_path / "m")
+    fitted.save(tmp_path / "m")  # an artifact is replaced
+    assert (tmp_path / "m" / "manifest.json").is_file()
+
+
+def test_weights_of_another_model_refused_at_load(tmp_path, fitted, data):
+    from hmum.training.artifacts import sha256_file
+
+    fitted.save(tmp_path / "m")
+    fit(data, epochs=1, embed_dim=4).save(tmp_path / "other")
+    w = tmp_path / "m" / "weights.safetensors"
+    w.write_bytes((tmp_path / "other" / "weights.safetensors").read_bytes())
+    m = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    m["files"]["weights.safetensors"] = sha256_file(w)
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="weights.safetensors does not fit the model "
+                                            "config.json describes: .*size mismatch"):
+        load_estimator(tmp_path / "m")

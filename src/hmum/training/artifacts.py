@@ -18,12 +18,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import hmum
+from hmum.errors import HmumError
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(HmumError, RuntimeError):
     """An artifact folder that is missing, partial, tampered or of the wrong kind."""
 
 
@@ -38,8 +39,18 @@ def sha256_file(path: Path) -> str:
 def write_artifact(
     out_dir: str | Path, *, json_files: dict[str, dict], tensors: dict[str, torch.Tensor]
 ) -> Path:
-    """Write ``name.json`` for each entry of json_files, the weights and the manifest."""
+    """Write ``name.json`` for each entry of json_files, the weights and the manifest.
+
+    An existing artifact at ``out_dir`` is replaced; an existing file, or a folder
+    holding anything but an artifact, is refused (ArtifactError) before any write.
+    """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out}: expected a folder for the model artifact, got a file")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        # never rmtree a folder we did not write (a typo'd --out could be a home folder)
+        raise ArtifactError(f"{out}: a folder that is not an hmum artifact (no {MANIFEST}); "
+                            "refusing to replace it")
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -73,7 +73,7 @@ from hmum.data.encoder import EncoderConfig, FeatureEncoder
 from hmum.data.io import DataError, column_names, iter_shard, row_group_pieces
 from hmum.data.schema import Schema
 from hmum.data.split import _MASK64, hash_split, hash_uniform
-from hmum.data.validate import validate_table
+from hmum.data.validate import file_fingerprint, validate_table
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -616,6 +616,7 @@ def train_worker(job: DistributedJob):
         if job.valid_data is None and len(job.fractions) == 3:
             est.split_ = {"rule": "hash", "fractions": list(job.fractions),
                           "seed": trainer_cfg.seed}
+            est.data_fingerprint_ = file_fingerprint(job.data, schema) if ctx.is_main else None
         if ctx.is_main and job.out is not None:
             est.save(job.out)
         ctx.barrier()  # the artifact exists before any worker returns

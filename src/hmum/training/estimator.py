@@ -18,12 +18,13 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from hmum.data.encoder import EncoderConfig, FeatureEncoder
 from hmum.data.schema import Schema
 from hmum.data.split import split_indices
 from hmum.data.validate import ExperimentData, check_fit_data, validate_table
+from hmum.errors import format_validation_error
 from hmum.models.hum import HUM, HUMConfig
 from hmum.training.artifacts import ArtifactError, read_artifact, write_artifact
 from hmum.training.losses import hum_loss
@@ -122,6 +123,9 @@ class NeuralUpliftEstimator:
         self._check_schema()
         model_cfg, trainer_cfg, enc_cfg = self._configs()
         check_fit_data(train, self.schema, "train")
+        # a refit forgets which table an earlier fit was split from (train_hum records it)
+        for stale in ("split_", "data_fingerprint_"):
+            self.__dict__.pop(stale, None)
         if valid is None:
             tr, va = split_indices(train.arm, (0.9, 0.1), seed=trainer_cfg.seed)
             train, valid = train.take(tr), train.take(va)
@@ -253,6 +257,9 @@ class NeuralUpliftEstimator:
             "links": [r.link for r in self.schema.responses],
             # which rows were held out (hmum.data.split.split_from_record), when known
             "split": getattr(self, "split_", None),
+            # the table that split indexes into (hmum.data.validate.data_fingerprint):
+            # --test-split refuses any other table
+            "data_fingerprint": getattr(self, "data_fingerprint_", None),
         }
         return write_artifact(
             path,
@@ -267,8 +274,18 @@ class NeuralUpliftEstimator:
 
     @classmethod
     def _from_artifact(cls, jsons: dict, weights: dict) -> NeuralUpliftEstimator:
+        """The estimator of an artifact's parts; ArtifactError (naming the file inside
+        the artifact) when they do not belong together."""
         config = jsons["config"]
-        schema = Schema.model_validate(jsons["schema"])
+        try:
+            schema = Schema.model_validate(jsons["schema"])
+        except ValidationError as e:
+            raise ArtifactError(format_validation_error(e, source="schema.json")) from None
+        try:
+            encoder = FeatureEncoder.from_dict(jsons["encoder"])
+        except (ValueError, ValidationError) as e:
+            raise ArtifactError(f"encoder.json: {e}") from None
+        _check_encoder(encoder, schema, config)
         est = cls(schema, model=config["model"], trainer=config["trainer"])
         model_cfg, trainer_cfg, _ = est._configs()
         module = est._build(
@@ -278,14 +295,42 @@ class NeuralUpliftEstimator:
             weights["y_std"],
             model_cfg,
         )
-        module.load_state_dict(weights)
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as e:
+            detail = " ".join(str(e).split())[:300]
+            raise ArtifactError(f"weights.safetensors does not fit the model config.json "
+                                f"describes: {detail}") from None
         module.eval()
-        est.encoder_ = FeatureEncoder.from_dict(jsons["encoder"])
+        est.encoder_ = encoder
         est.module_, est.model_config_, est.trainer_config_ = module, model_cfg, trainer_cfg
         est.history_ = TrainingHistory.model_validate(jsons.get("history", {}))
         if config.get("split"):
             est.split_ = config["split"]
+        if config.get("data_fingerprint"):
+            est.data_fingerprint_ = config["data_fingerprint"]
         return est
+
+
+def _check_encoder(encoder: FeatureEncoder, schema: Schema, config: dict) -> None:
+    """encoder.json must encode schema.json's F fields, with config.json's cardinalities."""
+    enc = [(f.name, f.kind) for f in encoder.fields]
+    sch = [(f.name, f.kind) for f in schema.features]
+    if enc != sch:
+        raise ArtifactError(
+            f"encoder.json encodes {len(enc)} field(s) {[f'{n} ({k})' for n, k in enc]}, "
+            f"schema.json has {len(sch)} feature(s) {[f'{n} ({k})' for n, k in sch]}: the "
+            "encoder belongs to another schema"
+        )
+    try:
+        cards = encoder.cardinalities
+    except (KeyError, TypeError) as e:
+        raise ArtifactError(f"encoder.json: no bins or vocabulary for field {e}") from None
+    if cards != list(config.get("cardinalities", [])):
+        raise ArtifactError(
+            f"encoder.json gives field sizes {cards}, config.json {config.get('cardinalities')}:"
+            " the encoder belongs to another model"
+        )
 
 
 def load_estimator(path: str | Path) -> NeuralUpliftEstimator:
@@ -298,7 +343,12 @@ def load_estimator(path: str | Path) -> NeuralUpliftEstimator:
     mtype = jsons["config"].get("model_type")
     if mtype not in registry:
         raise ArtifactError(f"{path}: unknown model_type {mtype!r}; known: {sorted(registry)}")
-    return registry[mtype]._from_artifact(jsons, weights)
+    try:
+        return registry[mtype]._from_artifact(jsons, weights)
+    except ArtifactError as e:
+        raise ArtifactError(f"{path}: {e}") from None
+    except KeyError as e:
+        raise ArtifactError(f"{path}: config.json or weights lack the entry {e}") from None
 
 
 @register
