@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated
@@ -11,18 +12,36 @@ import typer
 from rich.table import Table
 
 from hmum import cli_bench
-from hmum.cli_common import console
+from hmum.cli_common import (
+    HmumGroup,
+    check_out_artifact,
+    check_out_folder,
+    console,
+    validated,
+)
 from hmum.cli_common import fail as _fail
 from hmum.cli_ddm import decide, policy_eval, strategy_rich_table, train_value_weights
 from hmum.cli_service import serve
 from hmum.cli_serving import score, store_app
+from hmum.errors import cli_flags
 
 app = typer.Typer(
+    cls=HmumGroup,  # the CLI's one error boundary (hmum.cli_common)
     help="hmum: heterogeneous multi-treatment, multi-response uplift modeling (HMUM).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 
+#: TrainerConfig field -> the flag that sets it (messages name the flag)
+TRAINER_FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+                 "seed": "--seed", "num_threads": "--threads", "device": "--device"}
+SIMULATOR_FLAGS = {"n_users": "--users", "n_treatments": "--treatments",
+                   "n_responses": "--responses", "seed": "--seed",
+                   "effect_scale": "--effect-scale", "confounded": "--confounded",
+                   "n_requests": "--requests", "n_candidates": "--candidates"}
+#: Python parameters whose messages name these flags instead (hmum.errors.option_name)
+DATA_FLAGS = {"drop_invalid_responses": "--drop-invalid-responses",
+              "test_split": "--test-split"}
 
 
 # --------------------------------------------------------------------------------------
@@ -67,20 +86,17 @@ def simulate(
     candidates: Annotated[int, typer.Option(help="L candidates per request")] = 100,
 ) -> None:
     """Simulate a short-video A/B experiment with ground truth and request logs."""
-    from pydantic import ValidationError
     from rich.progress import Progress
 
     from hmum.data.simulator import SimulatorConfig
     from hmum.data.simulator import simulate as run_simulation
 
-    try:
-        cfg = SimulatorConfig(
-            n_users=users, n_treatments=treatments, n_responses=responses, seed=seed,
-            effect_scale=effect_scale, confounded=confounded, n_requests=requests,
-            n_candidates=candidates,
-        )
-    except ValidationError as e:
-        _fail(str(e))
+    check_out_folder(out, "--out")
+    cfg = validated(
+        SimulatorConfig, SIMULATOR_FLAGS, n_users=users, n_treatments=treatments,
+        n_responses=responses, seed=seed, effect_scale=effect_scale, confounded=confounded,
+        n_requests=requests, n_candidates=candidates,
+    )
     t0 = time.perf_counter()
     with Progress(console=console, transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -101,19 +117,33 @@ def simulate(
 # --------------------------------------------------------------------------------------
 
 
-def _load(data: Path, schema: Path | None):
-    from hmum.data.io import DataError
+def _schema_path(data: Path, schema: Path | None) -> Path:
+    path = schema or data.parent / "schema.json"
+    if not path.is_file():
+        _fail(f"--schema: schema not found at {path} (default: schema.json beside --data); "
+              "pass --schema")
+    return path
+
+
+def _load(data: Path, schema_path: Path, flag: str = "--data", **kwargs):
     from hmum.data.schema import Schema
     from hmum.data.validate import load_experiment
 
-    schema_path = schema or data.parent / "schema.json"
-    if not schema_path.is_file():
-        _fail(f"schema not found at {schema_path}; pass --schema")
-    try:
-        s = Schema.from_json(schema_path)
-        return s, load_experiment(data, s)
-    except (DataError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+    if not data.exists():
+        _fail(f"{flag}: data file not found: {data}")
+    s = Schema.from_json(schema_path)
+    with cli_flags(**DATA_FLAGS):
+        return s, load_experiment(data, s, **kwargs)
+
+
+def _check_device(device: str) -> None:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        _fail(f"--device: expected cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail(f"--device {device}: no CUDA device is available to torch here")
 
 
 @app.command()
@@ -137,6 +167,10 @@ def train(
         "(hmum.training.distributed). Leave unset under torchrun", min=1)] = None,
     device: Annotated[str, typer.Option(
         help="cpu or cuda; distributed: gloo on cpu, NCCL on cuda (one GPU per worker)")] = "cpu",
+    drop_invalid_responses: Annotated[bool, typer.Option(
+        help="drop rows whose response is NaN, inf, missing or beyond float32 (default: "
+             "error); the number dropped is printed")] = False,
+    force: Annotated[bool, typer.Option(help="replace an existing model at --out")] = False,
 ) -> None:
     """Train HUM on experiment data and write a model artifact.
 
@@ -145,18 +179,33 @@ def train(
     """
     import os
 
+    from hmum.models.hum import HUMConfig
     from hmum.training import distributed as hd
+    from hmum.training.trainer import TrainerConfig
 
+    # every option and output path is checked before any row is read or step taken
+    check_out_artifact(out, "--out", force)
+    if checkpoint_dir is not None:
+        check_out_folder(checkpoint_dir, "--checkpoint-dir")
+    if resume and checkpoint_dir is None:
+        _fail("--resume: needs --checkpoint-dir (the folder to resume from)")
+    if valid_data is not None and not valid_data.exists():
+        _fail(f"--valid-data: data file not found: {valid_data}")
     trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                "num_threads": threads, "device": device}
+    validated(TrainerConfig, TRAINER_FLAGS, **trainer)
+    validated(HUMConfig, {"kl_weight": "--kl-weight"}, kl_weight=kl_weight)
+    _check_device(device)
+    schema_path = _schema_path(data, schema)
     if nproc is not None or hd.launched_by_torchrun():
-        from hmum.data.io import DataError
         from hmum.data.schema import Schema
         from hmum.pipeline import SPLIT
 
-        schema_path = schema or data.parent / "schema.json"
-        if not schema_path.is_file():
-            _fail(f"schema not found at {schema_path}; pass --schema")
+        if drop_invalid_responses:
+            _fail("--drop-invalid-responses: not supported with data-parallel training "
+                  "(--nproc, torchrun); clean the file first")
+        if not data.exists():
+            _fail(f"--data: data file not found: {data}")
         try:
             job = hd.DistributedJob(
                 data=data, data_schema=Schema.from_json(schema_path).model_dump(), out=out,
@@ -166,7 +215,7 @@ def train(
                 device=device, checkpoint_dir=checkpoint_dir, resume=resume, progress=True,
             )
             est = hd.run(job, nproc)
-        except (DataError, FileNotFoundError, ValueError, hd.DistributedError) as e:
+        except hd.DistributedError as e:
             _fail(str(e))
         if os.environ.get("RANK", "0") == "0":
             h = est.history_
@@ -177,8 +226,13 @@ def train(
 
     from hmum.pipeline import train_hum
 
-    s, d = _load(data, schema)
-    valid = _load(valid_data, schema or data.parent / "schema.json")[1] if valid_data else None
+    s, d = _load(data, schema_path, drop_invalid_responses=drop_invalid_responses)
+    valid = (_load(valid_data, schema_path, "--valid-data",
+                   drop_invalid_responses=drop_invalid_responses)[1] if valid_data else None)
+    for name, part in (("--data", d), ("--valid-data", valid)):
+        if part is not None and part.n_dropped:
+            console.print(f"{name}: dropped {part.n_dropped:,} row(s) with invalid responses "
+                          "(--drop-invalid-responses)")
     est, split_info = train_hum(
         d, valid, kl_weight=kl_weight, trainer=trainer, split=split,
         checkpoint_dir=checkpoint_dir, resume=resume, progress=True,
@@ -197,26 +251,31 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/eval"),
     test_split: Annotated[bool, typer.Option(
         help="evaluate on the test rows that train held out of --data (the split recorded "
-        "in the model; else the seeded stratified 8:1:1 test part)"
+        "in the model; --data must be the very table the model was trained from)"
     )] = False,
-    seed: Annotated[int, typer.Option(help="seed of that split when the model has none")] = 0,
+    drop_invalid_responses: Annotated[bool, typer.Option(
+        help="drop rows whose response is NaN, inf, missing or beyond float32 (default: "
+             "error); the number dropped is printed")] = False,
 ) -> None:
-    """K x R table of normalized Qini/AUUC (+ ground-truth errors), curves and a report."""
-    from hmum.data.io import DataError
+    """K x R table of normalized Qini/AUUC (+ ground-truth errors), levels per arm, curves
+    and a report."""
     from hmum.data.schema import Schema
     from hmum.data.validate import load_experiment
-    from hmum.pipeline import evaluate_models, held_out_indices
-    from hmum.training.artifacts import ArtifactError
+    from hmum.pipeline import evaluate_models, held_out_rows
     from hmum.training.estimator import load_estimator
 
-    try:
-        est = load_estimator(model)
-        s = Schema.from_json(schema) if schema is not None else est.schema
-        d = load_experiment(data, s)
-    except (ArtifactError, DataError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    if test_split:
-        d = d.take(held_out_indices(est, d.arm, seed))
+    check_out_folder(out, "--out")
+    if not data.exists():
+        _fail(f"--data: data file not found: {data}")
+    est = load_estimator(model)
+    s = Schema.from_json(schema) if schema is not None else est.schema
+    with cli_flags(**DATA_FLAGS):
+        d = load_experiment(data, s, drop_invalid_responses=drop_invalid_responses)
+        if d.n_dropped:
+            console.print(f"--data: dropped {d.n_dropped:,} row(s) with invalid responses "
+                          "(--drop-invalid-responses)")
+        if test_split:
+            d = d.take(held_out_rows(est, d, source=f"--data {data}"))
     res = evaluate_models({model.name: est}, d, out)
     print_evaluation(res)
     console.print(f"report: {res['report']}")
@@ -232,12 +291,25 @@ def _print_frame(title: str, df) -> None:
 
 
 def print_evaluation(res: dict) -> None:
+    from hmum.metrics.levels import Z_FLAG
+
     for name, tab in res["tables"].items():
         _print_frame(f"{name}: normalized Qini / AUUC per (treatment, response)",
                      tab[["treatment", "response", "qini", "auuc", "n_control", "n_treated"]])
         truth = res["truth"].get(name)
         if truth is not None:
             _print_frame(f"{name}: errors against the ground truth", truth)
+        lv = res.get("levels", {}).get(name)
+        if lv is not None:
+            _print_frame(f"{name}: levels, mean prediction vs observed mean on each arm's rows",
+                         lv[["arm", "response", "n", "observed_mean", "observed_se",
+                             "predicted_mean", "gap", "relative_gap", "flagged"]])
+            off = lv[lv["flagged"]]
+            if len(off):
+                cells = ", ".join(f"{a}/{r} {g:+.4g} ({z:+.1f} SE)" for a, r, g, z in zip(
+                    off["arm"], off["response"], off["gap"], off["gap_se"], strict=True))
+                console.print(f"{name}: level gap beyond {Z_FLAG:g} SE in {len(off)} "
+                              f"cell(s): {cells}", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -258,8 +330,14 @@ def demo(
         help="with --ddm: score into SQLite, start the service, send requests")] = True,
 ) -> None:
     """The main job: simulate -> train HUM (+ w/o KL) -> evaluate -> DDM decisions -> report."""
+    from hmum.data.simulator import SimulatorConfig
     from hmum.pipeline import run_demo
+    from hmum.training.trainer import TrainerConfig
 
+    check_out_folder(out, "--out")
+    validated(SimulatorConfig, SIMULATOR_FLAGS, n_users=users, seed=seed,
+              effect_scale=effect_scale, n_requests=min(20_000, users))
+    validated(TrainerConfig, TRAINER_FLAGS, max_epochs=epochs, seed=seed, num_threads=threads)
     t0 = time.perf_counter()
     res = run_demo(out, users=users, epochs=epochs, effect_scale=effect_scale, seed=seed,
                    threads=threads, ddm=ddm, serve=serve and ddm, console=console)

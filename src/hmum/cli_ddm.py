@@ -18,15 +18,28 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from hmum.cli_common import console
+from hmum.cli_common import (
+    check_out_artifact,
+    check_out_file,
+    check_out_folder,
+    console,
+    validated,
+)
 from hmum.cli_common import fail as _fail
 from hmum.ddm_pipeline import pct_text as _pct
+from hmum.errors import cli_flags
 
 if TYPE_CHECKING:  # pandas loads lazily: ``hmum --help`` stays fast
     import pandas as pd
 
 
 MODES = ("independent", "exclusive")
+#: TrainerConfig field -> the flag of train-value-weights that sets it
+TRAINER_FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+                 "seed": "--seed", "num_threads": "--threads"}
+#: Python parameters whose messages name these flags instead (hmum.errors.option_name)
+DDM_FLAGS = {"missing": "--drop-unknown-users", "test_split": "--test-split",
+             "drop_invalid_responses": "--drop-invalid-responses"}
 
 
 
@@ -142,20 +155,22 @@ def train_value_weights(
     lr: Annotated[float, typer.Option()] = 1e-3,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing model at --out")] = False,
 ) -> None:
     """Train the value-weight model (paper eqs. 8-10) on request logs."""
-    from hmum.data.io import DataError
+    from hmum.training.trainer import TrainerConfig
     from hmum.training.value_weight import ValueWeightEstimator
 
+    # every option and output path is checked before any row is read
+    check_out_artifact(out, "--out", force)
+    if onnx is not None:
+        check_out_file(onnx, "--onnx", (".onnx",))
+    trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+               "num_threads": threads}
+    validated(TrainerConfig, TRAINER_FLAGS, **trainer)
     table = _read_requests(requests)
     t0 = time.perf_counter()
-    try:
-        est = ValueWeightEstimator(trainer={
-            "max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "num_threads": threads,
-        }).fit(table, log=_epoch_line)
-    except DataError as e:
-        _fail(str(e))
+    est = ValueWeightEstimator(trainer=trainer).fit(table, log=_epoch_line)
     est.save(out)
     h = est.history_
     console.print(f"saved {out} (best epoch {h.best_epoch}, valid MSE {h.best_valid_loss:.4f}, "
@@ -179,16 +194,16 @@ def decide(
         help="skip requests whose user is not in --users (default: error)")] = False,
 ) -> None:
     """Per-request value weights, balanced scores phi and decisions (paper eqs. 6-11)."""
-    from hmum.data.io import DataError
     from hmum.data.validate import load_experiment
     from hmum.ddm_pipeline import decide as run_decide
 
     if mode not in MODES:
         _fail(f"--mode must be one of {MODES}, got {mode!r}")
+    check_out_file(out, "--out", (".parquet", ".csv"))
     hum = _load_hum(hum_model)
     vw = _load_vw(value_model)
     req = _read_requests(requests, vw)
-    try:
+    with cli_flags(**DDM_FLAGS):
         u = load_experiment(users, hum.schema, require_arm=False, require_responses=False,
                             require_all_arms=False)
         if u.user_id is not None and "user_id" in req.column_names:
@@ -197,8 +212,9 @@ def decide(
         t0 = time.perf_counter()
         df = run_decide(req, u, hum, vw, sigma=sigma, mode=mode, out_path=out,
                         missing="drop" if drop_unknown_users else "error")
-    except (DataError, ValueError) as e:
-        _fail(str(e))
+    if df.attrs.get("n_dropped"):
+        console.print(f"--drop-unknown-users: dropped {df.attrs['n_dropped']:,} of "
+                      f"{req.num_rows:,} request(s) whose user is not in --users")
     tn = hum.schema.arms[1:]
     rn = vw.responses_
     t = Table(title=f"Decisions for {len(df):,} requests (sigma {sigma}, {mode} mode)")
@@ -227,9 +243,9 @@ def policy_eval(
     = None,
     test_split: Annotated[bool, typer.Option(
         help="evaluate on the test rows that train held out of --users (the split recorded "
-        "in the model; else the seeded stratified 8:1:1 test part)"
+        "in the model; --users must be the very table the model was trained from)"
     )] = False,
-    seed: Annotated[int, typer.Option(help="seed of the split, random policy and bootstrap")]
+    seed: Annotated[int, typer.Option(help="seed of the random policy and the bootstrap")]
     = 0,
     sigma: Annotated[float, typer.Option(help="decision threshold")] = 0.0,
     fixed_weights: Annotated[str | None, typer.Option(
@@ -237,16 +253,22 @@ def policy_eval(
              "predicted weight)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples of the off-policy CIs")]
     = 500,
+    drop_invalid_responses: Annotated[bool, typer.Option(
+        help="drop rows whose response is NaN, inf, missing or beyond float32 (default: "
+             "error); the number dropped is printed")] = False,
 ) -> None:
     """The strategy table (paper Tables 3 and 4) with the trade-off plot and a report."""
-    from hmum.data.io import DataError, column_names, read_table
+    from hmum.data.io import column_names, read_table
     from hmum.data.schema import Schema
     from hmum.data.validate import load_experiment
     from hmum.ddm_pipeline import policy_eval as run_policy_eval
-    from hmum.pipeline import held_out_indices
+    from hmum.pipeline import held_out_rows
 
     if (requests is None) != (value_model is None):
         _fail("--requests and --value-model go together (personal weights need both)")
+    if n_boot < 1:
+        _fail(f"--n-boot: expected an integer >= 1, got {n_boot}")
+    check_out_folder(out, "--out")
     hum = _load_hum(hum_model)
     s = Schema.from_json(schema) if schema is not None else hum.schema
     fw = None
@@ -255,17 +277,23 @@ def policy_eval(
             fw = [float(v) for v in fixed_weights.split(",")]
         except ValueError:
             _fail(f"--fixed-weights must be comma-separated numbers, got {fixed_weights!r}")
-    try:
-        d = load_experiment(users, s)
+    with cli_flags(**DDM_FLAGS):
+        d = load_experiment(users, s, drop_invalid_responses=drop_invalid_responses)
+        if d.n_dropped:
+            console.print(f"--users: dropped {d.n_dropped:,} row(s) with invalid responses "
+                          "(--drop-invalid-responses)")
         # the simulator's latent weights, when written, define the value and the oracle
         names = column_names(users)
         wcols = [f"true_w_{r}" for r in s.response_names]
         w_true = None
         if all(c in names for c in wcols):
+            if d.n_dropped:
+                _fail("--drop-invalid-responses: not supported on simulated data with true "
+                      f"weights {wcols} (their rows would no longer line up)")
             wt = read_table(users, columns=wcols)
             w_true = np.stack([wt.column(c).to_numpy() for c in wcols], axis=1)
         if test_split:
-            idx = held_out_indices(hum, d.arm, seed)
+            idx = held_out_rows(hum, d, source=f"--users {users}")
             d = d.take(idx)
             w_true = None if w_true is None else w_true[idx]
         vw = _load_vw(value_model) if value_model is not None else None
@@ -273,8 +301,6 @@ def policy_eval(
         t0 = time.perf_counter()
         res = run_policy_eval(d, hum, out, requests=req, vw_estimator=vw, w_true=w_true,
                               sigma=sigma, fixed_weights=fw, n_boot=n_boot, seed=seed)
-    except (DataError, ValueError) as e:
-        _fail(str(e))
     rn = s.response_names
     if res["strategy_table"] is not None:
         console.print(strategy_rich_table(res["strategy_table"], rn))

@@ -23,6 +23,7 @@ weight over all requests (``default weight``), i.e. the fixed-weight decision.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +45,9 @@ from hmum.decision.policies import (
     population_policy,
     random_policy,
 )
+from hmum.errors import option_name
+
+log = logging.getLogger(__name__)
 
 ORACLE = "oracle"
 HMUM = "HMUM"
@@ -222,9 +226,11 @@ def decide(
     ``hum_deltas`` to reuse them). ``missing``: "error" (a request whose user
     is not in ``users`` raises DataError) or "drop".
 
-    Returns a DataFrame (Nq rows): request_id, user_id, w_<response>,
-    phi_<treatment>, enable_<treatment> (bool) and ``arms`` (the enabled set,
-    "none" or e.g. "t1+t2"). Written to ``out_path`` (.parquet or .csv) when given.
+    Returns a DataFrame (Nq rows, fewer after ``missing="drop"``: then
+    ``df.attrs["n_dropped"]`` requests were dropped): request_id, user_id,
+    w_<response>, phi_<treatment>, enable_<treatment> (bool) and ``arms`` (the
+    enabled set, "none" or e.g. "t1+t2"). Written to ``out_path`` (.parquet or
+    .csv) when given.
     """
     if missing not in ("error", "drop"):
         raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
@@ -238,14 +244,17 @@ def decide(
     if list(vw_estimator.responses_) != list(rn):
         raise ValueError(f"the value-weight model predicts {vw_estimator.responses_}, the users' "
                          f"schema has responses {rn}")
-    req_uid = requests.column("user_id").to_numpy()
+    req_uid = req_uid_all = requests.column("user_id").to_numpy()
     idx = join_users(req_uid, users.user_id)
     if (idx < 0).any():
         bad = np.unique(req_uid[idx < 0])
         if missing == "error":
+            remedy = option_name("missing", "missing='drop'")
             raise DataError(f"requests: {len(bad)} user id(s) not found among the users, e.g. "
-                            f"{bad[:5].tolist()}; pass missing='drop' to skip those requests")
+                            f"{bad[:5].tolist()}; pass {remedy} to skip those requests")
         keep = np.flatnonzero(idx >= 0)
+        log.warning("requests: dropped %d request(s) of %d user id(s) not among the users",
+                    len(idx) - len(keep), len(bad))
         requests, idx, req_uid = requests.take(pa.array(keep)), idx[keep], req_uid[keep]
     deltas = deltas if deltas is not None else hum_deltas(hum_estimator, users)
     w = request_weights(vw_estimator, requests)
@@ -260,6 +269,7 @@ def decide(
     for k, name in enumerate(tn):
         df[f"enable_{name}"] = en[:, k]
     df["arms"] = arm_set_labels(en, tn)
+    df.attrs["n_dropped"] = int(len(req_uid_all) - len(df))
     if out_path is not None:
         _write_frame(df, Path(out_path))
     return df

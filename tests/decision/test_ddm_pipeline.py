@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from hmum.data.io import DataError
@@ -124,24 +123,18 @@ def test_policy_eval_without_requests_uses_equal_weights(sim, tmp_path):
 
 @pytest.fixture(scope="module")
 def cli_app():
-    from hmum.cli_ddm import decide as decide_cmd
-    from hmum.cli_ddm import policy_eval as policy_eval_cmd
-    from hmum.cli_ddm import train_value_weights
+    from hmum.cli import app  # with the CLI's error boundary
 
-    app = typer.Typer()
-    app.command("train-value-weights")(train_value_weights)
-    app.command("decide")(decide_cmd)
-    app.command("policy-eval")(policy_eval_cmd)
     return app
 
 
 def test_cli_train_decide_policy_eval(sim, tmp_path, cli_app):
     pytest.importorskip("onnx")
-    from hmum.training.estimator import HUMEstimator
-
     res, users = sim["res"], sim["users"]
-    hum = HUMEstimator(users.schema, model=SMALL_HUM,
-                       trainer={"max_epochs": 1, "batch_size": 512}).fit(users)
+    from hmum.pipeline import train_hum
+
+    # train_hum records the split and the table it split, so --test-split can check both
+    hum, _ = train_hum(users, model=SMALL_HUM, trainer={"max_epochs": 1, "batch_size": 512})
     hum.save(tmp_path / "hum")
     runner = CliRunner()
     r = runner.invoke(cli_app, ["train-value-weights", "--requests", str(res.requests_path),
