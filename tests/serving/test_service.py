@@ -1,11 +1,11 @@
 """The decision service in process (FastAPI test client, SQLite store): decisions against
 hand-computed phi, validation (422 naming the field), degraded mode, breaker, readiness,
-metrics and configuration."""
+metrics and configuration. Start-up failures, access control (token, rate limit), content
+type, capped 422s and large batches: tests/serving/test_service_guard.py."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 
 import numpy as np
@@ -21,8 +21,9 @@ with warnings.catch_warnings():  # starlette's notice about httpx vs httpx2: not
     from fastapi.testclient import TestClient  # noqa: E402
 
 from hmum.data.simulator import SimulatorConfig, simulate_requests  # noqa: E402
+from hmum.errors import ConfigError  # noqa: E402
 from hmum.serving.config import ServiceConfig, load_config  # noqa: E402
-from hmum.serving.service import CircuitBreaker, create_app  # noqa: E402
+from hmum.serving.service import CircuitBreaker, ModelCheckError, _FastPath, create_app  # noqa: E402,E501
 from hmum.serving.store import SQLiteStore, StoreTimeout, VersionInfo  # noqa: E402
 from hmum.training.value_weight import OnnxValueWeights, ValueWeightEstimator  # noqa: E402
 
@@ -314,20 +315,6 @@ def test_ready_health_metrics(client, vw):
     assert 'store_version="v1"' in text and "hmum_ready 1.0" in text
 
 
-def test_tampered_artifact_never_ready(vw, tmp_path, sqlite_store):
-    bad = tmp_path / "vw"
-    shutil.copytree(vw[0], bad)
-    shutil.copy(vw[1], tmp_path / "vw.onnx")
-    (bad / "config.json").write_text((bad / "config.json").read_text() + " ")
-    app = create_app(make_config(vw, tmp_path).model_copy(
-        update={"value_weight_model": bad, "value_weight_onnx": tmp_path / "vw.onnx"}))
-    with TestClient(app) as c:
-        r = c.get("/readyz")
-        assert r.status_code == 503 and "sha256" in r.json()["model_error"]
-        assert c.post("/v1/decide", json=request_body(vw[3], 0, 1)).status_code == 503
-        assert c.get("/healthz").status_code == 200
-
-
 def test_onnx_of_another_model_never_ready(vw, tmp_path, sqlite_store):
     other = vw[2]
     # same fields, other weights: perturb the estimator's module and export it
@@ -342,11 +329,13 @@ def test_onnx_of_another_model_never_ready(vw, tmp_path, sqlite_store):
         with torch.no_grad():
             for p in other.module_.parameters():
                 p.sub_(0.5)
-    cfg = make_config(vw, tmp_path).model_copy(update={"value_weight_onnx":
-                                                       tmp_path / "other.onnx"})
+    cfg = make_config(vw, tmp_path, keep_serving_on_error=True).model_copy(
+        update={"value_weight_onnx": tmp_path / "other.onnx"})
     with TestClient(create_app(cfg)) as c:
         r = c.get("/readyz")
     assert r.status_code == 503 and "differ from PyTorch" in r.json()["model_error"]
+    with pytest.raises(ModelCheckError, match="differ from PyTorch"):
+        create_app(cfg.model_copy(update={"keep_serving_on_error": False}))
 
 
 def test_onnx_weights_equal_service_weights(vw):
@@ -379,8 +368,41 @@ def test_config_refuses_unknown_keys_and_bad_values(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="store_timout_ms"):
         load_config(f)
     monkeypatch.setenv("HMUM_STORE_TIMEOUT_MS", "-1")
-    with pytest.raises(ValueError, match="store_timeout_ms"):
+    with pytest.raises(ValueError, match="HMUM_STORE_TIMEOUT_MS: expected a number > 0"):
         load_config()
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split())
+
+
+def test_config_errors_are_one_line_naming_the_source(tmp_path, monkeypatch):
+    """A bad value is named where it came from (the file, the variable, the flag), with
+    what was expected and what was received; no pydantic dump, no URL."""
+    monkeypatch.delenv("HMUM_CONFIG_FILE", raising=False)
+    f = tmp_path / "config.yaml"
+    f.write_text("store_timeout_ms: abc\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    msg = _one_line(str(e.value))
+    assert msg.endswith("config.yaml: store_timeout_ms: expected a valid number, unable to "
+                        "parse string as a number, got 'abc'")
+    assert "\n" not in str(e.value) and "http" not in msg
+    monkeypatch.setenv("HMUM_STORE_TIMEOUT_MS", "abc")  # the variable wins over the file
+    with pytest.raises(ConfigError, match=r"^HMUM_STORE_TIMEOUT_MS: expected a valid number"):
+        load_config(f)
+    monkeypatch.delenv("HMUM_STORE_TIMEOUT_MS")
+    with pytest.raises(ConfigError, match=r"^--port: expected a number <= 65535, got 70000$"):
+        load_config(None, names={"port": "--port"}, port=70000)
+    f.write_text("store_timeout_ms: [1\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml: not valid YAML at line 2"):
+        load_config(f)
+    j = tmp_path / "svc.json"
+    j.write_text('{"port": 1,}')
+    with pytest.raises(ConfigError, match=r"svc\.json: not valid JSON at line 1, column 12"):
+        load_config(j)
+    with pytest.raises(ConfigError, match=r"missing\.yaml: not found"):
+        load_config(tmp_path / "missing.yaml")
 
 
 def test_openapi_documents_the_request_bodies(client):
@@ -394,7 +416,7 @@ def test_framework_routes_answer_like_the_fast_path(vw, tmp_path, sqlite_store):
     path: without the middleware, the answers are the same."""
     fast = create_app(make_config(vw, tmp_path, max_candidates=10))
     slow = create_app(make_config(vw, tmp_path, max_candidates=10))
-    slow.user_middleware.clear()  # before the first request builds the middleware stack
+    drop_fast_path(slow)
     ok = request_body(vw[3], 0, int(USERS[0]), n_cand=10)
     big = request_body(vw[3], 0, int(USERS[0]))
     big["candidates"]["category"] = [1] * 5000
@@ -403,6 +425,12 @@ def test_framework_routes_answer_like_the_fast_path(vw, tmp_path, sqlite_store):
                            ("/v1/decide", request_body(vw[3], 0, 1)), ("/v1/decide", big)):
             a, b = f.post(path, json=body), s.post(path, json=body)
             assert a.status_code == b.status_code and a.json() == b.json()
+
+
+def drop_fast_path(app) -> None:
+    """Remove the ASGI fast path (before the first request builds the middleware stack):
+    the FastAPI routes answer the decide endpoints."""
+    app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not _FastPath]
 
 
 def test_a_store_switch_is_followed(vw, tmp_path, sqlite_store):

@@ -53,19 +53,46 @@ Start-up checks (``load_model``): the artifact's manifest sums, the ONNX graph's
 fields and responses against the artifact's, and ONNX Runtime's w against
 PyTorch's on ``verify_samples`` random requests (max |diff| <= ``verify_atol``):
 this proves the .onnx file computes the verified weights' function, so it needs
-no sum of its own. A service failing a check keeps running (``/healthz``), but
-``/readyz`` answers 503 with the reason and decisions answer 503.
+no sum of its own. A model failing a check stops ``create_app`` with
+``ModelCheckError`` (``hmum serve`` prints the reason and exits), unless
+``keep_serving_on_error``: then the process stays up (``/healthz``), ``/readyz``
+and both decide endpoints answer 503 with the reason.
+
+Refusals before any decision (JSON ``{"message": ...}``): 401 without the bearer
+token when one is configured (``Authorization: Bearer <token>``; every endpoint
+but ``/healthz`` and ``/readyz``, whose details it unlocks); 429 with
+``Retry-After`` past the client's rate limit; 415 when a POST's
+``Content-Type`` is not ``application/json``; 413 for a body larger than the
+largest valid request; 503 with ``Retry-After`` when ``max_batches_in_flight``
+large batches are being processed. A 422 lists at most ``MAX_ERRORS`` errors
+(``error_count`` says how many there were), each message and field name cut to a
+few hundred characters, and never echoes the input.
 
 The two decide endpoints are answered by a pure ASGI middleware (``_FastPath``)
 before FastAPI's routing; the FastAPI routes run the same handlers (``_Handlers``)
-and document the bodies. The store is read synchronously on the event loop: a read
-is bounded by its deadline (a few ms) and usually takes ~0.1 ms; a thread-pool
-hand-off would cost about as much as the read itself.
+and document the bodies. The token check (Starlette's
+``AuthenticationMiddleware``) and the rate limit (``_RateLimit``) wrap both.
+
+Small requests run on the event loop: a thread hand-off costs ~60 µs (p99 ~150
+µs on busy cores), about as much as a whole small decision's model run, and the
+store read is bounded by its deadline (a few ms, usually ~0.1 ms). A batch is
+decoded one request at a time (``_request_spans`` finds the requests by scanning
+the body's brackets and strings), yielding to the event loop after every ~1 ms of
+work, and a call with more than ``offload_items`` items runs its value-weight
+model (ONNX Runtime, which releases the GIL) on one of ``model_threads`` worker
+threads: pydantic's JSON parser holds the GIL for a whole body (~100 ms for 256
+requests of 512 + 512 items), so a worker thread alone would not keep the event
+loop free; slices do.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
+import logging
 import math
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -76,7 +103,14 @@ import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    SimpleUser,
+)
 
+from hmum.errors import ConfigError, HmumError
 from hmum.serving.config import ServiceConfig
 from hmum.serving.store import Lookup, StoreTimeout
 
@@ -86,14 +120,23 @@ try:  # orjson: several times faster serialization on the hot path
     def _dumps(obj: Any) -> bytes:
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 except ImportError:  # pragma: no cover - orjson is a dependency of the service extra
-    import json
-
     def _dumps(obj: Any) -> bytes:
         return json.dumps(obj, allow_nan=False).encode()
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 JSON = "application/json"
+#: endpoints open without the token (probes); /readyz's details still need it
+PROBES = frozenset({"/healthz", "/readyz"})
+#: a 422 lists at most this many errors (a 13 kB body of bad codes made a 275 kB answer)
+MAX_ERRORS = 10
+_MAX_MSG, _MAX_LOC_PART = 300, 64  # characters of one error message / one field name
+
+log = logging.getLogger(__name__)
+
+
+class ModelCheckError(HmumError, RuntimeError):
+    """The value-weight model failed its start-up checks (see ``load_model``)."""
 
 # --------------------------------------------------------------------------------------
 # request schema (validated with pydantic; the model-dependent limits afterwards)
@@ -137,11 +180,22 @@ def _loc_str(loc: Sequence[str | int]) -> str:
     return out or "body"
 
 
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def _error_body(errors: list[dict]) -> bytes:
-    """422 payload: {"message": first error naming its field, "detail": [...]}."""
-    detail = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors]
-    first = errors[0]
-    return _dumps({"message": f"{_loc_str(first['loc'])}: {first['msg']}", "detail": detail})
+    """422 payload: {"message": first error naming its field, "detail": at most
+    MAX_ERRORS errors, "error_count": all of them}; names and messages clipped (a
+    field name is the client's text), inputs never echoed."""
+    detail = []
+    for e in errors[:MAX_ERRORS]:
+        loc = [p if isinstance(p, int) else _clip(str(p), _MAX_LOC_PART) for p in e["loc"]]
+        detail.append({"loc": ["body", *loc], "msg": _clip(str(e["msg"]), _MAX_MSG),
+                       "type": e["type"]})
+    first = detail[0]
+    return _dumps({"message": f"{_loc_str(first['loc'][1:])}: {first['msg']}",
+                   "detail": detail, "error_count": len(errors)})
 
 
 # --------------------------------------------------------------------------------------
@@ -287,6 +341,9 @@ class Metrics:
         self.store_errors = Counter("hmum_store_errors_total", "failed store reads", ["kind"],
                                     registry=r)
         self.invalid = Counter("hmum_invalid_requests_total", "422 answers", registry=r)
+        self.rejected = Counter("hmum_rejected_requests_total", "requests refused before a "
+                                "decision (unauthorized, rate_limit, content_type, too_large, "
+                                "busy, model_not_loaded)", ["reason"], registry=r)
         self.breaker = Gauge("hmum_breaker_open", "1 while the store breaker is open or "
                              "half-open", registry=r)
         self.version = Gauge("hmum_version_info", "model and store versions in use (value 1)",
@@ -335,6 +392,9 @@ class DecisionService:
             self.model = load_model(config)
         except Exception as e:  # any failure: never ready, the reason on /readyz
             self.model_error = f"{type(e).__name__}: {e}"
+            if config.keep_serving_on_error:  # else create_app raises it: said once
+                log.error("value-weight model %s failed its start-up checks: %s; serving 503 "
+                          "(keep_serving_on_error)", config.value_weight_model, self.model_error)
         if self.store is None:
             self._open_store()
         if self.model is not None:
@@ -473,16 +533,17 @@ class DecisionService:
                                   np.stack([items[i][2] for i in idx]))
         return w
 
-    def decide(self, items: list[tuple[Any, np.ndarray, np.ndarray]]) -> list[dict]:
+    def decide(self, items: list[tuple[Any, np.ndarray, np.ndarray]],
+               w: np.ndarray | None = None) -> list[dict]:
         """Decisions for n prepared requests [(user id, cand (Fc, L), recent (Fr, Lr))].
 
-        w (n, R) from ONNX, delta (n, K, R) from one store read for all users,
-        phi (n, K) = einsum("nkr,nr->nk"), enabled = phi > sigma. Returns n decision
-        dicts (see the module docstring).
+        w (n, R) from ONNX (or given: computed on a worker thread), delta (n, K, R)
+        from one store read for all users, phi (n, K) = einsum("nkr,nr->nk"),
+        enabled = phi > sigma. Returns n decision dicts (see the module docstring).
         """
         m = self.model
         n = len(items)
-        w = self.weights(items)
+        w = self.weights(items) if w is None else w
         res, reason = self.lookup([it[0] for it in items])
         treatments: list[str] = []
         phi = enabled = None
@@ -583,53 +644,83 @@ def create_app(config: ServiceConfig | None = None, *, store=None,
 
     ``config`` None: ``load_config()`` (HMUM_* variables, $HMUM_CONFIG_FILE).
     ``store``: an open UpliftStore to use instead of ``config.store_url`` (tests).
+    ``clock``: time of the breaker and the rate limit (tests).
     The service object is ``app.state.service``.
+
+    Raises ModelCheckError when the model fails its start-up checks, unless
+    ``config.keep_serving_on_error`` (then decisions and /readyz answer 503).
     """
     from fastapi import FastAPI
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.middleware.authentication import AuthenticationMiddleware
 
     from hmum.serving.config import load_config
 
     config = config or load_config()
     svc = DecisionService(config, store=store, clock=clock)
+    if svc.model is None and not config.keep_serving_on_error:
+        if store is None and svc.store is not None:
+            svc.store.close()
+        raise ModelCheckError(
+            f"value-weight model {config.value_weight_model} failed its start-up checks: "
+            f"{svc.model_error} (--keep-serving-on-error / keep_serving_on_error keeps the "
+            "process up, answering 503 with this reason)")
     app = FastAPI(title="hmum decision service", version="1",
                   description=__doc__.split("\n\n")[0])
     app.state.service = svc
 
-    handlers = _Handlers(svc)
+    handlers = app.state.handlers = _Handlers(svc)
     # The hot endpoints are answered by a pure ASGI middleware, before Starlette's
     # routing and Request/Response objects (~20 % of a small request's CPU); the
     # FastAPI routes below run the same handlers and document the bodies in OpenAPI.
-    app.add_middleware(_FastPath, routes={"/v1/decide": (handlers.decide, handlers.limit),
-                                          "/v1/decide/batch": (handlers.batch,
-                                                               handlers.batch_limit)})
+    app.add_middleware(_FastPath, handlers=handlers)
+    # Added after the fast path, so they wrap it (Starlette: the last added is outermost).
+    token = config.token.get_secret_value() if config.token is not None else None
+    if token is not None:
+        app.add_middleware(AuthenticationMiddleware, backend=_BearerAuth(token),
+                           on_error=_auth_error(svc.metrics))
+    if config.rate_limit_rps is not None:
+        app.add_middleware(_RateLimit, rate=config.rate_limit_rps,
+                           burst=config.rate_limit_burst, metrics=svc.metrics, clock=clock)
 
-    async def via_route(request: Request, handler, limit: int) -> Response:
+    async def via_route(request: Request, batch: bool) -> Response:
+        limit = handlers.batch_limit if batch else handlers.limit
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            status, out = handlers.too_large(limit)
+        pre = handlers.precheck(
+            request.headers.get("content-type", "").encode("latin-1") or None,
+            int(declared) if declared is not None and declared.isdigit() else None, limit)
+        if pre is not None:
+            status, out = pre
         else:
             body = await request.body()
-            status, out = handlers.too_large(limit) if len(body) > limit else handler(body)
-        return Response(out, status_code=status, media_type=JSON)
+            if len(body) > limit:
+                status, out = handlers.too_large(limit)
+            else:
+                status, out = await handlers.batch(body) if batch else handlers.decide(body)
+        return Response(out, status_code=status, media_type=JSON,
+                        headers=handlers.extra_headers(status))
 
     @app.post("/v1/decide", openapi_extra=_openapi_body(DecideRequest))
     async def decide(request: Request) -> Response:
-        return await via_route(request, handlers.decide, handlers.limit)
+        return await via_route(request, batch=False)
 
     @app.post("/v1/decide/batch", openapi_extra=_openapi_body(BatchRequest))
     async def decide_batch(request: Request) -> Response:
-        return await via_route(request, handlers.batch, handlers.batch_limit)
+        return await via_route(request, batch=True)
 
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)
 
     @app.get("/readyz")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         ready, checks = svc.readiness()
-        return Response(_dumps({"ready": ready, **checks}), status_code=200 if ready else 503,
-                        media_type=JSON)
+        body = {"ready": ready, **checks}
+        auth = request.scope.get("auth")
+        if token is not None and (auth is None or "authenticated" not in auth.scopes):
+            # probes need no token; the reasons name files and versions: token holders only
+            body = {"ready": ready, "detail": "send the bearer token for the checks"}
+        return Response(_dumps(body), status_code=200 if ready else 503, media_type=JSON)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -638,11 +729,17 @@ def create_app(config: ServiceConfig | None = None, *, store=None,
     return app
 
 
+def _json_media_type(value: bytes | None) -> bool:
+    """Is a Content-Type header ``application/json`` (parameters such as charset allowed)?"""
+    return value is not None and value.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
 class _Handlers:
     """The decide endpoints without a web framework: body bytes -> (status, JSON bytes).
 
-    Bodies are parsed and validated by pydantic's JSON parser in one pass (no
-    json.loads first), and errors come back in our 422 format.
+    A single request is parsed and validated by pydantic's JSON parser in one pass
+    (no json.loads first); a batch one request at a time (see ``batch``). Errors
+    come back in our 422 format.
     """
 
     def __init__(self, svc: DecisionService) -> None:
@@ -651,10 +748,25 @@ class _Handlers:
         self.lat_batch = svc.metrics.latency.labels("batch")
         # Bodies larger than the largest valid request are refused before parsing:
         # ~12 bytes per item code (digits, comma, space) plus names and the user id.
-        self.limit = 2048 + 12 * (
-            (len(m.cand_fields) * c.max_candidates + len(m.recent_fields) * c.max_recent)
-            if m is not None else 0)
-        self.batch_limit = 64 + self.limit * c.max_batch
+        fc, fr = (len(m.cand_fields), len(m.recent_fields)) if m is not None else (0, 0)
+        self.limit = 2048 + 12 * (fc * c.max_candidates + fr * c.max_recent)
+        # a batch: max_batch requests, and at most max_batch_items items in all
+        self.batch_limit = 64 + min(self.limit * c.max_batch,
+                                    2048 * c.max_batch + 12 * max(fc, fr) * c.max_batch_items)
+        self.in_flight = 0  # large batch calls being processed
+        self._limiter = None  # anyio.CapacityLimiter of the model threads (made in the loop)
+
+    # --- refusals ----------------------------------------------------------------------
+    def precheck(self, content_type: bytes | None, declared: int | None,
+                 limit: int) -> tuple[int, bytes] | None:
+        """The refusal owed before reading the body (503, 415, 413), else None."""
+        if self.svc.model is None:
+            return self.not_ready()
+        if not _json_media_type(content_type):
+            return self.unsupported(content_type)
+        if declared is not None and declared > limit:
+            return self.too_large(limit)
+        return None
 
     def invalid(self, errors: list[dict]) -> tuple[int, bytes]:
         self.svc.metrics.invalid.inc()
@@ -662,12 +774,30 @@ class _Handlers:
 
     def too_large(self, limit: int) -> tuple[int, bytes]:
         self.svc.metrics.invalid.inc()
+        self.svc.metrics.rejected.labels("too_large").inc()
         return 413, _dumps({"message": f"body: larger than {limit} bytes, the most a valid "
                                        "request can take with these limits"})
 
+    def unsupported(self, content_type: bytes | None) -> tuple[int, bytes]:
+        self.svc.metrics.rejected.labels("content_type").inc()
+        got = "none" if content_type is None else repr(_clip(content_type.decode("latin-1"), 80))
+        return 415, _dumps({"message": f"content-type: expected application/json, got {got}"})
+
     def not_ready(self) -> tuple[int, bytes]:
+        self.svc.metrics.rejected.labels("model_not_loaded").inc()
         return 503, _dumps({"message": f"model not loaded: {self.svc.model_error}"})
 
+    def busy(self) -> tuple[int, bytes]:
+        self.svc.metrics.rejected.labels("busy").inc()
+        n = self.svc.config.max_batches_in_flight
+        return 503, _dumps({"message": f"busy: {n} large batches are being processed "
+                                       "(max_batches_in_flight); retry shortly"})
+
+    def extra_headers(self, status: int) -> dict[str, str] | None:
+        # a 503 while the model is loaded means busy: worth a retry (a missing model is not)
+        return {"retry-after": "1"} if status == 503 and self.svc.model is not None else None
+
+    # --- one request ---------------------------------------------------------------------
     def decide(self, body: bytes) -> tuple[int, bytes]:
         svc = self.svc
         if svc.model is None:
@@ -683,22 +813,86 @@ class _Handlers:
         self.lat_one.observe(time.perf_counter() - t0)
         return 200, out
 
-    def batch(self, body: bytes) -> tuple[int, bytes]:
-        svc, max_batch = self.svc, self.svc.config.max_batch
-        if svc.model is None:
+    # --- a batch -------------------------------------------------------------------------
+    async def batch(self, body: bytes) -> tuple[int, bytes]:
+        """A batch call. Bodies larger than the largest single request count against
+        ``max_batches_in_flight`` (they are the ones that take long)."""
+        if self.svc.model is None:
             return self.not_ready()
+        if len(body) <= self.limit:
+            return await self._batch(body)
+        if self.in_flight >= self.svc.config.max_batches_in_flight:
+            return self.busy()
+        self.in_flight += 1
+        try:
+            return await self._batch(body)
+        finally:
+            self.in_flight -= 1
+
+    async def _batch(self, body: bytes) -> tuple[int, bytes]:
+        """Decode the requests one at a time (yielding to the event loop after every
+        ~1 ms of work), run the model on a worker thread when the call holds more
+        than ``offload_items`` items, then read the store and decide on the loop."""
+        svc, c = self.svc, self.svc.config
         t0 = time.perf_counter()
+        pause = _Pauser()
+        spans: list[tuple[int, int]] | None = []
+        try:
+            for span in _request_spans(body):
+                spans.append(span)
+                await pause()
+        except _Unscannable:
+            spans = None
+        if not spans:  # another shape, or no request: the whole-body parser says what is wrong
+            return self._batch_whole(body, t0)
+        if len(spans) > c.max_batch:
+            return self._too_many(len(spans))
+        items, total = [], 0
+        for i, (a, b) in enumerate(spans):
+            try:
+                item = svc.prepare(DecideRequest.model_validate_json(body[a:b]))
+            except ValidationError as e:
+                errors = e.errors(include_url=False)
+                if any(x["type"] == "json_invalid" for x in errors):
+                    return self._batch_whole(body, t0)  # its position in the whole body
+                return self.invalid([{**x, "loc": ("requests", i, *x["loc"])} for x in errors])
+            except RequestError as e:
+                return self.invalid([{"loc": ("requests", i, *e.loc), "msg": e.msg,
+                                      "type": "value_error"}])
+            total += item[1].shape[1] + item[2].shape[1]
+            if total > c.max_batch_items:
+                return self._too_many_items(i)
+            items.append(item)
+            await pause()
+        if total > c.offload_items:
+            import anyio
+
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(c.model_threads)
+            w = await anyio.to_thread.run_sync(svc.weights, items, limiter=self._limiter)
+        else:
+            w = svc.weights(items)
+        out = _dumps({"decisions": svc.decide(items, w)})
+        self.lat_batch.observe(time.perf_counter() - t0)
+        return 200, out
+
+    def _batch_whole(self, body: bytes, t0: float) -> tuple[int, bytes]:
+        """A batch parsed whole by pydantic: bodies that are not plainly
+        ``{"requests": [{...}, ...]}`` (nearly always invalid; the parser names why)."""
+        svc, c = self.svc, self.svc.config
         try:
             batch = BatchRequest.model_validate_json(body)
-            if len(batch.requests) > max_batch:
-                raise RequestError(("requests",), f"at most {max_batch} requests per batch, "
-                                   f"got {len(batch.requests)}")
-            items = []
+            if len(batch.requests) > c.max_batch:
+                return self._too_many(len(batch.requests))
+            items, total = [], 0
             for i, r in enumerate(batch.requests):
                 try:
                     items.append(svc.prepare(r))
                 except RequestError as e:
                     raise RequestError(("requests", i, *e.loc), e.msg) from None
+                total += items[-1][1].shape[1] + items[-1][2].shape[1]
+                if total > c.max_batch_items:
+                    return self._too_many_items(i)
         except ValidationError as e:
             return self.invalid(e.errors(include_url=False))
         except RequestError as e:
@@ -707,34 +901,184 @@ class _Handlers:
         self.lat_batch.observe(time.perf_counter() - t0)
         return 200, out
 
+    def _too_many(self, n: int) -> tuple[int, bytes]:
+        m = self.svc.config.max_batch
+        return self.invalid([{"loc": ("requests",), "type": "value_error",
+                              "msg": f"at most {m} requests per batch (max_batch), got {n}"}])
+
+    def _too_many_items(self, i: int) -> tuple[int, bytes]:
+        m = self.svc.config.max_batch_items
+        return self.invalid([{"loc": ("requests", i), "type": "value_error",
+                              "msg": f"the batch holds more than {m} candidate and recent items "
+                                     "in all (max_batch_items) up to this request; send fewer "
+                                     "or shorter requests per batch"}])
+
+
+class _Pauser:
+    """``await pause()``: yields to the event loop once ~1 ms of work has passed since
+    the last yield, so requests that arrive meanwhile are answered between slices."""
+
+    __slots__ = ("t",)
+    EVERY_S = 0.001
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+
+    async def __call__(self) -> None:
+        if time.perf_counter() - self.t >= self.EVERY_S:
+            import anyio
+
+            await anyio.sleep(0)
+            self.t = time.perf_counter()
+
+
+class _Unscannable(Exception):
+    """The body is not plainly ``{"requests": [{...}, ...]}``: parse it whole."""
+
+
+_STRUCT = re.compile(rb'[{}\[\]"]')
+_WS = b" \t\n\r"  # JSON whitespace (bytes.strip() alone would also take \x0b, \x0c)
+_OPEN, _CLOSE = {0x7B: 0x7D, 0x5B: 0x5D}, (0x7D, 0x5D)
+
+
+def _string_end(body: bytes, i: int) -> int:
+    """Index just past the JSON string opening at ``body[i]`` (a quote); _Unscannable if
+    it never closes."""
+    j = body.find(b'"', i + 1)
+    while j != -1:
+        k = j - 1
+        while body[k] == 0x5C:  # backslashes before the quote: odd -> it is escaped
+            k -= 1
+        if (j - 1 - k) % 2 == 0:
+            return j + 1
+        j = body.find(b'"', j + 1)
+    raise _Unscannable
+
+
+def _request_spans(body: bytes):
+    """Yield (start, end) of each request object of a batch body
+    ``{"requests": [{...}, {...}, ...]}``, found from its structure alone: brackets,
+    braces and strings (item-code lists are skipped at C speed). Each span is then
+    validated on its own (``DecideRequest``), so a large body is decoded in slices.
+
+    Raises _Unscannable when the body has any other shape (another key, a non-object
+    item, unbalanced or mismatched brackets, trailing data): the whole-body parser
+    then gives the error. Spans of a scannable body may still be invalid JSON inside
+    (``[1,,2]``): their validation says so.
+    """
+    search, find = _STRUCT.search, body.find
+    stack: list[int] = []  # expected closers
+    pos = 0
+    # outer key's end, requests array's start and end, current item's start, last item's end
+    key_end = arr_start = arr_end = start = prev_end = -1
+    done = False
+    while True:
+        m = search(body, pos)
+        if m is None:
+            break
+        i = m.start()
+        ch = body[i]
+        depth = len(stack)
+        if done:
+            raise _Unscannable  # anything after the outer object
+        if ch == 0x22:  # a string
+            end = _string_end(body, i)
+            if depth == 1:  # the outer object's one key, "requests"
+                if key_end != -1 or body[pos:i].strip(_WS):
+                    raise _Unscannable
+                try:
+                    if json.loads(body[i:end]) != "requests":
+                        raise _Unscannable
+                except ValueError:
+                    raise _Unscannable from None
+                key_end = end
+            elif depth < 3:
+                raise _Unscannable
+            pos = end
+            continue
+        if ch in _OPEN:
+            if depth == 0:
+                if ch != 0x7B or body[:i].strip(_WS):
+                    raise _Unscannable
+            elif depth == 1:
+                if ch != 0x5B or key_end == -1 or body[key_end:i].strip(_WS) != b":":
+                    raise _Unscannable
+                arr_start = i + 1
+            elif depth == 2:
+                gap = body[arr_start if prev_end == -1 else prev_end:i].strip(_WS)
+                if ch != 0x7B or gap != (b"" if prev_end == -1 else b","):
+                    raise _Unscannable
+                start = i
+            elif ch == 0x5B:  # a list inside a request: item codes, skipped in one find
+                j = find(b"]", i + 1)
+                if j != -1 and find(b'"', i + 1, j) == -1 and find(b"[", i + 1, j) == -1 \
+                        and find(b"{", i + 1, j) == -1 and find(b"}", i + 1, j) == -1:
+                    pos = j + 1
+                    continue
+            stack.append(_OPEN[ch])
+            pos = i + 1
+            continue
+        # a closer
+        if not stack or stack.pop() != ch:
+            raise _Unscannable
+        if depth == 3:  # a request object ends
+            prev_end = i + 1
+            yield start, prev_end
+        elif depth == 2:  # the requests array ends: no trailing comma
+            if prev_end != -1 and body[prev_end:i].strip(_WS):
+                raise _Unscannable
+            if prev_end == -1 and body[arr_start:i].strip(_WS):
+                raise _Unscannable
+            key_end = -2  # no second key may follow
+            arr_end = i + 1
+        elif depth == 1:
+            if arr_start == -1 or body[arr_end:i].strip(_WS):
+                raise _Unscannable
+            if body[i + 1:].strip(_WS):
+                raise _Unscannable
+            done = True
+        pos = i + 1
+    if not done:
+        raise _Unscannable
+
 
 class _FastPath:
-    """Pure ASGI middleware: POSTs to ``routes`` (path -> (handler, body limit)) are
-    answered directly; everything else goes on to the FastAPI app."""
+    """Pure ASGI middleware: POSTs to the two decide endpoints are answered directly
+    by ``handlers``; everything else goes on to the FastAPI app."""
 
-    def __init__(self, app, routes: dict) -> None:
-        self.app, self.routes = app, routes
+    ROUTES = {"/v1/decide": False, "/v1/decide/batch": True}  # path -> is a batch
+
+    def __init__(self, app, handlers: _Handlers) -> None:
+        self.app, self.handlers = app, handlers
 
     async def __call__(self, scope, receive, send) -> None:
-        route = self.routes.get(scope.get("path")) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
+        batch = self.ROUTES.get(scope.get("path")) if scope["type"] == "http" else None
+        if batch is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        handler, limit = route
-        status, out = await self._answer(scope, receive, handler, limit)
+        status, out = await self._answer(scope, receive, batch)
         if status == 0:  # the client went away: nobody to answer
             return
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(out)).encode())]})
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(out)).encode())]
+        extra = self.handlers.extra_headers(status)
+        if extra:
+            headers += [(k.encode(), v.encode()) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})
 
-    @staticmethod
-    async def _answer(scope, receive, handler, limit: int) -> tuple[int, bytes]:
-        too_large = handler.__self__.too_large
+    async def _answer(self, scope, receive, batch: bool) -> tuple[int, bytes]:
+        h = self.handlers
+        limit = h.batch_limit if batch else h.limit
+        content_type = declared = None
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                return too_large(limit)
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length" and value.isdigit():
+                declared = int(value)
+        refusal = h.precheck(content_type, declared, limit)
+        if refusal is not None:
+            return refusal
         chunks, size = [], 0
         while True:  # bounded by ``limit``: a longer body is refused as it arrives
             message = await receive()
@@ -743,17 +1087,133 @@ class _FastPath:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return too_large(limit)
+                return h.too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return handler(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await h.batch(body) if batch else h.decide(body)
+
+
+# --------------------------------------------------------------------------------------
+# access: bearer token (Starlette's AuthenticationMiddleware) and a per-client rate limit
+# --------------------------------------------------------------------------------------
+
+
+class _BearerAuth(AuthenticationBackend):
+    """``Authorization: Bearer <token>`` required on every endpoint but the probes
+    (``PROBES``: there a valid token only unlocks /readyz's details). Compared in
+    constant time."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def authenticate(self, conn):
+        value = None
+        for name, v in conn.scope["headers"]:
+            if name == b"authorization":
+                value = v
+                break
+        if value is not None:
+            scheme, _, credentials = value.partition(b" ")
+            if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(),
+                                                                   self._token):
+                return AuthCredentials(["authenticated"]), SimpleUser("bearer")
+        if conn.scope["path"] in PROBES:
+            return None
+        raise AuthenticationError("missing bearer token" if value is None
+                                  else "wrong bearer token")
+
+
+def _auth_error(metrics: Metrics):
+    """on_error of the AuthenticationMiddleware: 401 JSON naming the header to send."""
+
+    def on_error(conn, exc) -> Response:
+        metrics.rejected.labels("unauthorized").inc()
+        return Response(_dumps({"message": f"authorization: {exc}; send 'Authorization: "
+                                           "Bearer <token>'"}),
+                        status_code=401, media_type=JSON,
+                        headers={"www-authenticate": 'Bearer realm="hmum"'})
+
+    return on_error
+
+
+class _RateLimit:
+    """Pure ASGI middleware: a token bucket per client address, ``rate`` tokens per
+    second up to ``burst``; a request finding its bucket empty gets 429 with
+    Retry-After (whole seconds, at least 1) and the exact wait in its message. The
+    probes (``PROBES``) are not limited. Behind a proxy every client is the proxy.
+
+    Hand-rolled (~30 lines) rather than the ``limits`` package (slowapi's engine):
+    it has no token bucket (rate + burst), and its in-memory storage rescans every
+    key on a timer thread each 10 ms under the GIL (measured: ~0.25 s of CPU per
+    second with 1 000 clients, 0.6 s with 10 000 for its moving window, whose key
+    table never shrinks) -- the very stalls this service must not have.
+    ``token-bucket`` has the algorithm but never forgets a client. Here clients
+    idle long enough to be full again are forgotten once ``MAX_CLIENTS`` is reached.
+    """
+
+    MAX_CLIENTS = 65_536
+
+    def __init__(self, app, *, rate: float, burst: int, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app, self.rate, self.burst, self.clock = app, float(rate), int(burst), clock
+        self.buckets: dict[str, list[float]] = {}  # client -> [tokens, last refill time]
+        self._limited = metrics.rejected.labels("rate_limit")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBES:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        key = client[0] if client else "unknown"
+        wait = self.take(key)
+        if wait is None:
+            await self.app(scope, receive, send)
+            return
+        self._limited.inc()
+        out = _dumps({"message": f"rate limit: more than {self.rate:g} requests/s (burst "
+                                 f"{self.burst}) from {key}; retry in {wait:.3g} s"})
+        await send({"type": "http.response.start", "status": 429, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(out)).encode()),
+            (b"retry-after", str(max(1, math.ceil(wait))).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+    def take(self, key: str) -> float | None:
+        """Take one token from ``key``'s bucket: None, or the seconds until one is there."""
+        now = self.clock()
+        b = self.buckets.get(key)
+        if b is None:
+            if len(self.buckets) >= self.MAX_CLIENTS:
+                self._forget(now)
+            b = self.buckets[key] = [float(self.burst), now]
+        else:
+            b[0] = min(float(self.burst), b[0] + (now - b[1]) * self.rate)
+            b[1] = now
+        if b[0] >= 1.0:
+            b[0] -= 1.0
+            return None
+        return (1.0 - b[0]) / self.rate
+
+    def _forget(self, now: float) -> None:
+        """Drop the buckets that are full again (forgetting them changes nothing); if
+        every client is that active, the older half."""
+        refill = self.burst / self.rate
+        self.buckets = {k: b for k, b in self.buckets.items() if now - b[1] < refill}
+        if len(self.buckets) >= self.MAX_CLIENTS:
+            keep = sorted(self.buckets.items(), key=lambda kv: kv[1][1])[len(self.buckets) // 2:]
+            self.buckets = dict(keep)
 
 
 def app_from_env():
     """``uvicorn --factory hmum.serving.service:app_from_env``: config from HMUM_* and
-    $HMUM_CONFIG_FILE (what ``hmum serve`` runs in each worker)."""
-    return create_app()
+    $HMUM_CONFIG_FILE (what ``hmum serve`` runs in each worker). A bad setting or a
+    model failing its checks: one line on stderr and exit status 3 (no traceback)."""
+    try:
+        return create_app()
+    except (ConfigError, ModelCheckError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
 
 
 def _openapi_body(model: type[BaseModel]) -> dict:
