@@ -88,6 +88,19 @@ def test_decide_unknown_users(sim):
         decide(req, users, TruthModel(), sim["vw"])
     df = decide(req, users, TruthModel(), sim["vw"], missing="drop")
     assert len(df) == 1000 - 500 and df["user_id"].min() >= 100
+    assert df.attrs["n_dropped"] == 500
+
+
+def test_decide_unknown_users_message_names_the_python_or_cli_option(sim):
+    from hmum.errors import cli_flags
+
+    users = sim["users"].take(np.arange(100, 3000))
+    req = sim["requests"].slice(0, 1000)
+    with pytest.raises(DataError, match="pass missing='drop' to skip those requests"):
+        decide(req, users, TruthModel(), sim["vw"])
+    with cli_flags(missing="--drop-unknown-users"):
+        with pytest.raises(DataError, match="pass --drop-unknown-users to skip those requests"):
+            decide(req, users, TruthModel(), sim["vw"])
 
 
 def test_policy_eval_writes_tables_plot_and_report(sim, tmp_path):
@@ -156,6 +169,35 @@ def test_cli_train_decide_policy_eval(sim, tmp_path, cli_app):
                                 str(tmp_path / "pe"), "--n-boot", "20", "--test-split"])
     assert r.exit_code == 0, r.output
     assert "oracle" in r.output and (tmp_path / "pe" / "report.md").is_file()
+
+
+def test_cli_decide_unknown_users(sim, tmp_path, cli_app):
+    """`pass missing='drop'` named a Python parameter; the CLI names its flag, and the flag
+    says how many requests it dropped."""
+    from hmum.pipeline import train_hum
+
+    res, users = sim["res"], sim["users"]
+    hum, _ = train_hum(users, model=SMALL_HUM, trainer={"max_epochs": 1, "batch_size": 1024})
+    hum.save(tmp_path / "hum")
+    sim["vw"].save(tmp_path / "vw")
+    # the users file without its first 100 users: their requests have no user
+    pq.write_table(pq.read_table(res.users_path).slice(100), tmp_path / "users.parquet")
+    args = ["decide", "--requests", str(res.requests_path), "--users",
+            str(tmp_path / "users.parquet"), "--hum-model", str(tmp_path / "hum"),
+            "--value-model", str(tmp_path / "vw"), "--out", str(tmp_path / "dec.parquet")]
+    r = CliRunner().invoke(cli_app, args)
+    assert r.exit_code == 2, r.output
+    text = " ".join(r.output.split())
+    assert "pass --drop-unknown-users to skip those requests" in text
+    assert "missing=" not in text
+    r = CliRunner().invoke(cli_app, [*args, "--drop-unknown-users"])
+    assert r.exit_code == 0, r.output
+    n_lost = int(np.isin(pq.read_table(res.requests_path)["user_id"].to_numpy(),
+                         users.user_id[:100]).sum())
+    assert n_lost > 0
+    assert (f"--drop-unknown-users: dropped {n_lost:,} of 1,500 request(s) whose user is not "
+            "in --users") in " ".join(r.output.split())
+    assert pq.read_table(tmp_path / "dec.parquet").num_rows == 1500 - n_lost
 
 
 def test_cli_decide_bad_mode(cli_app, tmp_path):
