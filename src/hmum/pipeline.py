@@ -38,7 +38,8 @@ def held_out_indices(est, arm: np.ndarray, seed: int = 0) -> np.ndarray:
 
     The split recorded in the model's artifact when there is one (stratified for
     ``hmum train``, a row-index hash for data-parallel training); otherwise the
-    seeded stratified 8:1:1 test part.
+    seeded stratified 8:1:1 test part. Unchecked: ``held_out_rows`` (what
+    ``--test-split`` uses) also refuses a table the model was not split from.
     """
     split = getattr(est, "split_", None)
     if split and len(split["fractions"]) == 3:
