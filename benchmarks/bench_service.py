@@ -17,8 +17,19 @@ users with delta (K = 2, R = 2) in Redis (a throwaway ``redis-server`` on a free
    16 connections, then a sweep over connections to find the highest rate with
    p99 <= 10 ms. Everything (server, Redis, wrk) shares the machine's cores.
 
+3. ``--mode mixed`` (issue 13, item 10): small requests (``wrk``, ``--connections``)
+   while one client keeps sending the largest valid batch, 256 requests x 512
+   candidates x 512 recent items (~15 MB of JSON, ``max_batch_items`` raised to hold
+   it), one after another with ``--batch-interval`` seconds between them. Three
+   phases of ``--duration`` seconds: small requests alone; with the batches; with the
+   batches on a server whose batch path is made blocking again (no slices, model on
+   the event loop: what the service did before). Also, in process: the cost of a
+   thread hand-off (``anyio.to_thread``) next to a small request's decision, which is
+   why small requests stay on the event loop.
+
 Usage: python benchmarks/bench_service.py [--duration 5] [--users 100000]
        [--workers 1] [--store redis|sqlite] [--json out.json]
+       python benchmarks/bench_service.py --mode mixed [--duration 8] [--store sqlite]
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -181,11 +193,12 @@ def wrk(base: str, script: Path, connections: int, duration: float) -> dict:
 
 
 @contextlib.contextmanager
-def server(cfg_env: dict, workers: int):
+def server(cfg_env: dict, workers: int, factory: str = "hmum.serving.service:app_from_env"):
     port = free_loopback_port()
-    env = {**os.environ, **cfg_env, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, **cfg_env,
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "hmum.serving.service:app_from_env",
+        [sys.executable, "-m", "uvicorn", "--factory", factory,
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--log-level", "warning", "--no-access-log", "--http", "httptools"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -207,6 +220,115 @@ def server(cfg_env: dict, workers: int):
         stop_process(proc, timeout=10)
 
 
+def blocking_app():
+    """The service with its batch path made blocking again (no slices, the model on the
+    event loop): the behaviour before issue 13, for the comparison phase of --mode mixed."""
+    from hmum.serving import service
+
+    service._Pauser.EVERY_S = float("inf")
+    os.environ["HMUM_OFFLOAD_ITEMS"] = str(10**8)
+    return service.app_from_env()
+
+
+def big_batch(fields: list[str], n: int = 256, length: int = 512, seed: int = 0) -> bytes:
+    """The largest batch of the default limits: n requests x ``length`` candidates and
+    ``length`` recent items in every field; codes up to 1e9 (~15 MB of JSON)."""
+    rng = np.random.default_rng(seed)
+    reqs = [{"user_id": int(i), "candidates": {f: rng.integers(0, 10**9, length).tolist()
+                                               for f in fields},
+             "recent": {f: rng.integers(0, 10**9, length).tolist() for f in fields}}
+            for i in range(n)]
+    return _dumps({"requests": reqs})
+
+
+def handoff_cost(n: int = 3000) -> dict:
+    """p50 / p99 of one anyio.to_thread.run_sync round trip of a no-op (µs)."""
+    import anyio
+
+    async def run() -> list[float]:
+        out = []
+        for _ in range(n + 200):
+            t0 = time.perf_counter()
+            await anyio.to_thread.run_sync(lambda: None)
+            out.append(time.perf_counter() - t0)
+        return out[200:]
+
+    return pct(anyio.run(run))
+
+
+def small_decision_cost(cfg: ServiceConfig, reqs: list[bytes], n: int = 3000) -> dict:
+    svc = DecisionService(cfg)
+    out = []
+    for i in range(n + 200):
+        t0 = time.perf_counter()
+        _dumps(svc.decide([svc.prepare(DecideRequest.model_validate_json(reqs[i % len(reqs)]))
+                           ])[0])
+        out.append(time.perf_counter() - t0)
+    return pct(out[200:])
+
+
+def send_batches(base: str, body: bytes, stop: threading.Event, interval: float,
+                 max_batches: int, out: list) -> None:
+    """POST ``body`` to /v1/decide/batch until ``stop`` (or ``max_batches``): one at a
+    time, ``interval`` s apart. Appends (status, seconds, decisions) to ``out``."""
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=60.0) as c:
+        while not stop.is_set() and len(out) < max_batches:
+            t0 = time.perf_counter()
+            r = c.post("/v1/decide/batch", content=body,
+                       headers={"content-type": "application/json"})
+            n = len(r.json().get("decisions", [])) if r.status_code == 200 else 0
+            out.append((r.status_code, time.perf_counter() - t0, n))
+            stop.wait(interval)
+
+
+def mixed(args, root: Path, url: str, est, reqs: list[bytes]) -> dict:
+    """Small requests' latency (wrk) alone, with 15 MB batches arriving, and with them on
+    the old blocking batch path."""
+    res: dict = {}
+    cfg = ServiceConfig(value_weight_model=root / "vw", store_url=url)
+    res["in_process_us"] = {"thread_handoff": handoff_cost(),
+                            "small_decision": small_decision_cost(cfg, reqs)}
+    print("in process (µs):", json.dumps(res["in_process_us"]), flush=True)
+    body = big_batch(list(est.cand_fields_))
+    res["batch_bytes"] = len(body)
+    print(f"batch: 256 x (512 + 512) items, {len(body) / 1e6:.1f} MB", flush=True)
+    script = root / "post.lua"
+    script.write_text(LUA % ",".join("[==[" + b.decode() + "]==]" for b in reqs))
+    env = {"HMUM_VALUE_WEIGHT_MODEL": str(root / "vw"), "HMUM_STORE_URL": url,
+           "HMUM_MAX_BATCH_ITEMS": str(256 * 1024)}
+    phases = [("small requests alone", "hmum.serving.service:app_from_env", False),
+              ("with 15 MB batches", "hmum.serving.service:app_from_env", True),
+              ("with 15 MB batches, blocking batch path (before)", "bench_service:blocking_app",
+               True)]
+    res["phases"] = []
+    for name, factory, batches in phases:
+        with server(env, 1, factory=factory) as base:
+            wrk(base, script, args.connections, 1.0)  # warm-up
+            sent: list = []
+            stop = threading.Event()
+            sender = threading.Thread(target=send_batches, args=(
+                base, body, stop, args.batch_interval, 1000, sent)) if batches else None
+            if sender:
+                sender.start()
+                time.sleep(0.2)  # the first batch is on its way
+            try:
+                p = wrk(base, script, args.connections, args.duration)
+            finally:
+                stop.set()
+                if sender:
+                    sender.join(timeout=120)
+        ok = [t for s, t, n in sent if s == 200 and n == 256]
+        row = {"phase": name, "small": p, "batches_sent": len(sent), "batches_ok": len(ok),
+               "batch_statuses": sorted({s for s, _, _ in sent}),
+               "batch_latency_s": {"p50": round(float(np.median(ok)), 3),
+                                   "max": round(max(ok), 3)} if ok else None}
+        res["phases"].append(row)
+        print("mixed:", json.dumps(row), flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk point")
@@ -219,6 +341,11 @@ def main() -> None:
     ap.add_argument("--redis-url", default=None)
     ap.add_argument("--sweep", default="1,2,4,8,16,32,64", help="connections to try")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--mode", choices=["load", "mixed"], default="load")
+    ap.add_argument("--connections", type=int, default=2,
+                    help="--mode mixed: wrk connections of small requests")
+    ap.add_argument("--batch-interval", type=float, default=0.25,
+                    help="--mode mixed: seconds between the end of a batch and the next")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
@@ -235,6 +362,12 @@ def main() -> None:
             SQLiteStore(root / "uplift.sqlite").close()
         ids = fill(url, args.users, est.responses_)
         reqs = bodies(table, ids, 512)
+        if args.mode == "mixed":
+            res["mixed"] = mixed(args, root, url, est, reqs)
+            print(json.dumps(res, indent=2))
+            if args.json:
+                args.json.write_text(json.dumps(res, indent=2) + "\n")
+            return
         cfg = ServiceConfig(value_weight_model=root / "vw", store_url=url)
         res["in_process"] = in_process(cfg, reqs, args.calls)
         print("in process:", json.dumps(res["in_process"]), flush=True)

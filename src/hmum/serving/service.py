@@ -91,6 +91,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import sys
 import threading
@@ -869,7 +870,8 @@ class _Handlers:
 
             if self._limiter is None:
                 self._limiter = anyio.CapacityLimiter(c.model_threads)
-            w = await anyio.to_thread.run_sync(svc.weights, items, limiter=self._limiter)
+            w = await anyio.to_thread.run_sync(_in_background, svc.weights, items,
+                                               limiter=self._limiter)
         else:
             w = svc.weights(items)
         out = _dumps({"decisions": svc.decide(items, w)})
@@ -912,6 +914,24 @@ class _Handlers:
                               "msg": f"the batch holds more than {m} candidate and recent items "
                                      "in all (max_batch_items) up to this request; send fewer "
                                      "or shorter requests per batch"}])
+
+
+_WORKER = threading.local()
+
+
+def _in_background(fn: Callable, *args: Any) -> Any:
+    """``fn(*args)`` on this worker thread at a lower CPU priority (Linux: the thread's
+    nice value + 10, set once per thread), so that on busy cores the event loop
+    thread, answering small requests, wins the CPU over a large batch's model run."""
+    if not getattr(_WORKER, "background", False):
+        _WORKER.background = True
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid)
+                                                     + 10))
+        except (AttributeError, OSError):  # not Linux, or not allowed: normal priority
+            pass
+    return fn(*args)
 
 
 class _Pauser:
