@@ -232,11 +232,12 @@ def blocking_app():
 
 def big_batch(fields: list[str], n: int = 256, length: int = 512, seed: int = 0) -> bytes:
     """The largest batch of the default limits: n requests x ``length`` candidates and
-    ``length`` recent items in every field; codes up to 1e9 (~15 MB of JSON)."""
+    ``length`` recent items in every field; codes up to 2**31 - 1 (~15 MB of JSON)."""
     rng = np.random.default_rng(seed)
-    reqs = [{"user_id": int(i), "candidates": {f: rng.integers(0, 10**9, length).tolist()
+    top = 2**31 - 1
+    reqs = [{"user_id": int(i), "candidates": {f: rng.integers(0, top, length).tolist()
                                                for f in fields},
-             "recent": {f: rng.integers(0, 10**9, length).tolist() for f in fields}}
+             "recent": {f: rng.integers(0, top, length).tolist() for f in fields}}
             for i in range(n)]
     return _dumps({"requests": reqs})
 
@@ -293,7 +294,8 @@ def mixed(args, root: Path, url: str, est, reqs: list[bytes]) -> dict:
     print("in process (µs):", json.dumps(res["in_process_us"]), flush=True)
     body = big_batch(list(est.cand_fields_))
     res["batch_bytes"] = len(body)
-    print(f"batch: 256 x (512 + 512) items, {len(body) / 1e6:.1f} MB", flush=True)
+    print(f"batch: 256 requests x (512 + 512) items x {len(est.cand_fields_)} fields, "
+          f"{len(body) / 1e6:.1f} MB", flush=True)
     script = root / "post.lua"
     script.write_text(LUA % ",".join("[==[" + b.decode() + "]==]" for b in reqs))
     env = {"HMUM_VALUE_WEIGHT_MODEL": str(root / "vw"), "HMUM_STORE_URL": url,

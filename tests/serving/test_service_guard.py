@@ -469,3 +469,47 @@ def test_other_shapes_are_not_sliced(body):
 def test_service_config_keeps_the_token_out_of_dumps():
     cfg = ServiceConfig(token=TOKEN)
     assert TOKEN not in repr(cfg) and TOKEN not in str(cfg.model_dump())
+
+
+def _asgi_post(app, path: str, body: bytes, chunk: int, length: bool = True):
+    """POST ``body`` to the ASGI app in chunks of ``chunk`` bytes: (status, body)."""
+    headers = [(b"content-type", b"application/json")]
+    if length:
+        headers.append((b"content-length", str(len(body)).encode()))
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers,
+             "client": ("127.0.0.1", 1), "query_string": b"", "root_path": "",
+             "scheme": "http", "server": ("t", 80), "http_version": "1.1",
+             "asgi": {"version": "3.0"}}
+    parts = [body[i:i + chunk] for i in range(0, len(body), chunk)]
+    sent: dict = {"body": b""}
+
+    async def receive():
+        part = parts.pop(0)
+        return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            sent["status"] = message["status"]
+        else:
+            sent["body"] += message.get("body", b"")
+
+    asyncio.run(app(scope, receive, send))
+    return sent["status"], json.loads(sent["body"])
+
+
+def test_bodies_in_many_chunks(vw, tmp_path, sqlite_store):
+    """The fast path reads a body chunk by chunk (into a bytearray past the first one):
+    the same answers as one chunk; a body growing past the limit is refused as it
+    arrives, without a content-length."""
+    app = create_app(make_config(vw, tmp_path, max_candidates=20, max_recent=8))
+    one = json.dumps(request_body(vw[3], 0, int(USERS[0]))).encode()
+    batch = json.dumps(batch_of(vw, 5)).encode()
+    for path, body in (("/v1/decide", one), ("/v1/decide/batch", batch)):
+        whole = _asgi_post(app, path, body, len(body))
+        assert whole[0] == 200
+        assert _asgi_post(app, path, body, 97) == whole
+    limit = app.state.handlers.limit
+    big = json.dumps(request_body(vw[3], 0, int(USERS[0]))).encode()
+    big = big[:-1] + b', "pad": "' + b"x" * limit + b'"}'
+    status, d = _asgi_post(app, "/v1/decide", big, 1000, length=False)
+    assert status == 413 and d["message"].startswith(f"body: larger than {limit} bytes")

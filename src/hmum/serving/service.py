@@ -96,7 +96,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -542,6 +542,12 @@ class DecisionService:
         from one store read for all users, phi (n, K) = einsum("nkr,nr->nk"),
         enabled = phi > sigma. Returns n decision dicts (see the module docstring).
         """
+        return list(self.decisions(items, w))
+
+    def decisions(self, items: list[tuple[Any, np.ndarray, np.ndarray]],
+                  w: np.ndarray | None = None) -> Iterator[dict]:
+        """``decide`` one decision at a time (a large batch yields to the event loop
+        between them); the store is read once, for all n, before the first."""
         m = self.model
         n = len(items)
         w = self.weights(items) if w is None else w
@@ -564,7 +570,6 @@ class DecisionService:
         if store_version != self.store_version and store_version is not None:
             self.store_version = store_version
             self.metrics.set_versions(m.model_version, store_version)
-        out = []
         wl = w.tolist()
         count = self._count
         for i in range(n):
@@ -584,8 +589,7 @@ class DecisionService:
                 d["enabled"] = on
                 for t in on or ("none",):
                     count(t)
-            out.append(d)
-        return out
+            yield d
 
     def _count(self, treatment: str) -> None:
         """decisions_total{treatment} += 1, with the labelled child cached (hot path)."""
@@ -799,7 +803,7 @@ class _Handlers:
         return {"retry-after": "1"} if status == 503 and self.svc.model is not None else None
 
     # --- one request ---------------------------------------------------------------------
-    def decide(self, body: bytes) -> tuple[int, bytes]:
+    def decide(self, body: bytes | bytearray) -> tuple[int, bytes]:
         svc = self.svc
         if svc.model is None:
             return self.not_ready()
@@ -815,7 +819,7 @@ class _Handlers:
         return 200, out
 
     # --- a batch -------------------------------------------------------------------------
-    async def batch(self, body: bytes) -> tuple[int, bytes]:
+    async def batch(self, body: bytes | bytearray) -> tuple[int, bytes]:
         """A batch call. Bodies larger than the largest single request count against
         ``max_batches_in_flight`` (they are the ones that take long)."""
         if self.svc.model is None:
@@ -830,7 +834,7 @@ class _Handlers:
         finally:
             self.in_flight -= 1
 
-    async def _batch(self, body: bytes) -> tuple[int, bytes]:
+    async def _batch(self, body: bytes | bytearray) -> tuple[int, bytes]:
         """Decode the requests one at a time (yielding to the event loop after every
         ~1 ms of work), run the model on a worker thread when the call holds more
         than ``offload_items`` items, then read the store and decide on the loop."""
@@ -874,11 +878,15 @@ class _Handlers:
                                                limiter=self._limiter)
         else:
             w = svc.weights(items)
-        out = _dumps({"decisions": svc.decide(items, w)})
+        decisions = []
+        for d in svc.decisions(items, w):
+            decisions.append(d)
+            await pause()
+        out = _dumps({"decisions": decisions})
         self.lat_batch.observe(time.perf_counter() - t0)
         return 200, out
 
-    def _batch_whole(self, body: bytes, t0: float) -> tuple[int, bytes]:
+    def _batch_whole(self, body: bytes | bytearray, t0: float) -> tuple[int, bytes]:
         """A batch parsed whole by pydantic: bodies that are not plainly
         ``{"requests": [{...}, ...]}`` (nearly always invalid; the parser names why)."""
         svc, c = self.svc, self.svc.config
@@ -961,7 +969,7 @@ _WS = b" \t\n\r"  # JSON whitespace (bytes.strip() alone would also take \x0b, \
 _OPEN, _CLOSE = {0x7B: 0x7D, 0x5B: 0x5D}, (0x7D, 0x5D)
 
 
-def _string_end(body: bytes, i: int) -> int:
+def _string_end(body: bytes | bytearray, i: int) -> int:
     """Index just past the JSON string opening at ``body[i]`` (a quote); _Unscannable if
     it never closes."""
     j = body.find(b'"', i + 1)
@@ -975,7 +983,7 @@ def _string_end(body: bytes, i: int) -> int:
     raise _Unscannable
 
 
-def _request_spans(body: bytes):
+def _request_spans(body: bytes | bytearray):
     """Yield (start, end) of each request object of a batch body
     ``{"requests": [{...}, {...}, ...]}``, found from its structure alone: brackets,
     braces and strings (item-code lists are skipped at C speed). Each span is then
@@ -1099,19 +1107,24 @@ class _FastPath:
         refusal = h.precheck(content_type, declared, limit)
         if refusal is not None:
             return refusal
-        chunks, size = [], 0
+        body: bytes | bytearray = b""
         while True:  # bounded by ``limit``: a longer body is refused as it arrives
             message = await receive()
             if message["type"] == "http.disconnect":
                 return 0, b""
             chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
+            if len(body) + len(chunk) > limit:
                 return h.too_large(limit)
-            chunks.append(chunk)
+            if not body:
+                body = chunk  # the common case: one chunk, no copy
+            else:
+                # grown chunk by chunk: one b"".join of a 13 MB body stalled the loop
+                # ~12 ms (fresh pages); extending spreads that over the chunks
+                if isinstance(body, bytes):
+                    body = bytearray(body)
+                body += chunk
             if not message.get("more_body", False):
                 break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return await h.batch(body) if batch else h.decide(body)
 
 
