@@ -33,13 +33,6 @@ def test_json_round_trip(tmp_path):
     assert ("all", "usage_time") in gt
 
 
-def test_links():
-    assert ResponseSpec(name="a", kind="binary").link == "sigmoid"
-    assert ResponseSpec(name="a", kind="count").link == "softplus"
-    assert ResponseSpec(name="a", kind="continuous").link == "softplus"
-    assert ResponseSpec(name="a", kind="continuous", nonnegative=False).link == "identity"
-
-
 def test_duplicate_arm_names_rejected():
     with pytest.raises(ValidationError, match="arm names must be unique"):
         make_schema(arms=["c", "t", "t"])

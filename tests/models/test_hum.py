@@ -61,7 +61,7 @@ def test_masking_arm_k_rows_train_only_branch_k(k):
     x = torch.randint(0, 3, (32, 3))
     arm = torch.full((32,), k)
     y = torch.rand(32, 2) * 10
-    loss, _ = hum_loss(m(x), arm, y, m.y_std, m.branch_treatment, kl_weight=1.0)
+    loss, _ = hum_loss(m.forward_factual(x, arm), y, m.losses, m.y_mean, m.y_std, kl_weight=1.0)
     loss.backward()
     for b in range(m.B):
         norms = _block_grad_norms(m, b)
@@ -74,8 +74,9 @@ def test_masking_arm_k_rows_train_only_branch_k(k):
 def test_control_rows_train_every_branch():
     m = build(K=3)
     x = torch.randint(0, 3, (32, 3))
-    loss, logs = hum_loss(m(x), torch.zeros(32, dtype=torch.long), torch.rand(32, 2), m.y_std,
-                          m.branch_treatment)
+    arm = torch.zeros(32, dtype=torch.long)
+    loss, logs = hum_loss(m.forward_factual(x, arm), torch.rand(32, 2), m.losses, m.y_mean,
+                          m.y_std)
     loss.backward()
     assert logs["kl"] > 0
     for b in range(m.B):
@@ -94,23 +95,59 @@ def test_kl_weight_zero_drops_the_term():
     x = torch.randint(0, 3, (8, 3))
     arm = torch.zeros(8, dtype=torch.long)
     y = torch.rand(8, 2)
-    out = m(x)
-    l0, logs0 = hum_loss(out, arm, y, m.y_std, m.branch_treatment, kl_weight=0.0)
-    l1, logs1 = hum_loss(out, arm, y, m.y_std, m.branch_treatment, kl_weight=1.0)
+    out = m.forward_factual(x, arm)
+    l0, logs0 = hum_loss(out, y, m.losses, m.y_mean, m.y_std, kl_weight=0.0)
+    l1, logs1 = hum_loss(out, y, m.losses, m.y_mean, m.y_std, kl_weight=1.0)
     assert logs0["kl"] == 0.0 and logs1["kl"] > 0
     torch.testing.assert_close(l1 - l0, torch.tensor(logs1["kl"]), rtol=1e-3, atol=1e-5)
 
 
 def test_hand_computed_loss():
     """One control row and one treated row, K=1 with a single branch, R=1."""
-    from hmum.models.hum import HUMOutput
-    out = HUMOutput(
-        y_treated=torch.tensor([[[2.0]], [[5.0]]]),
-        y_control=torch.tensor([[[1.0]], [[4.0]]]),
-        gate_control=torch.full((2, 1, 1, 2), 0.5),
+    from hmum.models.hum import FactualOutput
+    # slots: pass 0 (treated) holds row 1 (prediction 5), pass 1 (control) row 0 (prediction 1)
+    out = FactualOutput(
+        y=torch.tensor([[[[5.0]], [[1.0]]]]),  # (B=1, 2, n=1, R=1)
+        rows=torch.tensor([[[1], [0]]]),
+        valid=torch.ones(1, 2, 1, dtype=torch.bool),
+        gate_control=torch.full((1, 1, 1, 2), 0.5),
     )
-    arm = torch.tensor([0, 1])
     y = torch.tensor([[3.0], [3.0]])
     # row 0 (control): (3-1)^2/2^2 = 1 ; row 1 (treated): (3-5)^2/2^2 = 1 ; mean over 2 rows
-    loss, logs = hum_loss(out, arm, y, torch.tensor([2.0]), torch.tensor([1]))
+    loss, logs = hum_loss(out, y, ["mse"], torch.tensor([3.0]), torch.tensor([2.0]))
     assert loss.item() == pytest.approx(1.0) and logs["kl"] == 0.0
+
+
+def _dense_reference_loss(m: HUM, x, arm, y, kl_weight):
+    """eq. 5 on the full forward (every pass on every row), masked afterwards."""
+    from hmum.models.links import deviance
+    out = m(x)
+    yy = y.unsqueeze(1)
+    d_t = deviance(out.y_treated, yy, m.losses, m.y_mean, m.y_std).sum(-1)  # (N, B)
+    d_c = deviance(out.y_control, yy, m.losses, m.y_mean, m.y_std).sum(-1)
+    treated = (arm.unsqueeze(1) == m.branch_treatment.unsqueeze(0)).float()
+    control = (arm == 0).float().unsqueeze(1)
+    kl = (control_gate_kl(out.gate_control).sum(-1) * control).sum()
+    return ((d_t * treated).sum() + (d_c * control).sum() + kl_weight * kl) / len(arm)
+
+
+@pytest.mark.parametrize(("K", "bpt", "losses"), [(2, None, ["mse", "mse"]), (3, None, ["gamma", "poisson"]),
+                                                  (1, 3, ["mse", "gamma"])])
+def test_factual_forward_equals_the_dense_masked_loss(K, bpt, losses):
+    """The sparse training forward gives eq. 5's loss and gradients of the full forward."""
+    m = build(K=K, bpt=bpt)
+    m.losses = losses
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 3, (40, 3), generator=g)
+    arm = torch.randint(0, K + 1, (40,), generator=g)
+    arm[:3] = 0  # both kinds of rows present
+    y = torch.rand(40, 2, generator=g) * 10 + 0.1
+    loss, _ = hum_loss(m.forward_factual(x, arm), y, m.losses, m.y_mean, m.y_std, kl_weight=0.7)
+    loss.backward()
+    grads = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    ref = _dense_reference_loss(m, x, arm, y, 0.7)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, (p.grad for p in m.parameters()), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -301,3 +301,15 @@ def test_weights_of_another_model_refused_at_load(tmp_path, fitted, data):
     with pytest.raises(ArtifactError, match="weights.safetensors does not fit the model "
                                             "config.json describes: .*size mismatch"):
         load_estimator(tmp_path / "m")
+
+
+def test_model_trainer_defaults_yield_to_an_explicit_ema_setting():
+    from hmum.training.estimator import trainer_config
+
+    defaults = {"ema_share": 0.1, "batch_size": 1024}
+    assert trainer_config(None, defaults).ema_share == 0.1
+    cfg = trainer_config({"ema_decay": 0.99}, defaults)  # no "at most one" conflict
+    assert cfg.ema_decay == 0.99 and cfg.ema_share is None and cfg.batch_size == 1024
+    off = trainer_config({"ema_share": None}, defaults)
+    assert off.ema_horizon(10) is None
+    assert trainer_config({"batch_size": 64}, defaults).batch_size == 64

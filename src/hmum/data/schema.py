@@ -57,19 +57,6 @@ class ResponseSpec(BaseModel):
     #: continuous only: False for a response that may be negative (e.g. a profit).
     nonnegative: bool = True
 
-    @property
-    def link(self) -> Literal["sigmoid", "softplus", "identity"]:
-        """Output link of a model's tower: keeps predictions in the response's range.
-
-        Counts and non-negative continuous responses (times, views) need positive
-        predictions, since the decision layer divides by them (relative uplift).
-        """
-        if self.kind == "binary":
-            return "sigmoid"
-        if self.kind == "count" or self.nonnegative:
-            return "softplus"
-        return "identity"
-
 
 class Schema(BaseModel):
     """Column roles of an experiment table (see module docstring)."""

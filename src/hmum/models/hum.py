@@ -19,17 +19,22 @@ The loss (eq. 5) lives in ``hmum.training.losses``; this module only does forwar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 
-from hmum.models.layers import BlockMMoE, FieldEmbedding, FieldSelector, apply_link, link_bias
+from hmum.models.layers import BlockMMoE, FieldEmbedding, FieldSelector
+from hmum.models.links import LossConfig, apply_link, link_bias
 
 
-class HUMConfig(BaseModel):
-    """Hyper-parameters of HUM (the only home of their defaults)."""
+class HUMConfig(LossConfig):
+    """Hyper-parameters of HUM (the only home of their defaults).
+
+    ``loss`` / ``tweedie_power`` (from LossConfig): the response losses, shared with
+    every baseline (``hmum.models.links``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -38,6 +43,10 @@ class HUMConfig(BaseModel):
     expert_sizes: list[int] = Field(default_factory=lambda: [128, 64])
     tower_sizes: list[int] = Field(default_factory=lambda: [32])
     selector_heads: int = Field(1, ge=1, description="attention selectors per branch (1 = eq. 2)")
+    selector: Literal["sum", "fieldwise"] = Field(
+        "sum", description="sum: eq. 2's weighted sum of fields; fieldwise: fields scaled by "
+        "their weights and concatenated (hmum.models.layers.FieldSelector)"
+    )
     branches_per_treatment: int | None = Field(
         None, ge=1, description="branches per treatment; None: 1 if K > 1, else 3 (paper §5.2.2)"
     )
@@ -59,6 +68,25 @@ class HUMOutput(NamedTuple):
 
     y_treated: torch.Tensor
     y_control: torch.Tensor
+    gate_control: torch.Tensor
+
+
+class FactualOutput(NamedTuple):
+    """What the masked loss of eq. 5 reads, and nothing else (``HUM.forward_factual``).
+
+    Pass 0 of branch b runs on the rows of arm t(b), pass 1 (control) on the rows
+    of arm 0; each (branch, pass) holds n row slots, padded past its row count.
+
+    y: (B, 2, n, R) estimates in original units (pass 0: y^b, pass 1: y^{0,b}).
+    rows: (B, 2, n) long, the batch row of each slot.
+    valid: (B, 2, n) bool, False on padding slots.
+    gate_control: (B, n, R, M) control-side gates z^{0,b} of the arm-0 rows (the
+        same rows, in the same order, for every branch).
+    """
+
+    y: torch.Tensor
+    rows: torch.Tensor
+    valid: torch.Tensor
     gate_control: torch.Tensor
 
 
@@ -91,6 +119,8 @@ class HUM(nn.Module):
         self.K = n_treatments
         self.R = len(links)
         self.links = list(links)
+        # the response loss of each output; set by the estimator (hmum.models.links)
+        self.losses = ["mse"] * self.R
         bpt = cfg.n_branches_per_treatment(n_treatments)
         self.B = n_treatments * bpt
         self.register_buffer(
@@ -102,10 +132,11 @@ class HUM(nn.Module):
         self.embed = FieldEmbedding(cardinalities, d)
         self.treatment_embed = nn.Embedding(n_treatments + 1, d)
         nn.init.normal_(self.treatment_embed.weight, std=0.05)
-        self.selector = FieldSelector(self.B, self.embed.n_fields, d, cfg.selector_heads)
+        self.selector = FieldSelector(self.B, self.embed.n_fields, d, cfg.selector_heads,
+                                      cfg.selector)
         self.mmoe = BlockMMoE(
             self.B,
-            cfg.selector_heads * d + d,
+            self.selector.width + d,
             n_experts=cfg.n_experts,
             expert_sizes=cfg.expert_sizes,
             n_tasks=self.R,
@@ -117,21 +148,48 @@ class HUM(nn.Module):
                 link_bias(self.links, self.y_mean, self.y_std).repeat(self.B).view(-1, 1, 1)
             )
 
-    def forward(self, x: torch.Tensor) -> HUMOutput:
-        e_x = self.embed(x)  # (N, F, d)
-        n = e_x.shape[0]
-        # (B, 2, d): pass 0 uses the branch's treatment, pass 1 the control embedding
+    def _pass_embeddings(self) -> torch.Tensor:
+        """(B, 2, d): pass 0 uses the branch's treatment, pass 1 the control embedding."""
         arms = torch.stack([self.branch_treatment, torch.zeros_like(self.branch_treatment)], 1)
-        e_t = self.treatment_embed(arms)
-        sel, _ = self.selector(e_x, e_t)  # (B, 2, N, H*d)
-        f = torch.cat([sel, e_t.unsqueeze(2).expand(-1, -1, n, -1)], dim=-1)
-        z, gates = self.mmoe(f)  # (B, 2, N, R), (B, 2, N, R, M)
-        y = apply_link(z, self.links, self.y_mean, self.y_std)
+        return self.treatment_embed(arms)
+
+    def _heads(self, e_x: torch.Tensor, e_t: torch.Tensor):
+        """e_x (N, F, d) or (B, 2, n, F, d), e_t (B, 2, d) -> y (B, 2, n, R), gates."""
+        sel, _ = self.selector(e_x, e_t)  # (B, 2, n, H*d)
+        # f = [sel ; e_t] (eq. 3): e_t is the same for every row of a pass
+        z, gates = self.mmoe(sel, context=e_t)  # (B, 2, n, R), (B, 2, n, R, M)
+        return apply_link(z, self.links, self.y_mean, self.y_std), gates
+
+    def forward(self, x: torch.Tensor) -> HUMOutput:
+        y, gates = self._heads(self.embed(x), self._pass_embeddings())
         return HUMOutput(
             y_treated=y[:, 0].transpose(0, 1),
             y_control=y[:, 1].transpose(0, 1),
             gate_control=gates[:, 1].transpose(0, 1),
         )
+
+    def forward_factual(self, x: torch.Tensor, arm: torch.Tensor) -> FactualOutput:
+        """Only the outputs the masked loss reads: x (N, F) int, arm (N,) -> FactualOutput.
+
+        A row of arm k > 0 is scored only by the treated pass of treatment k's
+        branches, a row of arm 0 only by the control passes: with K = 2 and equal
+        arms that is a third of ``forward``'s work, for the same loss and gradients.
+        """
+        n_rows = x.shape[0]
+        e_x = self.embed(x)
+        arm = arm.long()
+        counts = torch.bincount(arm, minlength=self.K + 1)  # (K+1,)
+        order = torch.argsort(arm, stable=True)  # rows grouped by arm
+        starts = torch.cumsum(counts, 0) - counts
+        pass_arm = torch.stack([self.branch_treatment, torch.zeros_like(self.branch_treatment)],
+                               1)  # (B, 2)
+        n = max(int(counts[pass_arm].max()), 1)
+        slot = torch.arange(n, device=x.device)
+        valid = slot.unsqueeze(0) < counts.unsqueeze(1)  # (K+1, n)
+        rows = order[(starts.unsqueeze(1) + slot).clamp(max=n_rows - 1)]  # (K+1, n)
+        rows, valid = rows[pass_arm], valid[pass_arm]  # (B, 2, n)
+        y, gates = self._heads(e_x[rows], self._pass_embeddings())
+        return FactualOutput(y=y, rows=rows, valid=valid, gate_control=gates[:, 1])
 
     def potential_outcomes(self, out: HUMOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """Aggregate branches: (y_hat (N, K+1, R), y0_branch (N, K, R)).

@@ -26,6 +26,7 @@ from hmum.data.split import split_indices
 from hmum.data.validate import ExperimentData, check_fit_data, validate_table
 from hmum.errors import format_validation_error
 from hmum.models.hum import HUM, HUMConfig
+from hmum.models.links import resolve_heads
 from hmum.training.artifacts import ArtifactError, read_artifact, write_artifact
 from hmum.training.losses import hum_loss
 from hmum.training.trainer import Trainer, TrainerConfig, TrainingHistory
@@ -54,6 +55,26 @@ def as_config(value, cls: type[BaseModel]) -> BaseModel:
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
 
 
+_EMA_FIELDS = ("ema_decay", "ema_steps", "ema_share")
+
+
+def trainer_config(value, defaults: dict) -> TrainerConfig:
+    """TrainerConfig from ``value`` (None, a TrainerConfig or a dict) over a model's defaults.
+
+    A TrainerConfig instance is taken as it is. In a dict, naming any EMA field (even
+    as None) replaces the default EMA horizon instead of conflicting with it.
+    """
+    if isinstance(value, TrainerConfig):
+        return value
+    if value is not None and not isinstance(value, dict):
+        return as_config(value, TrainerConfig)  # raises the usual TypeError
+    given = dict(value or {})
+    base = dict(defaults)
+    if any(k in given for k in _EMA_FIELDS):
+        base = {k: v for k, v in base.items() if k not in _EMA_FIELDS}
+    return TrainerConfig(**{**base, **given})
+
+
 def registered_estimators() -> dict[str, type[NeuralUpliftEstimator]]:
     """model_type -> estimator class, for HUM and every baseline."""
     import hmum.training.baselines  # noqa: F401  (registers the baselines on import)
@@ -78,6 +99,8 @@ class NeuralUpliftEstimator:
     config_class: ClassVar[type[BaseModel]] = BaseModel
     #: 1 for a model its paper defines for one treatment only; None = any K
     max_treatments: ClassVar[int | None] = None
+    #: this model's defaults over TrainerConfig's (the paper's), e.g. HUM's weight averaging
+    default_trainer: ClassVar[dict] = {}
 
     def __init__(self, schema: Schema, *, model=None, trainer=None, encoder=None) -> None:
         self.schema = schema
@@ -89,7 +112,7 @@ class NeuralUpliftEstimator:
     def _configs(self) -> tuple[BaseModel, TrainerConfig, EncoderConfig]:
         return (
             as_config(self.model, self.config_class),
-            as_config(self.trainer, TrainerConfig),
+            trainer_config(self.trainer, self.default_trainer),
             as_config(self.encoder, EncoderConfig),
         )
 
@@ -173,7 +196,9 @@ class NeuralUpliftEstimator:
         self._check_schema()
         model_cfg, trainer_cfg, _ = self._configs()
         self._check_y_std(y_std)
-        links = [r.link for r in self.schema.responses]
+        # gamma needs every value > 0; the validation rows are scored by the same loss
+        positive = ((train[2] > 0).all(0) & (valid[2] > 0).all(0)).tolist()
+        links, losses = resolve_heads(self.schema.responses, model_cfg, positive)
         torch.manual_seed(trainer_cfg.seed)
         module = self._build(
             encoder.cardinalities,
@@ -182,6 +207,7 @@ class NeuralUpliftEstimator:
             torch.tensor(y_std, dtype=torch.float32),
             model_cfg,
         )
+        module.losses = losses  # read by the loss functions, never by forward
         history = Trainer(
             trainer_cfg, checkpoint_dir=checkpoint_dir, progress=progress, log=log, dist=dist
         ).fit(module, self._loss, train, valid, resume=resume)
@@ -254,7 +280,8 @@ class NeuralUpliftEstimator:
             "model": self.model_config_.model_dump(),
             "trainer": self.trainer_config_.model_dump(),
             "cardinalities": self.encoder_.cardinalities,
-            "links": [r.link for r in self.schema.responses],
+            "links": list(self.module_.links),
+            "losses": list(self.module_.losses),
             # which rows were held out (hmum.data.split.split_from_record), when known
             "split": getattr(self, "split_", None),
             # the table that split indexes into (hmum.data.validate.data_fingerprint):
@@ -295,6 +322,8 @@ class NeuralUpliftEstimator:
             weights["y_std"],
             model_cfg,
         )
+        # artifacts written before losses were configurable trained the paper's MSE
+        module.losses = list(config.get("losses") or ["mse"] * len(config["links"]))
         try:
             module.load_state_dict(weights)
         except RuntimeError as e:
@@ -363,13 +392,13 @@ class HUMEstimator(NeuralUpliftEstimator):
     config_class = HUMConfig
 
     def _build(self, cardinalities, links, y_mean, y_std, cfg):
-        self._kl_weight = cfg.kl_weight
+        self._kl_weight, self._tweedie_power = cfg.kl_weight, cfg.tweedie_power
         return HUM(cardinalities, self.schema.K, links, y_mean, y_std, cfg)
 
     def _loss(self, module: HUM, batch):
         x, arm, y = batch
-        out = module(x)
-        return hum_loss(out, arm, y, module.y_std, module.branch_treatment, self._kl_weight)
+        return hum_loss(module.forward_factual(x, arm), y, module.losses, module.y_mean,
+                        module.y_std, self._kl_weight, self._tweedie_power)
 
     def _outcomes(self, module: HUM, x):
         y_hat, y0b = module.potential_outcomes(module(x))

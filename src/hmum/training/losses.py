@@ -1,10 +1,18 @@
-"""Training losses (eq. 5). Pure functions of model outputs and labels."""
+"""Training losses (eq. 5). Pure functions of model outputs and labels.
+
+The per-response loss itself (MSE, Gamma, Tweedie, Poisson, BCE) has one owner,
+``hmum.models.links.deviance``; this module combines it with HUM's masking and
+KL term, and with the baselines' factual-outcome view.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from hmum.models.hum import HUMOutput
+from hmum.models.hum import FactualOutput
+from hmum.models.links import deviance
 
 # Gates are softmax outputs; the floor keeps log() finite if one saturates.
 _EPS = 1e-8
@@ -22,42 +30,41 @@ def control_gate_kl(gates: torch.Tensor) -> torch.Tensor:
 
 
 def hum_loss(
-    out: HUMOutput,
-    arm: torch.Tensor,
+    out: FactualOutput,
     y: torch.Tensor,
+    losses: Sequence[str],
+    y_mean: torch.Tensor,
     y_std: torch.Tensor,
-    branch_treatment: torch.Tensor,
     kl_weight: float = 1.0,
+    tweedie_power: float = 1.5,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The masked HUM loss of eq. 5, on standardized responses.
+    """The masked HUM loss of eq. 5.
 
     A row of arm k > 0 trains only the treated output of treatment k's branches;
-    a row of arm 0 trains every branch's control output and adds the KL term.
-    Squared errors are divided by the training std of each response and summed
-    over responses; the total is divided by the number of rows.
+    a row of arm 0 trains every branch's control output and adds the KL term. The
+    per-response losses (``losses``; the paper: "mse", squared errors divided by the
+    training std) are summed over responses; the total is divided by the number of rows.
 
     Args:
-        out: HUM forward output for N rows (B branches, R responses, M experts).
-        arm: (N,) int in [0, K].
+        out: ``HUM.forward_factual`` for N rows (B branches, R responses, M experts).
         y: (N, R) observed responses.
-        y_std: (R,) training std of the responses.
-        branch_treatment: (B,) treatment t(b) of each branch.
+        losses: (R,) loss names (``hmum.models.links``).
+        y_mean, y_std: (R,) training statistics of the responses.
         kl_weight: coefficient of the KL term (0 = HUM w/o KL).
+        tweedie_power: p of a "tweedie" loss.
 
     Returns:
-        (scalar loss, {"mse": ..., "kl": ...} as floats for logging).
+        (scalar loss, {"fit": ..., "kl": ...} as floats for logging).
     """
     n = y.shape[0]
-    yy = y.unsqueeze(1)
-    se_t = (((out.y_treated - yy) / y_std) ** 2).sum(-1)  # (N, B)
-    se_c = (((out.y_control - yy) / y_std) ** 2).sum(-1)  # (N, B)
-    treated = (arm.unsqueeze(1) == branch_treatment.unsqueeze(0)).to(se_t.dtype)
-    control = (arm == 0).to(se_c.dtype).unsqueeze(1)
-    mse = (se_t * treated).sum() + (se_c * control).sum()
-    loss = mse
+    valid = out.valid.to(out.y.dtype)  # (B, 2, n)
+    dev = deviance(out.y, y[out.rows], losses, y_mean, y_std, tweedie_power).sum(-1)
+    fit = (dev * valid).sum()
+    loss = fit
     kl_val = 0.0
     if kl_weight > 0:
-        kl = (control_gate_kl(out.gate_control).sum(-1) * control).sum()
+        kl_rows = control_gate_kl(out.gate_control.transpose(0, 1)).sum(-1)  # (n, B)
+        kl = (kl_rows * valid[0, 1].unsqueeze(1)).sum()
         loss = loss + kl_weight * kl
         kl_val = float(kl.detach()) / n
-    return loss / n, {"mse": float(mse.detach()) / n, "kl": kl_val}
+    return loss / n, {"fit": float(fit.detach()) / n, "kl": kl_val}

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load, load_file, save_file
 from torch import nn
 
@@ -56,12 +56,37 @@ class TrainerConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     ema_decay: float | None = Field(
         None, ge=0.0, lt=1.0,
-        description="validate and keep an exponential moving average of the weights "
-        "(e.g. 0.999): damps SGD noise on heavy-tailed responses; None = off (the paper)",
+        description="validate and keep an exponential moving average of the weights with "
+        "this decay (horizon 1/(1-decay) steps); None = off (the paper)",
+    )
+    ema_steps: int | None = Field(
+        None, ge=1, description="EMA horizon H in optimizer steps (decay 1 - 1/H)",
+    )
+    ema_share: float | None = Field(
+        None, gt=0.0, le=1.0,
+        description="EMA horizon as a share of the run's planned steps (steps per epoch x "
+        "max_epochs), so it scales with the data",
     )
     seed: int = 0
     num_threads: int | None = Field(None, ge=1, description="torch threads; None = leave as is")
     device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _one_ema_horizon(self):
+        given = [n for n in ("ema_decay", "ema_steps", "ema_share") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set at most one of ema_decay, ema_steps, ema_share; got {given}")
+        return self
+
+    def ema_horizon(self, steps_per_epoch: int) -> float | None:
+        """The EMA horizon H in optimizer steps (decay 1 - 1/H), or None when EMA is off."""
+        if self.ema_decay is not None:
+            return 1.0 / (1.0 - self.ema_decay)
+        if self.ema_steps is not None:
+            return float(self.ema_steps)
+        if self.ema_share is not None:
+            return max(1.0, self.ema_share * steps_per_epoch * self.max_epochs)
+        return None
 
 
 class TrainingHistory(BaseModel):
@@ -183,7 +208,11 @@ class Trainer:
         bad_epochs = 0
         start_epoch = 0
         params = [p for p in model.parameters() if p.requires_grad]
-        ema = [p.detach().clone() for p in params] if cfg.ema_decay is not None else None
+        horizon = cfg.ema_horizon(len(batches))
+        ema = [p.detach().clone() for p in params] if horizon is not None else None
+        # EMA steps taken; the first H steps average every iterate so far (decay
+        # min(1 - 1/H, 1 - 1/t)), so the start-up weights never linger in the average
+        self._ema_t = 0
         checkpoint = self._read_checkpoint(device) if resume and self.checkpoint_dir else None
         if checkpoint is not None:
             start_epoch, bad_epochs, history, best_state = self._load_checkpoint(
@@ -232,8 +261,10 @@ class Trainer:
                     (loss if weight is None else loss * weight).backward()
                     opt.step()
                     if ema is not None:
+                        self._ema_t += 1
                         with torch.no_grad():
-                            torch._foreach_lerp_(ema, params, 1.0 - cfg.ema_decay)
+                            torch._foreach_lerp_(ema, params, max(1.0 / horizon,
+                                                                  1.0 / self._ema_t))
                     n = batch[0].shape[0] if weight != 0.0 else 0  # 0: a stand-in row
                     tot += float(loss.detach()) * n
                     rows += n
@@ -341,6 +372,7 @@ class Trainer:
             "history": history.model_dump(),
             "optimizer": opt_meta,
             "scheduler": sched.state_dict(),
+            "ema_steps_taken": self._ema_t,
         }
         (tmp / "state.json").write_text(json.dumps(state))
         # swap in the new checkpoint in two renames; a crash leaves one whole copy
@@ -390,4 +422,5 @@ class Trainer:
         if ema is not None:
             for i, v in enumerate(ema):
                 v.copy_(tensors[f"ema.{i}"])
+            self._ema_t = int(state.get("ema_steps_taken", 0))
         return state["epoch"], state["bad_epochs"], history, best

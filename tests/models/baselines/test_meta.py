@@ -9,7 +9,7 @@ import torch
 from hmum.data.schema import ResponseSpec
 from hmum.models.baselines.common import BaselineConfig
 from hmum.models.baselines.meta import ConditionedMLP, SLearnerNet, TLearnerNet
-from hmum.training.baselines.common import factual_mse
+from hmum.training.baselines.common import factual_loss
 from hmum.training.baselines.meta import SLearnerEstimator, TLearnerEstimator
 from hmum.training.estimator import load_estimator
 from tests.synth import make_experiment
@@ -74,7 +74,7 @@ def test_tlearner_rows_of_one_arm_train_only_that_arms_body():
     x = torch.tensor([[0, 1], [2, 4], [1, 3]])
     arm = torch.full((3,), 1)
     y = torch.randn(3, 2)
-    factual_mse(net(x), arm, y, net.y_std).sum().backward()
+    factual_loss(net(x), arm, y, net).sum().backward()
     for layer in net.bodies.layers:
         g = layer.weight.grad
         assert g[1].abs().sum() > 0

@@ -19,7 +19,7 @@ from hmum.models.baselines.multitask import (
     SNet,
     SNetConfig,
 )
-from hmum.training.baselines.common import factual_mse
+from hmum.training.baselines.common import factual_loss
 from hmum.training.baselines.multitask import (
     EFINEstimator,
     EUENEstimator,
@@ -174,12 +174,12 @@ def test_m3tn_starts_at_the_training_mean():
 def test_euen_control_rows_train_only_the_control_net():
     m = _net(EUEN, EUENConfig, K=1)
     y = torch.rand(5, 2) * 5
-    factual_mse(m(X), torch.zeros(5, dtype=torch.long), y, m.y_std).sum().backward()
+    factual_loss(m(X), torch.zeros(5, dtype=torch.long), y, m).sum().backward()
     for layer in m.nets.layers:
         assert layer.weight.grad[1:].abs().max() == 0  # uplift net untouched
         assert layer.weight.grad[0].abs().max() > 0
     m.zero_grad()
-    factual_mse(m(X), torch.ones(5, dtype=torch.long), y, m.y_std).sum().backward()
+    factual_loss(m(X), torch.ones(5, dtype=torch.long), y, m).sum().backward()
     for layer in m.nets.layers:  # treated rows: y_1 = y_0 + u trains both nets
         assert layer.weight.grad[0].abs().max() > 0
         assert layer.weight.grad[1].abs().max() > 0
@@ -280,7 +280,7 @@ def test_snet_subspaces_and_penalty():
 def test_snet_control_rows_do_not_reach_the_treated_subspace():
     m = _net(SNet, SNetConfig, K=1)
     y = torch.rand(5, 2) * 5
-    factual_mse(m(X).y_hat, torch.zeros(5, dtype=torch.long), y, m.y_std).sum().backward()
+    factual_loss(m(X).y_hat, torch.zeros(5, dtype=torch.long), y, m).sum().backward()
     for layer in m.reps.layers:
         assert layer.weight.grad[4].abs().max() == 0  # mu_1's subspace
         assert layer.weight.grad[3].abs().max() > 0  # mu_0's subspace

@@ -1,6 +1,7 @@
 """TARNet, CFRNet, DragonNet, BNN: smoke, artifacts, refusals, penalties, recovery."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from hmum.models.baselines.representation import (
     RepOutput,
     TARNetConfig,
 )
-from hmum.training.baselines.common import factual_mse
+from hmum.training.baselines.common import factual_loss
 from hmum.training.baselines.representation import (
     BNNEstimator,
     CFRNetEstimator,
@@ -129,7 +130,7 @@ def test_tarnet_rows_of_one_arm_train_only_that_arms_head():
     x = torch.tensor([[0, 1], [2, 4], [1, 3]])
     out = net(x)
     assert out.phi.shape == (3, 8) and out.y_hat.shape == (3, 3, 2)
-    factual_mse(out.y_hat, torch.full((3,), 2), torch.randn(3, 2), net.y_std).sum().backward()
+    factual_loss(out.y_hat, torch.full((3,), 2), torch.randn(3, 2), net).sum().backward()
     for layer in net.heads.layers:
         assert layer.weight.grad[2].abs().sum() > 0
         assert layer.weight.grad[:2].abs().sum() == 0
@@ -237,15 +238,21 @@ def test_nearest_in_other_arm_hand_made():
 # --- losses (hand-computed) -------------------------------------------------------
 
 
+def _unit_scale():
+    """What the losses read of a network: R = 1, mean 0, std 1, the paper's MSE."""
+    return SimpleNamespace(y_mean=torch.zeros(1), y_std=torch.ones(1), losses=["mse"],
+                           config=SimpleNamespace(tweedie_power=1.5))
+
+
 def test_cfr_loss_reweights_the_groups_to_equal_mass():
     y_hat = torch.tensor([[[0.0], [1.0]]] * 4)  # (4, 2, 1): 0 under control, 1 treated
     arm = torch.tensor([1, 0, 0, 0])
     y = torch.tensor([[3.0], [1.0], [1.0], [2.0]])
     out = RepOutput(torch.zeros(4, 1), torch.zeros(4, 1), y_hat)
     # squared errors 4 | 1, 1, 4; u = 1/4: weights 2 | 2/3
-    loss, logs = cfr_loss(out, arm, y, torch.ones(1), CFRNetConfig(alpha=0.0))
+    loss, logs = cfr_loss(out, arm, y, _unit_scale(), CFRNetConfig(alpha=0.0))
     assert float(loss) == pytest.approx((2 * 4 + 2 / 3 * 6) / 4)
-    loss, _ = cfr_loss(out, arm, y, torch.ones(1), CFRNetConfig(alpha=0.0, reweight=False))
+    loss, _ = cfr_loss(out, arm, y, _unit_scale(), CFRNetConfig(alpha=0.0, reweight=False))
     assert float(loss) == pytest.approx(10 / 4)
 
 
@@ -256,7 +263,7 @@ def test_dragonnet_loss_hand_computed():
     logit = torch.tensor([0.0, math.log(3.0)])  # g = 1/2, 3/4
     out = RepOutput(torch.zeros(2, 1), torch.zeros(2, 1), y_hat, logit)
     eps = torch.tensor([0.1])
-    loss, logs = dragonnet_loss(out, arm, y, torch.ones(1), eps, DragonNetConfig())
+    loss, logs = dragonnet_loss(out, arm, y, _unit_scale(), eps, DragonNetConfig())
     # residuals 0.5, 1; h = 1/(1/2) = 2, -1/(1 - 3/4) = -4
     mse = (0.25 + 1.0) / 2
     ce = (math.log(2.0) + math.log(4.0)) / 2

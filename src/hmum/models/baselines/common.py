@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 
-from hmum.models.layers import FieldEmbedding, apply_link, link_bias
+from hmum.models.layers import FieldEmbedding
+from hmum.models.links import LossConfig, apply_link, link_bias
 
 
 def pick_arm(per_arm: torch.Tensor, arm: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -25,10 +26,11 @@ def pick_arm(per_arm: torch.Tensor, arm: torch.Tensor, dim: int = 1) -> torch.Te
     return per_arm.gather(1, idx).squeeze(1)
 
 
-class BaselineConfig(BaseModel):
+class BaselineConfig(LossConfig):
     """Settings shared by the baselines (paper §5.1: same embeddings, untuned).
 
     Subclasses add the fields of their own paper (penalty weights, latent sizes).
+    ``loss`` / ``tweedie_power`` (LossConfig) are HUM's, so comparisons stay fair.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -75,6 +77,8 @@ class BaselineNet(nn.Module):
         self.K = n_treatments
         self.R = len(links)
         self.links = list(links)
+        # the response loss of each output; set by the estimator (hmum.models.links)
+        self.losses = ["mse"] * self.R
         self.config = config
         self.register_buffer("y_mean", torch.as_tensor(y_mean, dtype=torch.float32).clone())
         self.register_buffer("y_std", torch.as_tensor(y_std, dtype=torch.float32).clone())

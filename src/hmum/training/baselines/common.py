@@ -7,18 +7,21 @@ from typing import ClassVar
 import torch
 
 from hmum.models.baselines.common import BaselineConfig, BaselineNet, pick_arm
+from hmum.models.links import deviance
 from hmum.training.estimator import NeuralUpliftEstimator
 
 
-def factual_mse(y_hat: torch.Tensor, arm: torch.Tensor, y: torch.Tensor,
-                y_std: torch.Tensor) -> torch.Tensor:
-    """Squared error of each row's received arm, standardized, summed over R.
+def factual_loss(y_hat: torch.Tensor, arm: torch.Tensor, y: torch.Tensor,
+                 module: BaselineNet) -> torch.Tensor:
+    """The loss of each row's received arm, summed over R.
 
-    The same scale as HUM's loss (eq. 5): errors divided by the training std.
+    The model's response losses (``module.losses``: the paper's standardized squared
+    error, or a deviance; ``hmum.models.links``), as HUM's (eq. 5).
 
-    y_hat (N, K+1, R), arm (N,) in [0, K], y (N, R), y_std (R,) -> (N,).
+    y_hat (N, K+1, R), arm (N,) in [0, K], y (N, R) -> (N,).
     """
-    return (((pick_arm(y_hat, arm) - y) / y_std) ** 2).sum(-1)
+    return deviance(pick_arm(y_hat, arm), y, module.losses, module.y_mean, module.y_std,
+                    module.config.tweedie_power).sum(-1)
 
 
 class BaselineEstimator(NeuralUpliftEstimator):
@@ -41,5 +44,5 @@ class BaselineEstimator(NeuralUpliftEstimator):
     def _loss(self, module, batch):
         """Default: the factual loss on ``potential_outcomes`` (S/T-learner style)."""
         x, arm, y = batch
-        mse = factual_mse(module.potential_outcomes(x), arm, y, module.y_std).mean()
+        mse = factual_loss(module.potential_outcomes(x), arm, y, module).mean()
         return mse, {"mse": float(mse.detach())}

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from hmum.models.baselines.descn import DESCN, DESCNConfig
-from hmum.models.layers import apply_link
+from hmum.models.links import apply_link
 from hmum.training.baselines.common import BaselineEstimator
 from hmum.training.baselines.generative import mean_nll, response_nll
 from hmum.training.estimator import register
@@ -30,6 +30,8 @@ def descn_loss(
     links: Sequence[str],
     y_mean: torch.Tensor,
     y_std: torch.Tensor,
+    losses: Sequence[str] | None = None,
+    tweedie_power: float = 1.5,
     binary: torch.Tensor,
     config: DESCNConfig,
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -60,7 +62,8 @@ def descn_loss(
     m = torch.where(binary, torch.zeros_like(y_mean), y_mean)
 
     def nll(r, mask):
-        return _masked_mean(response_nll(r, y, links, y_mean, y_std, binary), mask)
+        return _masked_mean(response_nll(r, y, links, y_mean, y_std, binary, losses, tweedie_power),
+                            mask)
 
     terms = {
         "propensity": F.binary_cross_entropy_with_logits(out["pi_logit"], t),
@@ -98,5 +101,6 @@ class DESCNEstimator(BaselineEstimator):
         x, arm, y = batch
         return descn_loss(
             module(x), arm, y, links=module.links, y_mean=module.y_mean, y_std=module.y_std,
+            losses=module.losses, tweedie_power=module.config.tweedie_power,
             binary=module.binary, config=module.config,
         )

@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from hmum.models.baselines.common import pick_arm
 from hmum.models.baselines.generative import CEVAE, GANITE, CEVAEConfig, GANITEConfig
-from hmum.models.layers import apply_link
+from hmum.models.links import apply_link, deviance
 from hmum.training.baselines.common import BaselineEstimator
 from hmum.training.estimator import register
 
@@ -29,15 +29,20 @@ def response_nll(
     y_mean: torch.Tensor,
     y_std: torch.Tensor,
     binary: torch.Tensor,
+    losses: Sequence[str] | None = None,
+    tweedie_power: float = 1.5,
 ) -> torch.Tensor:
     """Negative log likelihood of y given a head's raw outputs, summed over R.
 
     raw, y: (..., R); binary: (R,) bool. Binary responses: Bernoulli with logit
-    ``raw`` (y may be a soft target in [0, 1]); others: Gaussian, unit variance on
-    the standardized scale, mean ``apply_link(raw)``. Returns (...).
+    ``raw`` (y may be a soft target in [0, 1]); others: half the model's response
+    deviance (``hmum.models.links.deviance``; default "mse": a Gaussian with unit
+    variance on the standardized scale), of the mean ``apply_link(raw)``, which is
+    the NLL of that family up to a constant. Returns (...).
     """
     mean = apply_link(raw, links, y_mean, y_std)
-    gauss = 0.5 * ((mean - y) / y_std) ** 2
+    losses = ["mse"] * len(links) if losses is None else losses
+    gauss = 0.5 * deviance(mean, y, losses, y_mean, y_std, tweedie_power)
     bern = F.binary_cross_entropy_with_logits(raw, y.clamp(0, 1), reduction="none")
     return torch.where(binary, bern, gauss).sum(-1)
 
@@ -70,6 +75,8 @@ def cevae_loss(
     links: Sequence[str],
     y_mean: torch.Tensor,
     y_std: torch.Tensor,
+    losses: Sequence[str] | None = None,
+    tweedie_power: float = 1.5,
     binary: torch.Tensor,
     kl_weight: float = 1.0,
     aux_weight: float = 1.0,
@@ -86,10 +93,11 @@ def cevae_loss(
         for f, lg in enumerate(out["x_logits"])
     )
     rec_t = F.cross_entropy(out["p_t_logits"], arm.long(), reduction="none")
-    rec_y = response_nll(out["p_y_raw"], y, links, y_mean, y_std, binary)
+    rec_y = response_nll(out["p_y_raw"], y, links, y_mean, y_std, binary, losses,
+                         tweedie_power)
     kl = gaussian_kl(out["z_mean"], out["z_logvar"])
     aux = F.cross_entropy(out["q_t_logits"], arm.long(), reduction="none") + response_nll(
-        out["q_y_raw"], y, links, y_mean, y_std, binary
+        out["q_y_raw"], y, links, y_mean, y_std, binary, losses, tweedie_power
     )
     terms = {"rec_x": rec_x, "rec_t": rec_t, "rec_y": rec_y, "kl": kl, "aux": aux}
     loss = (rec_x + rec_t + rec_y + kl_weight * kl + aux_weight * aux).mean()
@@ -116,6 +124,7 @@ class CEVAEEstimator(BaselineEstimator):
         cfg = module.config
         return cevae_loss(
             out, x, arm, y, links=module.links, y_mean=module.y_mean, y_std=module.y_std,
+            losses=module.losses, tweedie_power=module.config.tweedie_power,
             binary=module.binary, kl_weight=cfg.kl_weight, aux_weight=cfg.aux_weight,
         )
 
@@ -129,6 +138,8 @@ def ganite_loss(
     links: Sequence[str],
     y_mean: torch.Tensor,
     y_std: torch.Tensor,
+    losses: Sequence[str] | None = None,
+    tweedie_power: float = 1.5,
     binary: torch.Tensor,
     alpha: float = 1.0,
     beta: float = 1.0,
@@ -148,10 +159,13 @@ def ganite_loss(
 
     out: ``GANITE.forward``'s dict; arm (N,), y (N, R). Returns (scalar, logs).
     """
-    g_fact = response_nll(pick_arm(out["g_raw"], arm), y, links, y_mean, y_std, binary)
+    g_fact = response_nll(pick_arm(out["g_raw"], arm), y,
+                          links, y_mean, y_std, binary, losses, tweedie_power)
     d_g = F.cross_entropy(out["d_g_logits"], arm.long(), reduction="none")
-    i_all = response_nll(out["i_raw"], out["y_bar"].detach(), links, y_mean, y_std, binary)
-    i_fact = response_nll(pick_arm(out["i_raw"], arm), y, links, y_mean, y_std, binary)
+    i_all = response_nll(out["i_raw"], out["y_bar"].detach(),
+                          links, y_mean, y_std, binary, losses, tweedie_power)
+    i_fact = response_nll(pick_arm(out["i_raw"], arm), y,
+                          links, y_mean, y_std, binary, losses, tweedie_power)
     real, fake = out["d_i_real"], out["d_i_fake"]
     d_i = F.binary_cross_entropy_with_logits(
         real, torch.ones_like(real), reduction="none"
@@ -187,5 +201,6 @@ class GANITEEstimator(BaselineEstimator):
         cfg = module.config
         return ganite_loss(
             out, arm, y, links=module.links, y_mean=module.y_mean, y_std=module.y_std,
+            losses=module.losses, tweedie_power=module.config.tweedie_power,
             binary=module.binary, alpha=cfg.alpha, beta=cfg.beta, training=module.training,
         )

@@ -11,7 +11,7 @@ import torch
 
 from hmum.models.baselines.common import BaselineConfig
 from hmum.models.baselines.meta import SLearnerNet, TLearnerNet
-from hmum.training.baselines.common import BaselineEstimator, factual_mse
+from hmum.training.baselines.common import BaselineEstimator, factual_loss
 from hmum.training.estimator import register
 
 
@@ -30,7 +30,7 @@ class SLearnerEstimator(BaselineEstimator):
     def _loss(self, module: SLearnerNet, batch):
         x, arm, y = batch
         pred = module(x, arm).unsqueeze(1)  # (N, 1, R): the received arm only
-        mse = factual_mse(pred, torch.zeros_like(arm), y, module.y_std).mean()
+        mse = factual_loss(pred, torch.zeros_like(arm), y, module).mean()
         return mse, {"mse": float(mse.detach())}
 
 

@@ -2,7 +2,7 @@
 
 The networks are in ``hmum.models.baselines.multitask`` (their docstrings cite
 the papers). Losses here are pure functions of tensors; every one starts from
-the factual squared error on the standardized scale (``factual_mse``), as HUM's.
+the factual squared error on the standardized scale (``factual_loss``), as HUM's.
 
 Shapes: N rows, K treatments, A = K+1 arms, R responses.
 """
@@ -24,7 +24,7 @@ from hmum.models.baselines.multitask import (
     SNet,
     SNetConfig,
 )
-from hmum.training.baselines.common import BaselineEstimator, factual_mse
+from hmum.training.baselines.common import BaselineEstimator, factual_loss
 from hmum.training.estimator import register
 
 # --------------------------------------------------------------------------- losses
@@ -98,7 +98,7 @@ class EFINEstimator(BaselineEstimator):
     def _loss(self, module: EFIN, batch):
         x, arm, y = batch
         out = module(x)
-        mse = factual_mse(out.y_hat, arm, y, module.y_std).mean()
+        mse = factual_loss(out.y_hat, arm, y, module).mean()
         bal = ite_balance_penalty(out.tau, arm)
         loss = mse + module.config.constraint_weight * bal
         return loss, {"mse": float(mse.detach()), "ite_balance": float(bal.detach())}
@@ -128,7 +128,7 @@ class FlexTENetEstimator(BaselineEstimator):
 
     def _loss(self, module: FlexTENet, batch):
         x, arm, y = batch
-        mse = factual_mse(module(x), arm, y, module.y_std).mean()
+        mse = factual_loss(module(x), arm, y, module).mean()
         ortho = orthogonality_penalty(module.orthogonal_pairs())
         loss = mse + module.config.orthogonal_weight * ortho
         return loss, {"mse": float(mse.detach()), "orthogonal": float(ortho.detach())}
@@ -151,7 +151,7 @@ class SNetEstimator(BaselineEstimator):
         x, arm, y = batch
         out = module(x)
         cfg = module.config
-        mse = factual_mse(out.y_hat, arm, y, module.y_std).mean()
+        mse = factual_loss(out.y_hat, arm, y, module).mean()
         prop = F.cross_entropy(out.propensity_logits, arm.long())
         ortho = subspace_orthogonality_penalty(module.first_layer_weights(),
                                                module.orthogonal_pairs())

@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from hmum.models.baselines.common import pick_arm
+from hmum.models.baselines.common import BaselineNet, pick_arm
 from hmum.models.baselines.representation import (
     BNN,
     BNNConfig,
@@ -30,7 +30,7 @@ from hmum.models.baselines.representation import (
     TARNet,
     TARNetConfig,
 )
-from hmum.training.baselines.common import BaselineEstimator, factual_mse
+from hmum.training.baselines.common import BaselineEstimator, factual_loss
 from hmum.training.estimator import register
 
 # ---------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def nearest_in_other_arm(z: torch.Tensor, treated: torch.Tensor) -> torch.Tensor
 # losses
 
 
-def cfr_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, y_std: torch.Tensor,
+def cfr_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, module: BaselineNet,
              cfg: CFRNetConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """CFRNet's objective (Shalit et al. 2017, the CFR training objective):
     mean_i w_i * factual_i + alpha * IPM(Phi | t=1, Phi | t=0).
@@ -162,9 +162,10 @@ def cfr_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, y_std: torch.Te
     batch's treated share (``cfg.reweight``); w = 1 when one group is empty.
 
     out: ArmHeadsNet output (y_hat (N, 2, R), phi (N, D)); arm (N,) in {0, 1};
-    y (N, R); y_std (R,). Returns (scalar loss, {"mse", "ipm"}).
+    y (N, R); module: the network (its response losses). Returns (scalar loss,
+    {"mse", "ipm"}).
     """
-    fact = factual_mse(out.y_hat, arm, y, y_std)  # (N,)
+    fact = factual_loss(out.y_hat, arm, y, module)  # (N,)
     treated = arm > 0
     u = float(treated.float().mean())
     if cfg.reweight and 0.0 < u < 1.0:
@@ -177,7 +178,7 @@ def cfr_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, y_std: torch.Te
     return loss, {"mse": float(mse.detach()), "ipm": float(pen.detach())}
 
 
-def dragonnet_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, y_std: torch.Tensor,
+def dragonnet_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, module: BaselineNet,
                    epsilon: torch.Tensor, cfg: DragonNetConfig
                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """DragonNet's objective with targeted regularization (Shi et al. 2019, §3):
@@ -190,11 +191,13 @@ def dragonnet_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, y_std: to
     clipped to [c, 1-c] inside h only.
 
     out: DragonNet output (y_hat (N, 2, R), propensity_logit (N,)); arm (N,) in
-    {0, 1}; y (N, R); y_std (R,); epsilon (R,). Returns (loss, {"mse", "ce", "tmle"}).
+    {0, 1}; y (N, R); module: the network (its response losses score the factual
+    term; the targeted term stays a squared error, as in the paper); epsilon (R,).
+    Returns (loss, {"mse", "ce", "tmle"}).
     """
     t = (arm > 0).to(y.dtype)
-    resid = (y - pick_arm(out.y_hat, arm)) / y_std  # (N, R)
-    mse = resid.pow(2).sum(-1).mean()
+    resid = (y - pick_arm(out.y_hat, arm)) / module.y_std  # (N, R)
+    mse = factual_loss(out.y_hat, arm, y, module).mean()
     ce = F.binary_cross_entropy_with_logits(out.propensity_logit, t)
     c = cfg.propensity_clip
     g = torch.sigmoid(out.propensity_logit).clamp(c, 1.0 - c)
@@ -205,7 +208,7 @@ def dragonnet_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, y_std: to
                   "tmle": float(tmle.detach())}
 
 
-def bnn_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, y_std: torch.Tensor,
+def bnn_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, module: BaselineNet,
              cfg: BNNConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """BNN's objective (Johansson et al. 2016, §4):
 
@@ -218,16 +221,16 @@ def bnn_loss(out: RepOutput, arm: torch.Tensor, y: torch.Tensor, y_std: torch.Te
     (gradient-free) flattened field embeddings.
 
     out: BNN output (inputs (N, F*d), phi (N, D), y_hat (N, 2, R)); arm (N,)
-    in {0, 1}; y (N, R); y_std (R,). Returns (loss, {"mse", "disc", "cf"}).
+    in {0, 1}; y (N, R); module: the network. Returns (loss, {"mse", "disc", "cf"}).
     """
-    mse = factual_mse(out.y_hat, arm, y, y_std).mean()
+    mse = factual_loss(out.y_hat, arm, y, module).mean()
     treated = arm > 0
     disc = linear_discrepancy(out.phi, treated) if cfg.alpha > 0 else mse.new_zeros(())
     cf = mse.new_zeros(())
     if cfg.gamma > 0:
         j = nearest_in_other_arm(out.inputs.detach(), treated)
         if j is not None:
-            cf = factual_mse(out.y_hat, 1 - arm, y[j], y_std).mean()
+            cf = factual_loss(out.y_hat, 1 - arm, y[j], module).mean()
     loss = mse + cfg.alpha * disc + cfg.gamma * cf
     return loss, {"mse": float(mse.detach()), "disc": float(disc.detach()),
                   "cf": float(cf.detach())}
@@ -263,7 +266,7 @@ class CFRNetEstimator(BaselineEstimator):
 
     def _loss(self, module: CFRNet, batch):
         x, arm, y = batch
-        return cfr_loss(module(x), arm, y, module.y_std, module.config)
+        return cfr_loss(module(x), arm, y, module, module.config)
 
 
 @register
@@ -281,7 +284,7 @@ class DragonNetEstimator(BaselineEstimator):
 
     def _loss(self, module: DragonNet, batch):
         x, arm, y = batch
-        return dragonnet_loss(module(x), arm, y, module.y_std, module.epsilon, module.config)
+        return dragonnet_loss(module(x), arm, y, module, module.epsilon, module.config)
 
     def _outcomes(self, module: DragonNet, x):
         out = module(x)
@@ -303,4 +306,4 @@ class BNNEstimator(BaselineEstimator):
 
     def _loss(self, module: BNN, batch):
         x, arm, y = batch
-        return bnn_loss(module(x), arm, y, module.y_std, module.config)
+        return bnn_loss(module(x), arm, y, module, module.config)
