@@ -7,8 +7,13 @@ Measured side by side in one process with the same thread count:
    achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter on the same batch)
    as a fraction of the peak.
 3. HUM training: rows/s of optimizer steps with the paper's batch size 4096.
+4. Fit cost against the S-Learner: whole ``fit`` calls of default HUM, HUM with the
+   paper's settings and the S-Learner on the same rows for the same epochs (early
+   stopping off), interleaved, median of ``--repeats``; the ratio is the target
+   (HUM <= 3x the S-Learner).
 
 Usage: python benchmarks/bench_hum_speed.py [--threads 2] [--users 200000]
+       [--fit-rows 80000 --fit-epochs 3 --repeats 3]
 """
 
 from __future__ import annotations
@@ -36,12 +41,47 @@ def matmul_peak(n: int = 2048, reps: int = 7) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def fit_costs(data, args) -> dict:
+    """Median whole-fit seconds of HUM (default), HUM (paper) and the S-Learner."""
+    from hmum.bench import MODEL_SPECS
+    from hmum.training.estimator import registered_estimators
+
+    reg = registered_estimators()
+    rows = data.take(np.arange(min(len(data), args.fit_rows)))
+    train, valid = rows.take(np.arange(0, len(rows) * 9 // 10)), rows.take(
+        np.arange(len(rows) * 9 // 10, len(rows)))
+    names = [n for n in ("hum", "hum_paper", "slearner") if n in MODEL_SPECS]
+    secs: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(args.repeats):
+        for n in names:  # interleaved: a noisy moment hits every model alike
+            spec = MODEL_SPECS[n]
+            trainer = {"max_epochs": args.fit_epochs, "early_stopping_patience": 1000,
+                       "num_threads": args.threads, **spec.trainer}
+            est = reg[spec.model_type](data.schema, model=dict(spec.model) or None,
+                                       trainer=trainer)
+            t0 = time.perf_counter()
+            est.fit(train, valid)
+            secs[n].append(time.perf_counter() - t0)
+    med = {n: statistics.median(v) for n, v in secs.items()}
+    out = {"rows": len(train), "epochs": args.fit_epochs, "repeats": args.repeats,
+           **{f"{n}_fit_s": round(v, 2) for n, v in med.items()},
+           **{f"{n}_rows_per_s": round(len(train) * args.fit_epochs / v)
+              for n, v in med.items()}}
+    for n in names:
+        if n != "slearner" and "slearner" in med:
+            out[f"{n}_over_slearner"] = round(med[n] / med["slearner"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--users", type=int, default=200_000)
     ap.add_argument("--infer-batch", type=int, default=16384)
     ap.add_argument("--train-steps", type=int, default=40)
+    ap.add_argument("--fit-rows", type=int, default=80_000)
+    ap.add_argument("--fit-epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,6 +160,7 @@ def main() -> None:
         "train_gflops": round(train_flops_per_row * rows_s / 1e9, 1),
         "train_fraction_of_peak": round(train_flops_per_row * rows_s / 1e9 / peak, 3),
     }
+    out["fit_vs_slearner"] = fit_costs(data, args)
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

@@ -56,16 +56,26 @@ __all__ = [
 ]
 
 #: bump when a change to the harness changes cell results (invalidates old cells)
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2
 
 #: metric -> (title, higher is better)
-METRICS: dict[str, tuple[str, bool]] = {
+METRICS: dict[str, tuple[str, bool | None]] = {
     "qini": ("Qini (normalized, higher is better)", True),
     "auuc": ("AUUC (normalized, higher is better)", True),
     "pehe": ("PEHE (root mean squared uplift error, lower is better)", False),
+    "ate_bias": ("ATE bias (mean estimated minus true uplift; closer to 0 is better)", None),
+    "tau_corr": ("Correlation with the true uplift (higher is better)", True),
+    "spread_ratio": ("Spread ratio sd(estimated uplift) / sd(true uplift) (1 = as spread)",
+                     None),
+    "delta_rmse": ("RMSE of the relative uplift delta (what DDM reads; lower is better)", False),
+    "oracle_qini": ("Qini of the true uplift on the same rows (the oracle's ranking)", None),
 }
+#: metrics whose best value is a target rather than a maximum or minimum
+METRIC_TARGETS = {"ate_bias": 0.0, "spread_ratio": 1.0}
 #: also kept per cell and in the CSV / JSON, not tabulated in Markdown
-EXTRA_METRICS = ("ate_error",)
+EXTRA_METRICS = ("ate_error", "level_bias_0", "level_bias_k")
+#: ground-truth metrics with paired bootstrap replicates (hmum.metrics.truth)
+PAIRED_METRICS = ("pehe", "ate_bias")
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class ModelSpec:
         model: overrides of the model's config (e.g. {"kl_weight": 0}).
         label: the name shown in tables.
         ours: True for the HUM family; every other model is a baseline.
+        trainer: TrainerConfig overrides of this model (e.g. {"ema_share": 0.1}); they
+            win over the run's overrides for the keys they name.
     """
 
     name: str
@@ -85,6 +97,7 @@ class ModelSpec:
     model: dict = field(default_factory=dict)
     label: str = ""
     ours: bool = False
+    trainer: dict = field(default_factory=dict)
 
     @property
     def display(self) -> str:
@@ -92,11 +105,14 @@ class ModelSpec:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "model_type": self.model_type, "model": self.model,
-                "label": self.display, "ours": self.ours}
+                "trainer": self.trainer, "label": self.display, "ours": self.ours}
 
     def key(self) -> dict:
         """What identifies the model in a cell key (not the label: renaming keeps cells)."""
-        return {"name": self.name, "model_type": self.model_type, "model": self.model}
+        key = {"name": self.name, "model_type": self.model_type, "model": self.model}
+        if self.trainer:
+            key["trainer"] = self.trainer
+        return key
 
 
 def _specs(*rows) -> dict[str, ModelSpec]:
@@ -334,12 +350,41 @@ def _fit_and_score(spec: ModelSpec, cls: type, split, trainer: dict, callbacks) 
         for m, r in zip(metrics, res["truth"].itertuples(index=False), strict=True):
             m["pehe"] = float(r.pehe)
             m["ate_error"] = float(r.ate_error)
+            m["oracle_qini"] = float(r.oracle_qini)
+    if split.test.mu is not None:
+        _add_truth_metrics(metrics, est, split)
     out = {"metrics": metrics, "fit_seconds": fit_s, "eval_seconds": eval_s}
     history = getattr(est, "history_", None)
     if history is not None and getattr(history, "epochs", None) is not None:
         out["epochs"] = len(history.epochs)
         out["best_epoch"] = history.best_epoch
     return out
+
+
+def _add_truth_metrics(metrics: list[dict], est, split) -> None:
+    """Ground-truth errors (hmum.metrics.truth) and their paired bootstrap replicates.
+
+    The replicate weights are seeded by the test rows' identity (split name and
+    size), so every model of a (seed, split) shares them and differences pair up.
+    """
+    from hmum.metrics.truth import replicate_errors, uplift_errors
+
+    test = split.test
+    y_hat = np.asarray(est.predict_outcomes(test), dtype=np.float64)
+    errs = uplift_errors(test.mu, y_hat)
+    boot_seed = int(hashlib.sha256(f"{split.name}:{len(test)}".encode()).hexdigest()[:8], 16)
+    reps = replicate_errors(test.mu, y_hat, n_boot=BOOT_REPLICATES, seed=boot_seed)
+    r_count = test.mu.shape[2]
+    for i, (m, e) in enumerate(zip(metrics, errs.itertuples(index=False), strict=True)):
+        k, r = divmod(i, r_count)  # uplift tables are treatment-major
+        for name in ("ate_bias", "tau_corr", "spread_ratio", "delta_rmse", "level_bias_0",
+                     "level_bias_k"):
+            m[name] = float(getattr(e, name))
+        m["replicates"] = {p: reps[p][:, k, r].round(8).tolist() for p in PAIRED_METRICS}
+
+
+#: bootstrap replicates per ground-truth cell (paired across models)
+BOOT_REPLICATES = 200
 
 
 # --------------------------------------------------------------------------------------
@@ -450,7 +495,7 @@ def run_bench(
     summary = aggregate_cells(cells, specs)
     settings = {"dataset": dataset, "path": path_key, "options": options, "seeds": seed_list,
                 "trainer": overrides, "threads": threads, "harness": HARNESS_VERSION, **info}
-    md = bench_tables(summary, dataset=dataset, settings=settings, skipped=skipped)
+    md = bench_tables(summary, dataset=dataset, settings=settings, skipped=skipped, cells=cells)
     files = _write_results(out, md, summary, cells, specs, skipped, settings)
     return BenchResult(cells=cells, summary=summary, markdown=md, files=files, fitted=fitted,
                        reused=sum(bool(c.get("reused")) for c in cells), skipped=skipped)
@@ -507,7 +552,7 @@ def _run_cells(dataset, models, seed_list, load, path, path_key, options, overri
                     cells.append(old)
                     callbacks.cell_end(old, reused=True)
                     continue
-                trainer_cfg = {**overrides, "seed": seed}
+                trainer_cfg = {**overrides, **spec.trainer, "seed": seed}
                 if threads:
                     trainer_cfg["num_threads"] = threads
                 callbacks.cell_start(spec.name, seed, str(split.name),
@@ -618,6 +663,12 @@ def _short(s: str, n: int = 90) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def _best(values: list[float], higher: bool | None, target: float | None) -> float:
+    if target is not None:
+        return min(values, key=lambda v: abs(v - target))
+    return max(values) if higher else min(values)
+
+
 def metric_table(summary: pd.DataFrame, metric: str, *, digits: int = 4) -> str | None:
     """One Markdown table: rows = models, columns = (treatment, response) of ``metric``.
 
@@ -627,6 +678,7 @@ def metric_table(summary: pd.DataFrame, metric: str, *, digits: int = 4) -> str 
     Returns None when no model has ``metric``.
     """
     higher = METRICS[metric][1]
+    target = METRIC_TARGETS.get(metric)
     have = summary[summary["metric"] == metric]
     if have.empty:
         return None
@@ -639,12 +691,13 @@ def metric_table(summary: pd.DataFrame, metric: str, *, digits: int = 4) -> str 
     best_base: dict[tuple, float] = {}
     for col in cols:
         vals = [(m, round(cell[(m, *col)][0], digits)) for m in models if (m, *col) in cell]
-        pick = max if higher else min
+        if higher is None and target is None:
+            continue  # e.g. the oracle's Qini: the same rows, a reference, not a contest
         if vals:
-            best[col] = pick(v for _, v in vals)
+            best[col] = _best([v for _, v in vals], higher, target)
         base = [v for m, v in vals if not status.loc[m, "ours"]]
         if base:
-            best_base[col] = pick(base)
+            best_base[col] = _best(base, higher, target)
     head = ["model", *[f"{t} / {r}" for t, r in cols], "runs"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(cols) + "---|"]
     for m in models:
@@ -672,6 +725,83 @@ def metric_table(summary: pd.DataFrame, metric: str, *, digits: int = 4) -> str 
         out.append(_runs(summary, m))
         lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
+
+
+def paired_differences(cells: list[dict], summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Each model's paired difference of ``metric`` to the best baseline, per column.
+
+    The reference of a (treatment, response) column is the baseline (``ours`` False)
+    with the lowest mean PEHE there. Cells pair up by (seed, split); the interval is
+    ``hmum.metrics.truth.paired_difference``'s hierarchical bootstrap over seeds and
+    the evaluation users' replicates (95 %).
+
+    Returns rows (model, label, reference, treatment, response, metric, diff, lo, hi, n).
+    """
+    from hmum.metrics.truth import paired_difference
+
+    reps: dict[tuple, dict[tuple, np.ndarray]] = {}  # (model, t, r) -> {(seed, split): (B,)}
+    for c in cells:
+        if c.get("status") != "ok":
+            continue
+        for m in c["metrics"]:
+            if metric in m.get("replicates", {}):
+                reps.setdefault((c["model"], m["treatment"], m["response"]), {})[
+                    (c["seed"], c["split"])] = np.asarray(m["replicates"][metric])
+    pehe = summary[summary["metric"] == "pehe"]
+    if not reps or pehe.empty:
+        return pd.DataFrame()
+    labels = dict(zip(summary["model"], summary["label"], strict=False))
+    rows = []
+    for (t, r), col in pehe.groupby(["treatment", "response"], sort=False):
+        base = col[~col["ours"].astype(bool)]
+        if base.empty:
+            continue
+        ref = str(base.loc[base["mean"].idxmin(), "model"])
+        ref_reps = reps.get((ref, t, r), {})
+        for model in dict.fromkeys(col["model"]):
+            mine = reps.get((model, t, r), {})
+            keys = [k for k in mine if k in ref_reps]
+            if model == ref or not keys:
+                continue
+            mean, lo, hi = paired_difference([mine[k] for k in keys],
+                                             [ref_reps[k] for k in keys])
+            rows.append({"model": model, "label": labels.get(model, model), "reference": ref,
+                         "treatment": t, "response": r, "metric": metric,
+                         "diff": float(mean), "lo": float(lo), "hi": float(hi),
+                         "n": len(keys)})
+    return pd.DataFrame(rows)
+
+
+def paired_table(cells: list[dict], summary: pd.DataFrame, metric: str, *,
+                 digits: int = 4) -> list[str]:
+    """Markdown lines of :func:`paired_differences` (empty without ground truth)."""
+    df = paired_differences(cells, summary, metric)
+    if df.empty:
+        return []
+    cols = list(dict.fromkeys(zip(df["treatment"], df["response"], strict=True)))
+    refs = {(t, r): labels for (t, r), labels in
+            df.groupby(["treatment", "response"], sort=False)["reference"].first().items()}
+    label_of = dict(zip(summary["model"], summary["label"], strict=False))
+    lines = [f"## Paired difference in {metric} to the best baseline (95 % interval)", "",
+             "Model minus reference on the same users and seeds; the reference per column is "
+             "the baseline with the lowest mean PEHE: "
+             + "; ".join(f"{t} / {r}: {label_of.get(refs[(t, r)], refs[(t, r)])}"
+                         for t, r in cols) + ". An interval that excludes 0 is marked *.", "",
+             "| model | " + " | ".join(f"{t} / {r}" for t, r in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for model in dict.fromkeys(df["model"]):
+        out = [_md_escape(str(label_of.get(model, model)))]
+        for t, r in cols:
+            hit = df[(df["model"] == model) & (df["treatment"] == t) & (df["response"] == r)]
+            if hit.empty:
+                out.append("—")
+                continue
+            h = hit.iloc[0]
+            sig = "*" if h["lo"] > 0 or h["hi"] < 0 else ""
+            out.append(f"{h['diff']:+.{digits}f} [{h['lo']:+.{digits}f}, {h['hi']:+.{digits}f}]"
+                       f"{sig}")
+        lines.append("| " + " | ".join(out) + " |")
+    return lines + [""]
 
 
 def _runs(summary: pd.DataFrame, model: str) -> str:
@@ -704,8 +834,10 @@ def runs_table(summary: pd.DataFrame) -> list[str]:
 
 
 def bench_tables(summary: pd.DataFrame, *, dataset: str = "", settings: dict | None = None,
-                 skipped: Sequence[dict] = (), digits: int = 4) -> str:
-    """The Markdown report: a header, one table per metric, the runs, left-out models."""
+                 skipped: Sequence[dict] = (), digits: int = 4,
+                 cells: list[dict] | None = None) -> str:
+    """The Markdown report: a header, one table per metric, paired differences to the
+    best baseline (ground-truth data; needs ``cells``), the runs, left-out models."""
     settings = settings or {}
     lines = [f"# hmum bench: {dataset}" if dataset else "# hmum bench", ""]
     seeds = settings.get("seeds")
@@ -729,6 +861,9 @@ def bench_tables(summary: pd.DataFrame, *, dataset: str = "", settings: dict | N
         table = metric_table(summary, metric, digits=digits)
         if table is not None:
             lines += [f"## {title}", "", table, ""]
+    if cells is not None:
+        for metric in PAIRED_METRICS:
+            lines += paired_table(cells, summary, metric, digits=digits)
     lines += runs_table(summary) + [""]
     if skipped:
         lines += ["Not run: " + "; ".join(f"{s['name']}: {s['reason']}" for s in skipped), ""]

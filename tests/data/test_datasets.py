@@ -352,10 +352,16 @@ def test_simulator_in_memory_and_from_folder(tmp_path):
     d = load_simulator(n_users=300, seed=4)
     assert len(d) == 300 and d.schema.K == 2 and d.schema.R == 2
     assert d.mu.shape == (300, 3, 2) and d.mu_all.shape == (300, 2)
-    splits = load_benchmark("simulator", n_users=300, seed=4)
-    again = load_benchmark("simulator", n_users=300, seed=4)
+    splits = load_benchmark("simulator", n_users=300, seed=4, eval_users=0)
+    again = load_benchmark("simulator", n_users=300, seed=4, eval_users=0)
     np.testing.assert_array_equal(splits[0].test.y, again[0].test.y)
     assert sum(len(p) for p in (splits[0].train, splits[0].valid, splits[0].test)) == 300
+    # default: the test rows are a fresh population of another seed, with its truth
+    fresh = load_benchmark("simulator", n_users=300, seed=4, eval_users=500)[0]
+    np.testing.assert_array_equal(fresh.train.y, splits[0].train.y)
+    assert len(fresh.test) == 500 and fresh.test.mu.shape == (500, 3, 2)
+    other = load_simulator(n_users=500, seed=4)
+    assert not np.allclose(fresh.test.mu, other.mu)  # not the training seed's users
 
     simulate(SimulatorConfig(n_users=200, seed=4, n_requests=10, n_items=100), tmp_path)
     disk = load_simulator(tmp_path)
