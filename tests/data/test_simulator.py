@@ -405,3 +405,97 @@ def test_users_file_has_row_groups_for_data_parallel_workers(tmp_path):
     sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
     # row groups never span a write chunk, and never exceed USERS_ROW_GROUP rows
     assert sum(sizes) == n and max(sizes) <= USERS_ROW_GROUP and len(sizes) >= 3
+
+
+# --- the contested world (issue 16, item 1) ------------------------------------------
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+GOLDEN = {"n_users": 12_000, "n_responses": 3, "seed": 5, "n_items": 2000, "n_candidates": 20,
+          "n_recent": 5, "n_exposed": 5}
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_defaults_give_exactly_the_recorded_output(k):
+    # the fixtures were written by the simulator before the contested-world options
+    # existed: today's defaults (and those options set to their defaults) must reproduce them
+    want = pq.read_table(FIXTURES / f"sim_golden_users_k{k}.parquet")
+    for extra in ({}, {"contested_share": 0.0, "weight_spread": 1.0, "weight_taste": 0.0}):
+        got = simulate_users(SimulatorConfig(n_treatments=k, **GOLDEN, **extra), n=300,
+                             include_latent=True)
+        assert got.equals(want), extra
+
+
+def test_defaults_give_exactly_the_recorded_requests():
+    want = pq.read_table(FIXTURES / "sim_golden_requests.parquet")
+    got = simulate_requests(SimulatorConfig(n_treatments=2, **GOLDEN), 60, start=2000)
+    assert got.equals(want)
+
+
+def _truth(table, arms=("control", "t1", "t2")):
+    return np.stack([_mu(table, a, RESP2) for a in arms], axis=1)  # (N, K+1, R)
+
+
+@pytest.fixture(scope="module")
+def contested_users() -> pa.Table:
+    from hmum.data.simulator import CONTESTED_WORLD
+
+    return simulate_users(SimulatorConfig(n_users=20_000, seed=3, **CONTESTED_WORLD),
+                          include_latent=True)
+
+
+def test_contested_share_and_pattern(contested_users):
+    hit = contested_users.column("latent_contested").to_numpy()
+    assert abs(hit.mean() - 0.4) < 0.02
+    d = _truth(contested_users)[:, 1:] / _truth(contested_users)[:, :1] - 1  # (N, K, R)
+    # contested users: t1 raises usage time and lowers views, t2 the reverse, for everyone
+    assert (d[hit, 0, 0] > 0).all() and (d[hit, 0, 1] < 0).all()
+    assert (d[hit, 1, 0] < 0).all() and (d[hit, 1, 1] > 0).all()
+    # the others keep today's world: their uplift pattern follows the orientation
+    today = simulate_users(SimulatorConfig(n_users=20_000, seed=3), include_latent=True)
+    np.testing.assert_array_equal(_truth(contested_users)[~hit], _truth(today)[~hit])
+
+
+def test_contested_world_weights_matter_on_true_uplift(contested_users):
+    from hmum.decision.core import relative_uplift
+    from hmum.decision.evaluation import ground_truth_effects
+    from hmum.decision.policies import decide, fixed_weight_policy, oracle_policy
+
+    def shares(t):
+        mu = _truth(t)
+        w = np.stack([t.column(f"true_w_{r}").to_numpy() for r in RESP2], axis=1)
+        d = relative_uplift(mu)
+        val = {name: ground_truth_effects(e, mu, w_true=w)["value"] for name, e in {
+            "oracle": oracle_policy(mu, None, w, mode="exclusive"),
+            "personal": decide(d, w, mode="exclusive")[1],
+            "fixed": fixed_weight_policy(d, w.mean(0), mode="exclusive")}.items()}
+        return val["personal"] / val["oracle"], val["fixed"] / val["oracle"]
+
+    personal, fixed = shares(contested_users)
+    assert personal == pytest.approx(1.0) and personal >= 1.2 * fixed
+    today = simulate_users(SimulatorConfig(n_users=20_000, seed=3), include_latent=True)
+    personal, fixed = shares(today)
+    assert fixed > 0.95  # today's world: a fixed weighting is nearly as good
+
+
+def test_weight_taste_is_invisible_to_features_but_visible_in_requests():
+    cfg = SimulatorConfig(n_users=20_000, seed=4, weight_taste=1.5)
+    u = simulate_users(cfg, include_latent=True)
+    w = u.column("true_w_usage_time").to_numpy()
+    taste = u.column("latent_taste").to_numpy()
+    orient = u.column("latent_orientation").to_numpy()
+    logit = np.log(w / (1 - w))
+    np.testing.assert_allclose(logit, orient + 1.5 * taste, rtol=1e-9, atol=1e-9)
+    req = simulate_requests(cfg, 4000)
+    rw = req.column("true_w_usage_time").to_numpy()
+    uid = req.column("user_id").to_numpy()
+    # the requests' latent weights follow the users' (taste included)
+    assert np.corrcoef(np.log(rw / (1 - rw)), logit[uid])[0, 1] > 0.8
+    # and no feature carries the taste
+    feats = np.stack([u.column(c).to_numpy().astype(float) for c in
+                      ("usage_time_7d", "video_views_7d", "tenure_days", "avg_play_seconds")], 1)
+    assert np.abs([np.corrcoef(np.log1p(f), taste)[0, 1] for f in feats.T]).max() < 0.03
+
+
+def test_contested_options_are_validated():
+    with pytest.raises(ValueError, match="contested_share"):
+        SimulatorConfig(contested_share=1.5)

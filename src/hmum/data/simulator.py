@@ -95,6 +95,30 @@ against the response noise, as in real A/B tests. Effect signs vary across users
 {control, t1..tK, all} that maximizes ``phi^a = sum_r w_r (mu_r^a / mu_r^0 - 1)``
 (paper eq. 11 with the true quantities); its population effects are reported.
 
+**3b. The contested world** (``contested_share``, ``weight_spread``, ``weight_taste``;
+all off by default, which gives today's world bit for bit). In today's world the sign
+of a user's uplift follows the same orientation ``c`` that sets their value weight, so
+one fixed weighting already picks nearly the right users and personalized weights
+decide almost nothing. The contested world separates the two:
+
+* value weights: ``theta_r = 0.5 * l_r . (a u + b xi, -(a u + b xi), v - 1)`` with
+  ``a = weight_spread``, ``b = weight_taste`` and a taste ``xi ~ N(0, 1)`` that no user
+  field reveals (for R = 2, ``w_usage_time = sigmoid(a u + b xi)``); requests follow
+  these weights (section 5), so only the request-level model can learn ``xi``;
+* contested users: ``kappa = 0.95 (n + 0.041) / 0.94 + 0.312 z`` (about N(0, 1); novelty
+  ``n`` shows in ``tenure_days`` and ``age_band``); the users with
+  ``kappa > Phi^-1(1 - contested_share)`` (that share of users) get, instead of the
+  t1 / t2 patterns above, ``A^1 = s1 * (1.0, -0.8, 0)`` and ``A^2 = s2 * (-0.8, 1.0, -0.1)``:
+  each treatment raises one response and lowers the other whatever the orientation,
+  so with R = 2 t1 is worth it exactly when ``w_usage_time > 0.444`` and t2 when
+  ``w_video_views > 0.444``; "all" stacks them as above.
+
+``CONTESTED_WORLD`` holds the settings the benchmarks and the demo call "the
+contested world" (``contested_share = 0.4, weight_taste = 1.0``): there, on the true
+uplift, the users' true weights reach about 1.5x the oracle share of the best fixed
+weighting (``benchmarks/bench_decisions.py``). With ``write_latent`` the users table
+also holds ``latent_taste`` and ``latent_contested``.
+
 **4. Assignment and observed responses.** Randomized: ``arm ~ Categorical(arm_shares)``
 (equal shares by default). Confounded: ``P(arm = a | x) = softmax_a(log share_a +
 strength * beta_a . (act, com))`` with ``act``, ``com`` the standardized
@@ -142,6 +166,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -159,6 +184,7 @@ from hmum.data.schema import (
 )
 
 __all__ = [
+    "CONTESTED_WORLD",
     "ITEM_FIELDS",
     "MAX_TREATMENTS",
     "RESPONSES",
@@ -206,6 +232,11 @@ ITEM_FIELDS: dict[str, int] = {
 }
 
 _BASE_EFFECT = 0.02  # lam at effect_scale = 1
+#: SimulatorConfig options of "the contested world" (docstring section 3b).
+CONTESTED_WORLD: dict[str, float] = {"contested_share": 0.4, "weight_taste": 1.0}
+#: Contested users' effect of t1 and t2 on the three axes (times s_k; docstring section 3b).
+_CONTESTED_T1 = (1.0, -0.8, 0.0)
+_CONTESTED_T2 = (-0.8, 1.0, -0.1)
 _BLOCK = 10_000  # users per random-stream block (the unit of determinism)
 _REQ_BLOCK = 2_000  # requests per random-stream block
 #: rows per Parquet row group of users.parquet (whole row groups go to each DDP worker)
@@ -306,6 +337,23 @@ class SimulatorConfig(BaseModel):
     n_items: int = Field(50_000, ge=100, description="videos in the item catalog")
     chunk_size: int = Field(500_000, ge=1, description="users generated and written at once")
     write_latent: bool = Field(False, description="also write latent traits to users.parquet")
+    # --- the contested world (section 3b of the module docstring); defaults = today's world
+    contested_share: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="share of users for whom t1 and t2 trade one response off against the other "
+                    "whatever their orientation (0 = today's world)")
+    weight_spread: float = Field(
+        1.0, ge=0.0, le=10.0, description="multiplies the orientation part of the latent value "
+                                          "weights' logits theta (1 = today's world)")
+    weight_taste: float = Field(
+        0.0, ge=0.0, le=10.0,
+        description="sd of a taste component of theta that no user feature reveals (only the "
+                    "requests do; 0 = today's world)")
+
+    @property
+    def contested(self) -> bool:
+        """True when any contested-world option differs from today's world."""
+        return self.contested_share > 0 or self.weight_spread != 1.0 or self.weight_taste > 0
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorConfig:
@@ -451,6 +499,11 @@ def _population(seed: int, block: int) -> dict[str, np.ndarray]:
     sens = np.stack([np.exp(0.2 * g[k] + 0.45 * z[5 + k] - 0.12) for k in range(4)])
     h_time = 0.35 * z[9]
     h_views = 0.35 * z[10]
+    # contested world (rows 21, 22 were spare: today's draws are untouched).
+    # kappa ~ N(0, 1): novelty standardized (mean -0.041, sd 0.94 over the age mix) plus noise,
+    # so tenure_days and age_band reveal who is contested, imperfectly.
+    kappa = 0.95 * (nov + 0.041) / 0.94 + 0.312 * z[21]
+    taste = z[22]
 
     out: dict[str, np.ndarray] = {
         "region": region,
@@ -483,17 +536,35 @@ def _population(seed: int, block: int) -> dict[str, np.ndarray]:
         **{f"latent_sensitivity_t{k + 1}": sens[k] for k in range(4)},
         _h_time=h_time,
         _h_views=h_views,
+        _kappa=kappa,
+        latent_taste=taste,
     )
     return out
 
 
-def _value_weights(u: np.ndarray, v: np.ndarray, n_responses: int) -> np.ndarray:
-    """Latent log value weights theta (N, R); w = softmax(theta)."""
-    axes = np.stack([u, -u, v - 1.0], axis=1)  # (N, 3)
-    return 0.5 * axes @ _loadings(n_responses).T
+def _value_weights(pop: dict[str, np.ndarray], config: SimulatorConfig) -> np.ndarray:
+    """Latent log value weights theta (N, R); w = softmax(theta) (docstring section 3)."""
+    u, v = pop["latent_orientation"], pop["latent_sociability"]
+    if config.weight_spread == 1.0 and config.weight_taste == 0.0:
+        axes = np.stack([u, -u, v - 1.0], axis=1)  # (N, 3): today's world, bit for bit
+    else:
+        t = config.weight_taste * pop["latent_taste"]
+        us = config.weight_spread * u
+        axes = np.stack([us + t, -us - t, v - 1.0], axis=1)
+    return 0.5 * axes @ _loadings(config.n_responses).T
 
 
-def _effect_axes(pop: dict[str, np.ndarray], n_treatments: int) -> np.ndarray:
+def _contested_mask(pop: dict[str, np.ndarray], share: float) -> np.ndarray:
+    """(N,) bool: the users of the contested world (kappa above its 1 - share quantile)."""
+    if share <= 0.0:
+        return np.zeros(len(pop["_kappa"]), dtype=bool)
+    if share >= 1.0:
+        return np.ones(len(pop["_kappa"]), dtype=bool)
+    return pop["_kappa"] > NormalDist().inv_cdf(1.0 - share)
+
+
+def _effect_axes(pop: dict[str, np.ndarray], n_treatments: int,
+                 contested_share: float = 0.0) -> np.ndarray:
     """Effect of every truth arm on the three axes, (N, A, 3), A = K+1 (+1 for "all")."""
     u = pop["latent_orientation"]
     c = _sigmoid(u)
@@ -507,6 +578,13 @@ def _effect_axes(pop: dict[str, np.ndarray], n_treatments: int) -> np.ndarray:
         s[2][:, None] * np.stack([0.8 * sv - 0.6, 0.2 - 0.5 * sv, 1.6 * sv - 0.4], axis=1),
         s[3][:, None] * np.stack([1.4 * nv - 0.6, 1.2 * nv - 0.5, 0.6 * nv - 0.3], axis=1),
     ][:n_treatments]
+    if contested_share > 0:
+        # contested users: t1 and t2 trade one response for the other whatever c is, so
+        # only the user's value weights can say which one (if any) is worth it
+        hit = _contested_mask(pop, contested_share)[:, None]
+        pattern = (np.array(_CONTESTED_T1), np.array(_CONTESTED_T2))
+        for k in range(min(2, n_treatments)):
+            per_k[k] = np.where(hit, s[k][:, None] * pattern[k], per_k[k])
     arms = [np.zeros_like(per_k[0]), *per_k]
     if n_treatments > 1:
         both = sum(per_k)
@@ -535,7 +613,8 @@ def _potential_outcomes(pop: dict[str, np.ndarray], config: SimulatorConfig) -> 
     scale = np.array([r[2] for r in RESPONSES[: config.n_responses]])
     mu0 = scale * np.exp(base_axes @ load.T)  # (N, R)
     lam = _BASE_EFFECT * config.effect_scale
-    eff = lam * np.einsum("nac,rc->nar", _effect_axes(pop, config.n_treatments), load)
+    axes = _effect_axes(pop, config.n_treatments, config.contested_share)
+    eff = lam * np.einsum("nac,rc->nar", axes, load)
     return mu0[:, None, :] * np.exp(eff)
 
 
@@ -634,8 +713,10 @@ def _users_table(
             cols[f"latent_{k}"] = pa.array(arr[f"latent_{k}"])
         for k in range(1, config.n_treatments + 1):
             cols[f"latent_sensitivity_t{k}"] = pa.array(arr[f"latent_sensitivity_t{k}"])
-        w = _softmax(_value_weights(arr["latent_orientation"], arr["latent_sociability"],
-                                    config.n_responses))
+        w = _softmax(_value_weights(arr, config))
+        if config.contested:
+            cols["latent_taste"] = pa.array(arr["latent_taste"])
+            cols["latent_contested"] = pa.array(_contested_mask(arr, config.contested_share))
         for r, spec in enumerate(RESPONSES[: config.n_responses]):
             cols[f"true_w_{spec[0]}"] = pa.array(w[:, r])
     return pa.table(cols)
@@ -794,8 +875,7 @@ def _theta_lookup(config: SimulatorConfig) -> Callable[[np.ndarray], np.ndarray]
             if b not in cache:
                 pop = _population(config.seed, int(b))
                 cache.clear()  # keep at most one block: request users are contiguous
-                cache[b] = _value_weights(pop["latent_orientation"],
-                                          pop["latent_sociability"], config.n_responses)
+                cache[b] = _value_weights(pop, config)
             sel = blocks == b
             out[sel] = cache[b][user[sel] - b * _BLOCK]
         return out
@@ -932,8 +1012,7 @@ class _Summary:
 
 def _oracle_choice(arr: dict[str, np.ndarray], config: SimulatorConfig) -> np.ndarray:
     """(N,) index of the truth arm maximizing phi^a = sum_r w_r (mu_r^a / mu_r^0 - 1)."""
-    w = _softmax(_value_weights(arr["latent_orientation"], arr["latent_sociability"],
-                                config.n_responses))
+    w = _softmax(_value_weights(arr, config))
     delta = arr["mu"] / arr["mu"][:, :1] - 1.0  # (N, A, R); control row is 0
     return np.einsum("nar,nr->na", delta, w).argmax(axis=1)
 
