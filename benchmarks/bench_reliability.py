@@ -25,10 +25,11 @@ delta[version][user] @ weights (the answer's own weights); a user the version la
 must get phi null and reason unknown_user; a degraded answer must enable nothing; a
 batch's decisions must keep their requests' order. An answer naming a version that was
 not current at any time between ``--allowed-lag`` seconds before it was sent and when it
-came back is stale (the pointer is cached ``pointer_ttl_s`` = 0.5 s and the SQLite file
-identity is checked every 1 s). The report: requests, non-2xx by cause, degraded answers
-by reason, p50/p99 (client side, Python httpx), the checks, and for each switch the
-longest time the previous version was still answered.
+came back (a switch counts from the start of its write) is stale (the pointer is
+cached ``pointer_ttl_s`` = 0.5 s and the SQLite file identity is checked every 1 s).
+The report: requests, non-2xx by cause, degraded answers by reason, p50/p99 (client
+side, Python httpx), the checks, and for each switch the longest time the previous
+version was still answered.
 
 Usage: python benchmarks/bench_reliability.py [--clients 3] [--json out.json]
 (about 2 minutes; every loop is bounded by time and count)
@@ -258,21 +259,26 @@ class Load:
 
 
 class Timeline:
-    """Which version was current when (recorded by the fault driver)."""
+    """Which version was current when (recorded by the fault driver). A switch becomes
+    visible at some instant while its write runs: each event keeps when the write began
+    (``begin``, set by run_timeline) and when it returned."""
 
     def __init__(self, version: str | None) -> None:
-        self.events: list[tuple[float, str | None, str]] = [(time.monotonic(), version,
-                                                              "start")]
+        now = time.monotonic()
+        self.events: list[tuple[float, float, str | None, str]] = [(now, now, version,
+                                                                    "start")]
+        self.begin = now
 
     def set(self, version: str | None, what: str) -> None:
-        self.events.append((time.monotonic(), version, what))
+        self.events.append((self.begin, time.monotonic(), version, what))
 
     def current_during(self, t0: float, t1: float) -> set:
-        """Versions current at some time in [t0, t1]."""
+        """Versions that may have been current at some time in [t0, t1]: from the
+        start of their switch to the end of the next one."""
         out = set()
-        for i, (t, v, _) in enumerate(self.events):
-            t_next = self.events[i + 1][0] if i + 1 < len(self.events) else float("inf")
-            if t <= t1 and t_next >= t0:
+        for i, (began, _, v, _) in enumerate(self.events):
+            t_next = self.events[i + 1][1] if i + 1 < len(self.events) else float("inf")
+            if began <= t1 and t_next >= t0:
                 out.add(v)
         return out
 
@@ -301,6 +307,7 @@ def check(records: list[tuple], timeline: Timeline, allowed_lag: float,
         if len(examples) < 5:
             examples.append(msg)
 
+    t_start = timeline.events[0][1]
     for t0, t1, kind, status, users, body in records:
         ph = per_phase.setdefault(phase_of(t0), Counter())
         ph["requests"] += 1
@@ -326,8 +333,9 @@ def check(records: list[tuple], timeline: Timeline, allowed_lag: float,
                 continue
             v = d["store_version"]
             if v not in timeline.current_during(t0 - allowed_lag, t1):
-                wrong("stale_version", f"user {u}: version {v} not current within "
-                                       f"{allowed_lag} s of the request")
+                wrong("stale_version", f"user {u} ({kind}, sent at {t0 - t_start:.2f} s, "
+                                       f"answered in {t1 - t0:.3f} s, phase {phase_of(t0)!r}):"
+                                       f" version {v} not current within {allowed_lag} s")
             if v not in tables:
                 tables[v] = version_delta(v)
                 members[v] = set(version_users(v).tolist())
@@ -350,7 +358,7 @@ def check(records: list[tuple], timeline: Timeline, allowed_lag: float,
             answered.append((t0, v))
     lag = {}
     events = timeline.events
-    for i, (t, v, what) in enumerate(events[1:], start=1):
+    for i, (_, t, v, what) in enumerate(events[1:], start=1):
         if not what.startswith(("switch", "rollback", "replace", "new file", "reload")):
             continue
         t_next = events[i + 1][0] if i + 1 < len(events) else float("inf")
@@ -364,6 +372,7 @@ def check(records: list[tuple], timeline: Timeline, allowed_lag: float,
             "degraded_by_reason": dict(degraded.most_common()),
             "decisions_verified": verified, "unknown_users_verified": unknown_ok,
             "violations": dict(bad), "violation_examples": examples,
+            "timeline": [(round(t - t_start, 3), v, what) for _, t, v, what in timeline.events],
             "latency_ms": {"p50": round(float(np.percentile(a, 50)), 2),
                            "p99": round(float(np.percentile(a, 99)), 2),
                            "max": round(float(np.max(a)), 1)},
@@ -372,13 +381,14 @@ def check(records: list[tuple], timeline: Timeline, allowed_lag: float,
 
 
 def run_timeline(steps: list[tuple[float, str, callable]], t_end: float,
-                 phases: list[tuple[float, str]]) -> None:
+                 phases: list[tuple[float, str]], timeline: Timeline) -> None:
     """Run each step's action at its time (seconds from now), then wait until t_end."""
     t_start = time.monotonic()
     for at, name, action in steps:
         time.sleep(max(0.0, t_start + at - time.monotonic()))
         phases.append((time.monotonic(), name))
         print(f"  t={time.monotonic() - t_start:5.1f}s {name}", flush=True)
+        timeline.begin = time.monotonic()
         action()
     time.sleep(max(0.0, t_start + t_end - time.monotonic()))
 
@@ -457,7 +467,7 @@ def scenario_sqlite(root: Path, est, items, args) -> dict:
              (30, "model unreadable", break_model), (36, "model restored", restore_model)]
     with live_server(root / "vw", f"sqlite:///{path}", root / "serve-sqlite.log") as base:
         with Load(base, items, args.clients) as load:
-            run_timeline(steps, 40, phases)
+            run_timeline(steps, 40, phases, timeline)
         records = load.records
     out.update(check(records, timeline, args.allowed_lag, phases))
     return out
@@ -495,7 +505,7 @@ def scenario_redis(root: Path, est, items, args, binary: str) -> dict:
                  (17, "redis killed", rp.kill), (19, "redis restarted", reload)]
         with live_server(root / "vw", rp.url, root / "serve-redis.log") as base:
             with Load(base, items, args.clients, seed=100) as load:
-                run_timeline(steps, 26, phases)
+                run_timeline(steps, 26, phases, timeline)
             records = load.records
         return check(records, timeline, args.allowed_lag, phases)
     finally:
