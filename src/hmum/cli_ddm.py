@@ -192,32 +192,99 @@ def decide(
     = "independent",
     drop_unknown_users: Annotated[bool, typer.Option(
         help="skip requests whose user is not in --users (default: error)")] = False,
+    guardrail: Annotated[list[str] | None, typer.Option(
+        help="RESPONSE>=FLOOR: the response's population change must stay >= FLOOR (a "
+             "fraction, or percent with '%'), e.g. video_views>=-0.0; repeatable")] = None,
+    max_share: Annotated[list[str] | None, typer.Option(
+        help="TREATMENT=SHARE: at most SHARE of users get it, e.g. t2=0.3; repeatable")] = None,
+    guardrail_estimate: Annotated[str, typer.Option(
+        help="how the guarded change is estimated on the calibration users: model (the "
+             "uplift model), dr (doubly robust lower bound from the logged arm and "
+             "responses; exclusive mode) or auto (dr when possible)")] = "auto",
+    guardrail_confidence: Annotated[float, typer.Option(
+        help="one-sided confidence of the dr lower bound")] = 0.9,
+    guardrail_margin: Annotated[float, typer.Option(
+        help="with the model estimate: added to every floor (a fraction)")] = 0.0,
+    calibration_share: Annotated[float, typer.Option(
+        help="share of --users the guardrail rule is fitted on (seeded); the rest checks it")]
+    = 0.5,
+    seed: Annotated[int, typer.Option(help="seed of the calibration split")] = 0,
+    decision_config: Annotated[Path | None, typer.Option(
+        help="apply this frozen decision config (written by --decision-config-out) instead "
+             "of --sigma / --mode / guardrails")] = None,
+    decision_config_out: Annotated[Path | None, typer.Option(
+        help="write the decision config (mode, sigma per treatment, guardrail bonuses) to "
+             "this folder (decision.json + sha256 manifest), for hmum serve")] = None,
 ) -> None:
-    """Per-request value weights, balanced scores phi and decisions (paper eqs. 6-11)."""
+    """Per-request value weights, balanced scores phi and decisions (paper eqs. 6-11).
+
+    With --guardrail / --max-share the per-treatment thresholds and one multiplier per
+    guarded response are fitted on a calibration split of --users (best predicted value
+    subject to the guardrails and caps), checked on the rest, and frozen into the
+    decision config.
+    """
     from hmum.data.validate import load_experiment
     from hmum.ddm_pipeline import decide as run_decide
 
     if mode not in MODES:
         _fail(f"--mode must be one of {MODES}, got {mode!r}")
+    if guardrail_estimate not in ("auto", "model", "dr"):
+        _fail(f"--guardrail-estimate: expected one of auto, model, dr, got {guardrail_estimate!r}")
+    fitting = bool(guardrail or max_share)
+    if fitting and decision_config is not None:
+        _fail("--decision-config applies a frozen rule; it cannot be combined with --guardrail "
+              "or --max-share (which fit a new one)")
     check_out_file(out, "--out", (".parquet", ".csv"))
+    if decision_config_out is not None:
+        check_out_folder(decision_config_out, "--decision-config-out")
     hum = _load_hum(hum_model)
     vw = _load_vw(value_model)
+    rule = None
+    if decision_config is not None:
+        from hmum.decision.rules import load_rule
+
+        rule = load_rule(decision_config)
+    rn_, tn_ = hum.schema.response_names, hum.schema.arms[1:]
+    guards, caps = [], {}
+    if fitting:
+        from hmum.decision.guardrails import parse_guardrail, parse_max_share
+
+        guards = [parse_guardrail(g, rn_) for g in guardrail or []]
+        caps = dict(parse_max_share(c, tn_) for c in max_share or [])
     req = _read_requests(requests, vw)
-    with cli_flags(**DDM_FLAGS):
-        u = load_experiment(users, hum.schema, require_arm=False, require_responses=False,
+    with cli_flags(**DDM_FLAGS, calibration_share="--calibration-share"):
+        logged = False
+        if fitting:  # the logged arm, responses and any ground truth check the rule
+            from hmum.data.io import column_names
+
+            names = set(column_names(users))
+            logged = {hum.schema.arm_column, *hum.schema.response_names} <= names
+        u = load_experiment(users, hum.schema, require_arm=logged, require_responses=logged,
                             require_all_arms=False)
-        if u.user_id is not None and "user_id" in req.column_names:
+        if not fitting and u.user_id is not None and "user_id" in req.column_names:
             # score only the users that have requests (the users file may be large)
             u = u.take(np.flatnonzero(np.isin(u.user_id, req.column("user_id").to_numpy())))
         t0 = time.perf_counter()
-        df = run_decide(req, u, hum, vw, sigma=sigma, mode=mode, out_path=out,
-                        missing="drop" if drop_unknown_users else "error")
+        deltas = None
+        if fitting:
+            rule, deltas = _fit_guardrails(u, hum, vw, req, guards, caps, mode, sigma,
+                                           guardrail_estimate, guardrail_confidence,
+                                           guardrail_margin, calibration_share, seed)
+        df = run_decide(req, u, hum, vw, sigma=sigma, mode=mode, out_path=out, deltas=deltas,
+                        missing="drop" if drop_unknown_users else "error", rule=rule)
+    if decision_config_out is not None:
+        from hmum.decision.rules import DecisionRule, save_rule
+
+        rule = rule or DecisionRule(rn_, tn_, mode=mode, sigma=[sigma] * len(tn_))
+        console.print(f"decision config: {save_rule(rule, decision_config_out)}")
     if df.attrs.get("n_dropped"):
         console.print(f"--drop-unknown-users: dropped {df.attrs['n_dropped']:,} of "
                       f"{req.num_rows:,} request(s) whose user is not in --users")
     tn = hum.schema.arms[1:]
     rn = vw.responses_
-    t = Table(title=f"Decisions for {len(df):,} requests (sigma {sigma}, {mode} mode)")
+    how = (f"decision config, {rule.mode} mode, sigma {[round(x, 6) for x in rule.sigma]}"
+           if rule is not None else f"sigma {sigma}, {mode} mode")
+    t = Table(title=f"Decisions for {len(df):,} requests ({how})")
     t.add_column("")
     t.add_column("value", justify="right")
     for r in rn:
@@ -229,6 +296,92 @@ def decide(
         t.add_row(f"arm set {arms}", f"{share:.3f}")
     console.print(t)
     console.print(f"wrote {out} ({time.perf_counter() - t0:.1f}s)")
+
+
+def _fit_guardrails(u, hum, vw, req, guards, caps, mode, sigma, estimate, confidence, margin,
+                    calibration_share, seed):
+    """Fit the guardrail rule on a calibration split of the users; print its report."""
+    from hmum.ddm_pipeline import (
+        fit_guardrail_rule,
+        hum_deltas,
+        join_users,
+        request_weights,
+        user_mean_weights,
+    )
+
+    if u.user_id is None or "user_id" not in req.column_names:
+        _fail("--guardrail needs user ids in --users and --requests to give users their weights")
+    deltas = hum_deltas(hum, u)
+    idx = join_users(req.column("user_id").to_numpy(), u.user_id)
+    w_user, _ = user_mean_weights(idx, request_weights(vw, req), len(u))
+    rule, rep = fit_guardrail_rule(
+        u, deltas, w_user, guardrails=guards, max_share=caps, mode=mode, sigma=sigma,
+        estimate=estimate, confidence=confidence, margin=margin,
+        calibration_share=calibration_share, seed=seed)
+    console.print(guardrail_rich_table(rep, u.schema.response_names, guards))
+    for line in guardrail_lines(rep, guards):
+        console.print(line)
+    return rule, deltas
+
+
+def guardrail_lines(rep: dict, guards) -> list[str]:
+    """Plain sentences of the held-out check (the table cells wrap in narrow terminals)."""
+    hc, hf = rep["held_out"]["chosen"], rep["held_out"]["unconstrained"]
+    out = []
+    for g in guards:
+        if hc.get("true_change") is not None:
+            v = hc["true_change"][g.response]
+            out.append(f"guardrail {g.text()}: true change on the held-out users {_pct(v)}, "
+                       + ("held" if hc["held"][g.response] else "NOT held"))
+        elif "dr_change" in hc:
+            out.append(f"guardrail {g.text()}: dr estimate on the held-out users "
+                       f"{_pct(hc['dr_change'][g.response])} (lower bound "
+                       f"{_pct(hc['dr_lower'][g.response])})")
+    if "true_value" in hc and "true_value" in hf:
+        out.append(f"cost of the guardrails on the truth: value {100 * hc['true_value']:+.4f}% "
+                   f"vs {100 * hf['true_value']:+.4f}% unconstrained")
+    return out
+
+
+def guardrail_rich_table(rep: dict, response_names, guards) -> Table:
+    """The guardrail fit: chosen vs unconstrained rule, on calibration and held-out users."""
+    fit, held = rep["fit"], rep["held_out"]
+    t = Table(title=f"Guardrail rule ({rep['estimate']} estimate; fitted on "
+                    f"{rep['n_calibration']:,} calibration users, checked on "
+                    f"{held['n_users']:,} others)")
+    t.add_column("")
+    t.add_column("chosen", justify="right")
+    t.add_column("unconstrained", justify="right")
+    ch, fr = fit["chosen"], fit["unconstrained"]
+    t.add_row("multiplier per response", ", ".join(f"{b:.3g}" for b in ch["response_bonus"]),
+              "0")
+    t.add_row("sigma per treatment", ", ".join(f"{x:.4g}" for x in ch["sigma"]),
+              ", ".join(f"{x:.4g}" for x in fr["sigma"]))
+    t.add_row("calibration: predicted value", f"{100 * ch['value']:+.4f}%",
+              f"{100 * fr['value']:+.4f}%")
+    for r in response_names:
+        t.add_row(f"calibration: predicted Δ {r}", _pct(ch["change"][r]), _pct(fr["change"][r]))
+        if "dr_lower" in ch:
+            t.add_row(f"calibration: dr lower bound Δ {r}", _pct(ch["dr_lower"][r]),
+                      _pct(fr["dr_lower"][r]))
+    hc, hf = held["chosen"], held["unconstrained"]
+    for key, label in (("predicted_change", "held-out: predicted Δ"),
+                       ("dr_change", "held-out: dr Δ"), ("true_change", "held-out: true Δ")):
+        if hc.get(key) is not None:
+            for r in response_names:
+                other = hf.get(key) or {}
+                t.add_row(f"{label} {r}", _pct(hc[key][r]),
+                          _pct(other[r]) if r in other else "n/a")
+    if "true_value" in hc:
+        t.add_row("held-out: true value", f"{100 * hc['true_value']:+.4f}%",
+                  f"{100 * hf.get('true_value', float('nan')):+.4f}%")
+        for g in guards:
+            t.add_row(f"held-out: guardrail {g.text()} held on the truth",
+                      "yes" if hc["held"][g.response] else "NO",
+                      "yes" if hf.get("held", {}).get(g.response) else "no")
+    for k, v in hc["share"].items():
+        t.add_row(f"share enabling {k}", f"{v:.3f}", f"{hf['share'][k]:.3f}")
+    return t
 
 
 def policy_eval(

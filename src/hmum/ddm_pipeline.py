@@ -217,8 +217,13 @@ def decide(
     out_path: str | Path | None = None,
     deltas: dict | None = None,
     missing: str = "error",
+    rule=None,
 ) -> pd.DataFrame:
     """Per-request decisions: weights (eq. 10), phi (eq. 11) and the enabled treatments.
+
+    ``rule`` (a ``hmum.decision.rules.DecisionRule``, e.g. fitted by
+    ``fit_guardrail_rule`` or read by ``load_rule``) replaces ``sigma`` / ``mode``:
+    its per-treatment thresholds, guardrail bonuses and weights decide.
 
     requests: a request table with ``user_id`` (and ``request_id``, else the
     row number); users: validated users with a ``user_id`` column; delta comes
@@ -259,6 +264,9 @@ def decide(
     deltas = deltas if deltas is not None else hum_deltas(hum_estimator, users)
     w = request_weights(vw_estimator, requests)
     phi, en = decide_arrays(deltas["delta"][idx], w, sigma=sigma, mode=mode)
+    if rule is not None:
+        _check_rule(rule, rn, tn)
+        en = rule.decide(deltas["delta"][idx], w)
     rid = (requests.column("request_id").to_numpy() if "request_id" in requests.column_names
            else np.arange(requests.num_rows))
     df = pd.DataFrame({"request_id": rid, "user_id": req_uid})
@@ -273,6 +281,113 @@ def decide(
     if out_path is not None:
         _write_frame(df, Path(out_path))
     return df
+
+
+def _check_rule(rule, responses, treatments) -> None:
+    if list(rule.responses) != list(responses) or list(rule.treatments) != list(treatments):
+        raise DataError(f"the decision config is for responses {rule.responses} and treatments "
+                        f"{rule.treatments}; the model has {list(responses)} and "
+                        f"{list(treatments)}")
+
+
+# --------------------------------------------------------------------------------------
+# guardrails: fit the rule on a calibration split, check it on the rest
+# --------------------------------------------------------------------------------------
+
+
+def calibration_split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration rows, evaluation rows) of n users: a seeded ``share`` / rest split."""
+    if not 0 < share < 1:
+        raise ValueError(f"{option_name('calibration_share', 'calibration_share')}: expected a "
+                         f"share in (0, 1), got {share}")
+    perm = np.random.default_rng(seed).permutation(n)
+    m = int(round(share * n))
+    return np.sort(perm[:m]), np.sort(perm[m:])
+
+
+def fit_guardrail_rule(
+    users: ExperimentData,
+    deltas: dict,
+    w_user: np.ndarray,
+    *,
+    guardrails=(),
+    max_share: dict | None = None,
+    mode: str = "independent",
+    sigma: float = 0.0,
+    estimate: str = "auto",
+    confidence: float = 0.9,
+    margin: float = 0.0,
+    calibration_share: float = 0.5,
+    seed: int = 0,
+    w_true: np.ndarray | None = None,
+) -> tuple:
+    """Fit a guardrail rule on a calibration split of ``users``; check it on the rest.
+
+    deltas: ``hum_deltas`` of these users (y_hat (N, K+1, R), delta (N, K, R));
+    w_user (N, R): each user's value weight. ``estimate``: "model", "dr" or "auto"
+    (dr when the users carry a logged arm and responses and the mode gives one
+    treatment per user, else model). Returns (rule, report): report["fit"] is
+    ``guardrails.fit_rule``'s report on the calibration users; report["held_out"]
+    the chosen and the unconstrained rule on the evaluation users: predicted change,
+    DR change with its interval when logged, and on simulated data the true change,
+    value and whether each guardrail held.
+    """
+    from hmum.decision.guardrails import dr_change, fit_rule, predicted_effects
+    from hmum.decision.rules import DecisionRule
+
+    s = users.schema
+    rn, tn = s.response_names, s.arms[1:]
+    logged = users.arm is not None and users.y is not None
+    if estimate == "auto":
+        estimate = "dr" if logged and (mode == "exclusive" or s.K == 1) else "model"
+    cal, ev = calibration_split(len(users), calibration_share, seed)
+    y_hat, delta = deltas["y_hat"], deltas["delta"]
+
+    def part(rows):
+        if not logged:
+            return None
+        return {"y": users.y[rows], "arm": users.arm[rows], "y_hat": y_hat[rows],
+                "propensity": None if users.propensity is None else users.propensity[rows]}
+
+    rule, fit_rep = fit_rule(
+        delta[cal], w_user[cal], y_hat[cal, 0], responses=rn, treatments=tn,
+        guardrails=guardrails, max_share=max_share, mode=mode, sigma=sigma, estimate=estimate,
+        margin=margin, confidence=confidence, logged=part(cal))
+    free = DecisionRule(rn, tn, mode=mode, sigma=[sigma] * s.K)
+    held: dict = {"n_users": len(ev)}
+    for name, r_ in (("chosen", rule), ("unconstrained", free)):
+        en = r_.decide(delta[ev], w_user[ev])
+        pe = predicted_effects(en, delta[ev], y_hat[ev, 0], w_user[ev])
+        row = {"predicted_change": dict(zip(rn, map(float, pe["change"]), strict=True)),
+               "predicted_value": pe["value"],
+               "share": dict(zip(tn, map(float, pe["share"]), strict=True))}
+        if logged and en.sum(axis=1).max(initial=0) <= 1:
+            pa_ = np.where(en.any(axis=1), en.argmax(axis=1) + 1, 0)
+            lg = part(ev)
+            ch, lo = dr_change(pa_, lg["y"], lg["arm"], lg["y_hat"],
+                               propensity=lg["propensity"], confidence=confidence)
+            row["dr_change"] = dict(zip(rn, map(float, ch), strict=True))
+            row["dr_lower"] = dict(zip(rn, map(float, lo), strict=True))
+        if users.mu is not None:
+            from hmum.decision.evaluation import ground_truth_effects
+
+            mu_all = None if users.mu_all is None else users.mu_all[ev]
+            if en.all(axis=1).any() and mu_all is None and s.K > 1:
+                row["true_change"] = None
+            else:
+                gt = ground_truth_effects(en, users.mu[ev], mu_all,
+                                          w_true=None if w_true is None else w_true[ev])
+                row["true_change"] = dict(zip(rn, map(float, gt["change"]), strict=True))
+                row["true_value"] = gt["value"]
+                row["held"] = {g.response: bool(gt["change"][rn.index(g.response)] >= g.floor)
+                               for g in guardrails}
+        held[name] = row
+    report = {"estimate": estimate, "fit": fit_rep, "held_out": held,
+              "n_calibration": len(cal)}
+    rule = DecisionRule(**{**rule.__dict__, "fit": {**rule.fit, "calibration_share":
+                                                    calibration_share, "seed": seed,
+                                                    "held_out": held}})
+    return rule, report
 
 
 def arm_set_labels(enable: np.ndarray, treatment_names: Sequence[str]) -> np.ndarray:

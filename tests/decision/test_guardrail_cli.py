@@ -1,0 +1,125 @@
+"""Guardrail decisions end to end: the pipeline, `hmum decide --guardrail`, frozen configs."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from hmum.data.simulator import CONTESTED_WORLD, SimulatorConfig, simulate
+from hmum.data.validate import load_experiment
+from hmum.ddm_pipeline import fit_guardrail_rule, hum_deltas
+from hmum.decision.guardrails import Guardrail
+from hmum.decision.rules import load_rule
+from hmum.training.value_weight import ValueWeightEstimator
+
+SMALL_VW = {"embed_dim": 8, "n_experts": 2, "expert_sizes": [16, 8], "tower_sizes": [8]}
+SMALL_HUM = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
+
+
+class TruthModel:
+    """A perfect uplift model: the simulated ground truth as y_hat."""
+
+    def predict_all(self, users):
+        return {"y_hat": users.mu.astype(np.float64)}
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gsim")
+    cfg = SimulatorConfig(n_users=4000, n_requests=2000, n_candidates=20, n_recent=6,
+                          n_exposed=5, n_items=1000, seed=7, effect_scale=3.0, **CONTESTED_WORLD)
+    res = simulate(cfg, out)
+    return {"res": res, "users": load_experiment(res.users_path, res.schema)}
+
+
+def test_fit_guardrail_rule_with_a_perfect_model(sim):
+    users = sim["users"]
+    deltas = hum_deltas(TruthModel(), users)
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet([1.0, 1.0], len(users))
+    g = Guardrail("video_views", 0.02)  # unconstrained: about +1.4 %, so this floor binds
+    rule, rep = fit_guardrail_rule(users, deltas, w, guardrails=[g], mode="exclusive",
+                                   estimate="model", max_share={"t2": 0.3})
+    held = rep["held_out"]
+    ch, fr = held["chosen"], held["unconstrained"]
+    # a perfect model predicts exactly the truth (exclusive mode: single arms only)
+    for r in ("usage_time", "video_views"):
+        assert ch["predicted_change"][r] == pytest.approx(ch["true_change"][r], rel=1e-9)
+    assert rep["fit"]["chosen"]["change"]["video_views"] >= 0.02
+    assert rep["fit"]["unconstrained"]["change"]["video_views"] < 0.02
+    assert rep["fit"]["chosen"]["share"]["t2"] <= 0.3
+    assert ch["true_change"]["video_views"] > fr["true_change"]["video_views"]
+    assert rule.fit["held_out"]["n_users"] == len(users) - rep["n_calibration"]
+    assert rep["estimate"] == "model"
+
+
+def test_fit_guardrail_rule_auto_uses_dr_on_logged_data(sim):
+    users = sim["users"]
+    deltas = hum_deltas(TruthModel(), users)
+    w = np.full((len(users), 2), 0.5)
+    _, rep = fit_guardrail_rule(users, deltas, w, guardrails=[Guardrail("video_views", -0.02)],
+                                mode="exclusive")
+    assert rep["estimate"] == "dr"
+    assert rep["fit"]["chosen"]["dr_lower"]["video_views"] >= -0.02
+    assert "dr_change" in rep["held_out"]["chosen"]
+
+
+@pytest.fixture(scope="module")
+def models(sim, tmp_path_factory):
+    from hmum.pipeline import train_hum
+
+    out = tmp_path_factory.mktemp("gmodels")
+    hum, _ = train_hum(sim["users"], model=SMALL_HUM, trainer={"max_epochs": 1,
+                                                                "batch_size": 512})
+    hum.save(out / "hum")
+    vw = ValueWeightEstimator(model=SMALL_VW, trainer={"max_epochs": 1, "batch_size": 256}
+                              ).fit(pq.read_table(sim["res"].requests_path))
+    vw.save(out / "vw")
+    return out
+
+
+def _args(sim, models, out, *extra):
+    res = sim["res"]
+    return ["decide", "--requests", str(res.requests_path), "--users", str(res.users_path),
+            "--hum-model", str(models / "hum"), "--value-model", str(models / "vw"),
+            "--out", str(out), *extra]
+
+
+def test_cli_decide_with_guardrail_freezes_and_reapplies_the_rule(sim, models, tmp_path):
+    from hmum.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, _args(sim, models, tmp_path / "a.parquet", "--guardrail",
+                                 "video_views>=-0.5%", "--max-share", "t2=0.3", "--mode",
+                                 "exclusive", "--guardrail-estimate", "model",
+                                 "--decision-config-out", str(tmp_path / "dc")))
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "Guardrail rule (model estimate; fitted on 2,000 calibration users" in text
+    assert "guardrail video_views>=-0.5%: true change on the held-out users" in text
+    assert "cost of the guardrails on the truth: value" in text
+    rule = load_rule(tmp_path / "dc")
+    assert rule.mode == "exclusive" and rule.max_share == {"t2": 0.3}
+    assert rule.guardrails == [{"response": "video_views", "floor": -0.005}]
+    # the frozen config gives the very same decisions
+    r = runner.invoke(app, _args(sim, models, tmp_path / "b.parquet", "--decision-config",
+                                 str(tmp_path / "dc")))
+    assert r.exit_code == 0, r.output
+    a, b = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
+    assert a.column("arms").to_pylist() == b.column("arms").to_pylist()
+    assert len(set(a.column("arms").to_pylist())) > 1
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--guardrail", "views>=0"], "--guardrail: unknown response 'views'"),
+    (["--max-share", "t2"], "--max-share: expected TREATMENT=SHARE"),
+    (["--guardrail", "video_views>=0", "--calibration-share", "1.5"], "--calibration-share"),
+    (["--guardrail", "video_views>=0", "--guardrail-estimate", "dr"], "mode exclusive"),
+])
+def test_cli_guardrail_errors_are_one_line(sim, models, tmp_path, extra, needle):
+    from hmum.cli import app
+
+    r = CliRunner().invoke(app, _args(sim, models, tmp_path / "x.parquet", *extra))
+    assert r.exit_code == 2, r.output
+    text = " ".join(r.output.split())
+    assert needle in text and "Traceback" not in text
