@@ -26,13 +26,16 @@ from pathlib import Path
 
 from hmum.bench import MODEL_SPECS, ModelSpec, run_bench
 
+# Every setting explicit, so the study does not depend on the current defaults.
 EMA = {"ema_share": 0.1}
+NO_EMA = {"ema_share": None}
 DEV = {"loss": "deviance"}
+MSE = {"loss": "mse"}
 
 VARIANTS = [
-    ModelSpec("hum_paper_v", "hum", {}, "HUM, paper settings (MSE, no EMA)", True),
-    ModelSpec("hum_ema", "hum", {}, "HUM + EMA", True, EMA),
-    ModelSpec("hum_dev", "hum", DEV, "HUM + deviance", True),
+    ModelSpec("hum_paper_v", "hum", MSE, "HUM, paper settings (MSE, no EMA)", True, NO_EMA),
+    ModelSpec("hum_ema", "hum", MSE, "HUM + EMA", True, EMA),
+    ModelSpec("hum_dev", "hum", DEV, "HUM + deviance", True, NO_EMA),
     ModelSpec("hum_ema_dev", "hum", DEV, "HUM + EMA + deviance", True, EMA),
     ModelSpec("hum_ema_dev_fw", "hum", {**DEV, "selector": "fieldwise"},
               "HUM + EMA + dev + fieldwise selector", True, EMA),
@@ -42,7 +45,7 @@ VARIANTS = [
               {**EMA, "batch_size": 1024}),
     ModelSpec("hum_ema_dev_nokl", "hum", {**DEV, "kl_weight": 0.0},
               "HUM + EMA + dev, w/o KL", True, EMA),
-    ModelSpec("slearner_v", "slearner", {}, "S-Learner (paper settings)"),
+    ModelSpec("slearner_v", "slearner", MSE, "S-Learner (paper settings)", False, NO_EMA),
     ModelSpec("slearner_ema_dev", "slearner", DEV, "S-Learner + EMA + deviance", False, EMA),
     ModelSpec("arm_means_v", "arm_means", {}, "Arm means (no personalization)"),
 ]

@@ -95,9 +95,19 @@ def test_resume_equals_uninterrupted(tmp_path, data):
     full = HUMEstimator(data.schema, model=SMALL,
                         trainer={"batch_size": 256, "max_epochs": 4, "early_stopping_patience": 9})
     full.fit(data)
+    # killed during epoch 3 of the same 4-epoch run (EMA's horizon is a share of it)
     part = HUMEstimator(data.schema, model=SMALL,
-                        trainer={"batch_size": 256, "max_epochs": 2, "early_stopping_patience": 9})
-    part.fit(data, checkpoint_dir=tmp_path / "ck")
+                        trainer={"batch_size": 256, "max_epochs": 4, "early_stopping_patience": 9})
+
+    class Killed(Exception):
+        pass
+
+    def kill(rec):
+        if rec["epoch"] == 3:
+            raise Killed  # before epoch 3's checkpoint is written
+
+    with pytest.raises(Killed):
+        part.fit(data, checkpoint_dir=tmp_path / "ck", log=kill)
     resumed = HUMEstimator(data.schema, model=SMALL,
                            trainer={"batch_size": 256, "max_epochs": 4, "early_stopping_patience": 9})
     resumed.fit(data, checkpoint_dir=tmp_path / "ck", resume=True)

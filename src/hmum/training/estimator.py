@@ -390,6 +390,11 @@ class HUMEstimator(NeuralUpliftEstimator):
 
     model_type = "hum"
     config_class = HUMConfig
+    #: weight averaging over a tenth of the planned steps (measured, see the README's
+    #: quality section); {"ema_share": None} turns it off (the paper: ``hum_paper``)
+    default_trainer: ClassVar[dict] = {"ema_share": 0.1}
+    #: 2: deviance losses and EMA became the defaults (old benchmark cells are stale)
+    defaults_version: ClassVar[int] = 2
 
     def _build(self, cardinalities, links, y_mean, y_std, cfg):
         self._kl_weight, self._tweedie_power = cfg.kl_weight, cfg.tweedie_power
