@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     from hmum.decision.evaluation import off_policy_table
     from hmum.decision.guardrails import fit_rule, parse_guardrail
     from hmum.decision.policies import logged_arm, population_policy, random_policy
-    from hmum.decision.rules import DecisionRule, DecisionConfigError, save_rule
+    from hmum.decision.rules import DecisionConfigError, DecisionRule, save_rule
     from hmum.training.estimator import HUMEstimator
 
     args = parse_args(argv)
