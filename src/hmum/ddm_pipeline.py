@@ -69,6 +69,42 @@ def hum_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR)
     return {"y_hat": y_hat, "delta": relative_uplift(y_hat, floor)}
 
 
+def branch_member_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR,
+                         batch_size: int = 65536) -> np.ndarray:
+    """member_delta (M, N, K, R): HUM's branches as M = branches_per_treatment members.
+
+    Member j is branch j of every treatment: y^{k,j} (its treated pass) over its own
+    no-treatment estimate y0*_j = mean_k y^{0,(k,j)} (eq. 6 within the member), eq. 7.
+    Reads the module's forward (``HUMOutput``: y_treated, y_control (N, B, R) with
+    B = K * M, branch b serving treatment b // M + 1), the per-branch treated outputs
+    that ``predict_all`` averages away. Needs a fitted HUMEstimator with M >= 2.
+    """
+    import torch
+
+    mod = hum_estimator.module_
+    k = users.schema.K
+    m = mod.B // k
+    if m < 2:
+        raise ValueError(f"the HUM model has {m} branch per treatment; bounds from branches need "
+                         "branches_per_treatment >= 2 (or use seeds / bootstrap members)")
+    x = torch.from_numpy(np.ascontiguousarray(hum_estimator.encode(users)))
+    parts = []
+    with torch.inference_mode():
+        for s in range(0, x.shape[0], batch_size):
+            out = mod(x[s:s + batch_size])
+            n, _, r = out.y_treated.shape
+            yt = out.y_treated.reshape(n, k, m, r).double().numpy()
+            y0 = out.y_control.reshape(n, k, m, r).double().numpy().mean(axis=1)  # (n, M, R)
+            parts.append(yt / np.maximum(y0, floor)[:, None] - 1.0)  # (n, K, M, R)
+    return np.concatenate(parts).transpose(2, 0, 1, 3)
+
+
+def ensemble_member_deltas(estimators, users: ExperimentData, *,
+                           floor: float = Y0_FLOOR) -> np.ndarray:
+    """member_delta (M, N, K, R): delta of each of M fitted estimators (seeds, bootstrap)."""
+    return np.stack([hum_deltas(e, users, floor=floor)["delta"] for e in estimators])
+
+
 def join_users(request_user_id: np.ndarray, user_id: np.ndarray) -> np.ndarray:
     """(Nq,) row of each request's user in ``user_id`` (U,), -1 when absent."""
     user_id = np.asarray(user_id)

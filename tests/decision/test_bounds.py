@@ -1,0 +1,104 @@
+"""Intervals of phi from the model's spread (issue 16, item 3)."""
+
+import numpy as np
+import pytest
+
+from hmum.decision.bounds import bootstrap_rows, coverage, phi_interval
+from hmum.decision.rules import DecisionRule
+
+
+def test_phi_interval_by_hand():
+    # M = 2 members, N = 1, K = 1, R = 2; w = (1, 0): phi_m = delta_m[0]
+    d = np.array([[[[0.01, 5.0]]], [[[0.03, -5.0]]]])
+    res = phi_interval(d, np.array([[1.0, 0.0]]), level=0.9)
+    sd = np.std([0.01, 0.03], ddof=1)
+    half = 6.313751514675043 * sd * np.sqrt(1.5)  # t_{1, 0.95}
+    assert res["phi"][0, 0] == pytest.approx(0.02)
+    assert res["sd"][0, 0] == pytest.approx(sd)
+    assert res["lo"][0, 0] == pytest.approx(0.02 - half)
+    assert res["hi"][0, 0] == pytest.approx(0.02 + half)
+    normal = phi_interval(d, np.array([[1.0, 0.0]]), level=0.9, method="normal")
+    assert normal["hi"][0, 0] == pytest.approx(0.02 + 1.6448536269514722 * sd)
+
+
+def test_coverage_by_hand():
+    assert coverage(np.array([0, 0, 0, 0.]), np.array([1, 1, 1, 1.]),
+                    np.array([0.5, 1.0, 1.5, -0.1])) == 0.5
+
+
+@pytest.mark.parametrize("m", [3, 5])
+def test_exchangeable_members_give_nominal_coverage(m):
+    # when the truth is one more draw from the members' distribution the t interval covers
+    # at its level; the plain normal interval of few members does not
+    rng = np.random.default_rng(m)
+    n = 40_000
+    truth = rng.normal(0, 0.02, (n, 1, 1))
+    scale = rng.uniform(0.001, 0.01, (n, 1, 1))
+    members = truth[None] + scale[None] * rng.standard_normal((m, n, 1, 1))
+    truth_phi = truth[:, :, 0] + scale[:, :, 0] * rng.standard_normal((n, 1))
+    w = np.ones((n, 1))
+    t_int = phi_interval(members, w, level=0.9)
+    assert coverage(t_int["lo"], t_int["hi"], truth_phi) == pytest.approx(0.9, abs=0.01)
+    z_int = phi_interval(members, w, level=0.9, method="normal")
+    assert coverage(z_int["lo"], z_int["hi"], truth_phi) < 0.86
+
+
+def test_phi_interval_validation():
+    with pytest.raises(ValueError, match="M >= 2 members"):
+        phi_interval(np.zeros((1, 3, 1, 2)), np.ones((3, 2)))
+    with pytest.raises(ValueError, match="w must have shape"):
+        phi_interval(np.zeros((2, 3, 1, 2)), np.ones((3, 3)))
+
+
+def test_lower_bound_rule_switches_on_a_subset():
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.005, 0.01, (4, 500, 2, 2))
+    w = rng.dirichlet([1, 1], 500)
+    iv = phi_interval(d, w, level=0.9)
+    rule = DecisionRule(["a", "b"], ["t1", "t2"], bound={"level": 0.9, "source": "seeds"})
+    point, lower = rule.decide(d.mean(0), w), rule.decide(d.mean(0), w, score=iv["lo"])
+    assert lower.sum() < point.sum() and not (lower & ~point).any()
+
+
+def test_bootstrap_rows_seeded():
+    a, b = bootstrap_rows(100, 2, seed=1), bootstrap_rows(100, 2, seed=1)
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    assert len(np.unique(a[0])) < 100  # with replacement
+
+
+def test_branch_member_deltas_average_back_to_hums_estimate():
+    from hmum.data.simulator import SimulatorConfig, simulate_users, simulation_schema
+    from hmum.data.validate import validate_table
+    from hmum.ddm_pipeline import branch_member_deltas
+    from hmum.training.estimator import HUMEstimator
+
+    cfg = SimulatorConfig(n_users=2000, seed=1)
+    d = validate_table(simulate_users(cfg), simulation_schema(cfg))
+    est = HUMEstimator(d.schema, model={"branches_per_treatment": 3, "expert_sizes": [8],
+                                        "tower_sizes": [4], "embed_dim": 4},
+                       trainer={"max_epochs": 1, "batch_size": 512}).fit(d)
+    md = branch_member_deltas(est, d, batch_size=700)  # several batches
+    assert md.shape == (3, 2000, 2, 2)
+    y = est.predict_all(d)
+    # member j: y_treated / y0*_j - 1 with y0*_j the mean of branch j's controls
+    out = est.module_(__import__("torch").from_numpy(est.encode(d)))
+    y0j = out.y_control.detach().double().numpy().reshape(2000, 2, 3, 2).mean(1)  # (N, M, R)
+    yt = (md + 1.0) * y0j.transpose(1, 0, 2)[:, :, None, :]  # (M, N, K, R)
+    np.testing.assert_allclose(yt.mean(0), y["y_hat"][:, 1:], rtol=2e-5)
+    np.testing.assert_allclose(y0j.mean(1), y["y_hat"][:, 0], rtol=2e-5)
+    assert (md.std(axis=0) > 0).mean() > 0.99  # the branches do disagree
+
+
+def test_branch_member_deltas_need_several_branches():
+    from hmum.data.simulator import SimulatorConfig, simulate_users, simulation_schema
+    from hmum.data.validate import validate_table
+    from hmum.ddm_pipeline import branch_member_deltas
+    from hmum.training.estimator import HUMEstimator
+
+    cfg = SimulatorConfig(n_users=500, seed=1)
+    d = validate_table(simulate_users(cfg), simulation_schema(cfg))
+    est = HUMEstimator(d.schema, model={"expert_sizes": [8], "tower_sizes": [4],
+                                        "embed_dim": 4},
+                       trainer={"max_epochs": 1, "batch_size": 512}).fit(d)
+    with pytest.raises(ValueError, match="branches_per_treatment >= 2"):
+        branch_member_deltas(est, d)
