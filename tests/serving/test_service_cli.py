@@ -44,9 +44,15 @@ def one_line(text: str) -> str:
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
+    """No HMUM_* variable from outside; none left behind (with --workers > 1 the command
+    exports the settings for its workers into os.environ)."""
+    saved = dict(os.environ)
     for k in list(os.environ):
         if k.startswith("HMUM_"):
             monkeypatch.delenv(k)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
@@ -180,10 +186,10 @@ def test_workers_get_the_settings_but_not_the_token(vw, store_path, tmp_path, ru
     env = seen["env"]
     assert "HMUM_TOKEN" not in env and env["HMUM_TOKEN_FILE"] == str(token)
     assert env["HMUM_VALUE_WEIGHT_MODEL"] == str(vw[0]) and env["HMUM_WORKERS"] == "2"
-    for k in list(env):  # what a worker does with them
-        monkeypatch.setenv(k, env[k])
     from hmum.serving.config import load_config
 
+    # what a worker does with them (the command left them in os.environ; clean_env
+    # removes them afterwards)
     assert load_config().token.get_secret_value() == "t0ken"
 
 
