@@ -80,9 +80,11 @@ decoded one request at a time (``_request_spans`` finds the requests by scanning
 the body's brackets and strings), yielding to the event loop after every ~1 ms of
 work, and a call with more than ``offload_items`` items runs its value-weight
 model (ONNX Runtime, which releases the GIL) on one of ``model_threads`` worker
-threads: pydantic's JSON parser holds the GIL for a whole body (~100 ms for 256
-requests of 512 + 512 items), so a worker thread alone would not keep the event
-loop free; slices do.
+threads, at a lower CPU priority: pydantic's JSON parser holds the GIL for a whole
+body (~100 ms for 256 requests of 512 + 512 items), so a worker thread alone would
+not keep the event loop free; slices do. A batch holds at most ``max_batch``
+requests and ``max_batch_items`` candidate + recent items in all (422 beyond,
+naming the request where it went over); the body limit follows from both.
 """
 
 from __future__ import annotations
