@@ -226,3 +226,14 @@ def test_uvicorn_factory_exits_with_one_line(vw, store_path, tmp_path):
     assert "Traceback" not in p.stderr
     assert one_line(p.stderr).startswith(f"error: value-weight model {bad} failed its "
                                          "start-up checks")
+
+
+def test_serve_warns_when_the_store_is_missing(vw, tmp_path, runs):
+    """A mistyped store path is named at start (the store is never created by serving);
+    the service still starts: it answers degraded until a store is there."""
+    missing = tmp_path / "typo.sqlite"
+    r = invoke("--model", str(vw[0]), "--store", str(missing))
+    assert r.exit_code == 0, r.output
+    out = one_line(r.output)
+    assert f"warning: store {missing}:" in out and "no store at" in out
+    assert not missing.exists() and len(runs) == 1
