@@ -384,6 +384,20 @@ def guardrail_rich_table(rep: dict, response_names, guards) -> Table:
     return t
 
 
+def _world_of(users: Path) -> str | None:
+    """The simulated world of --users, from the simulation.json written beside it."""
+    from hmum.data.simulator import SimulatorConfig
+    from hmum.ddm_pipeline import world_label
+
+    cfg = (users if users.is_dir() else users.parent) / "simulation.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return world_label(SimulatorConfig.model_validate_json(cfg.read_text()))
+    except ValueError:  # not a simulation's config: no world to name
+        return None
+
+
 def policy_eval(
     users: Annotated[Path, typer.Option(help="experiment data (Parquet/CSV): arm, responses, "
                                               "ground truth if simulated")],
@@ -453,10 +467,17 @@ def policy_eval(
         req = _read_requests(requests, vw) if requests is not None else None
         t0 = time.perf_counter()
         res = run_policy_eval(d, hum, out, requests=req, vw_estimator=vw, w_true=w_true,
-                              sigma=sigma, fixed_weights=fw, n_boot=n_boot, seed=seed)
+                              sigma=sigma, fixed_weights=fw, n_boot=n_boot, seed=seed,
+                              world=_world_of(users))
     rn = s.response_names
     if res["strategy_table"] is not None:
         console.print(strategy_rich_table(res["strategy_table"], rn))
+    if res.get("personalization") is not None:
+        from hmum.ddm_pipeline import personalization_lines
+
+        for line in personalization_lines(res["personalization"], rn)[2:]:
+            if line:
+                console.print(line)
     if res["ope_table"] is not None:
         console.print(ope_rich_table(res["ope_table"], rn))
     console.print(f"report: {res['report']}" + (f", plot: {res['plot']}" if res["plot"] else "")

@@ -469,6 +469,7 @@ def policy_eval(
     title: str = "hmum policy evaluation",
     preamble: str = "",
     report_name: str = "report.md",
+    world: str | None = None,
 ) -> dict:
     """The strategy table (paper Tables 3 and 4) for ``users``, written to ``out_dir``.
 
@@ -484,7 +485,11 @@ def policy_eval(
     IPW and doubly-robust estimates (HUM's y_hat as outcome model) of the
     exclusive-mode strategies with seeded bootstrap intervals (and the
     trade-off plot from the DR estimates when there is no ground truth).
-    ``report_name`` (report.md) holds everything.
+    ``report_name`` (report.md) holds everything. On ground truth the tables also
+    hold the same decisions on the *true* uplift (diagnostic rows: personalized,
+    fixed and, with ``w_true``, the true weights), and ``res["personalization"]``
+    says what the personalized weights add over fixed ones on estimated and on true
+    uplift (``personalization_summary``). ``world`` labels the simulated world.
 
     Returns {"strategy_table": DataFrame | None, "ope_table": DataFrame | None,
     "plot": Path | None, "report": Path, "markdown": str, "policies": {name:
@@ -531,8 +536,14 @@ def policy_eval(
         mu=users.mu, mu_all=users.mu_all, w_true=w_true, seed=seed,
         exclusive_only=exclusive_only,
     )
+    if truth:
+        pols.update(true_uplift_policies(users.mu, w_user, w_true, sigma=sigma,
+                                         fixed_weights=fixed_weights,
+                                         mode="exclusive" if exclusive_only else "independent"))
     pols.update(extra_policies or {})
     res["policies"] = pols
+    if world:
+        lines += [f"World: {world}.", ""]
     if truth:
         if k > 1 and users.mu_all is None and not exclusive_only:
             pols = {name: e for name, e in pols.items() if e.sum(axis=1).max(initial=0) < k}
@@ -550,6 +561,9 @@ def policy_eval(
             "value of the oracle (which maximizes it per user). share: users per arm set.", "",
             md, "",
         ]
+        res["personalization"] = personalization_summary(
+            table, w_user, w_true, mode="exclusive" if exclusive_only else "independent")
+        lines += personalization_lines(res["personalization"], rn)
         if plot and len(rn) >= 2:
             res["plot"] = _tradeoff_plot(
                 list(table["strategy"]), table[f"change_{rn[0]}"], table[f"change_{rn[1]}"],
@@ -596,6 +610,77 @@ def policy_eval(
     report.write_text("\n".join(lines) + "\n")
     res["report"] = report
     return res
+
+
+DIAG_HMUM = f"{HMUM} w on true δ (diagnostic)"
+DIAG_FIXED = "fixed w on true δ (diagnostic)"
+DIAG_TRUE = "true w on true δ (diagnostic)"
+
+
+def true_uplift_policies(mu: np.ndarray, w_user: np.ndarray, w_true: np.ndarray | None, *,
+                         sigma: float = 0.0, fixed_weights: Sequence[float] | None = None,
+                         mode: str = "independent") -> dict[str, np.ndarray]:
+    """The decisions on the *true* uplift (a perfect uplift model), enable (N, K) each.
+
+    Separates what the value weights contribute from the uplift model's errors:
+    personalized w_user (N, R), the fixed weights (default: the mean of w_user) and,
+    with ``w_true`` (N, R), the users' true weights. mu (N, K+1, R).
+    """
+    d = relative_uplift(mu)
+    fw = np.asarray(fixed_weights if fixed_weights is not None else w_user.mean(axis=0))
+    out = {DIAG_HMUM: decide_arrays(d, w_user, sigma=sigma, mode=mode)[1],
+           DIAG_FIXED: fixed_weight_policy(d, fw, sigma=sigma, mode=mode)}
+    if w_true is not None:
+        out[DIAG_TRUE] = decide_arrays(d, w_true, sigma=sigma, mode=mode)[1]
+    return out
+
+
+def personalization_summary(table: pd.DataFrame, w_user: np.ndarray,
+                            w_true: np.ndarray | None, *, mode: str = "independent") -> dict:
+    """What the personalized weights add over fixed ones: oracle shares and their ratio.
+
+    ``estimated``: HMUM vs fixed w with the uplift model's delta; ``true_uplift``: the
+    same on the true delta (and the true weights' share); ``corr_w_true``: per response,
+    the correlation of the users' predicted and true weights (None without w_true).
+    """
+    st = table.set_index("strategy")
+    col = "oracle_share" if "oracle_share" in st else "value"
+
+    def get(name):
+        return float(st.loc[name, col]) if name in st.index else float("nan")
+
+    est = {"HMUM": get(f"{HMUM} ({mode})"), "fixed w": get(f"fixed w ({mode})")}
+    tru = {"HMUM w": get(DIAG_HMUM), "fixed w": get(DIAG_FIXED), "true w": get(DIAG_TRUE)}
+    def ratio(a, b):  # nan, not an error, when fixed weights capture nothing
+        return a / b if b > 0 and np.isfinite(a) else float("nan")
+
+    est["ratio"] = ratio(est["HMUM"], est["fixed w"])
+    tru["ratio HMUM w / fixed"] = ratio(tru["HMUM w"], tru["fixed w"])
+    tru["ratio true w / fixed"] = ratio(tru["true w"], tru["fixed w"])
+    corr = None
+    if w_true is not None and len(w_user) > 1:
+        corr = [float(np.corrcoef(w_user[:, r], w_true[:, r])[0, 1])
+                if w_user[:, r].std() > 0 else float("nan") for r in range(w_user.shape[1])]
+    return {"metric": col, "mode": mode, "estimated": est, "true_uplift": tru,
+            "corr_w_true": corr}
+
+
+def personalization_lines(p: dict, response_names: Sequence[str]) -> list[str]:
+    """The personalization summary as report lines."""
+    e, t = p["estimated"], p["true_uplift"]
+    what = "oracle share" if p["metric"] == "oracle_share" else "value"
+    out = ["## What the personalized weights add", ""]
+    if p["corr_w_true"] is not None:
+        out.append("Correlation of the users' predicted value weights with their true ones: "
+                   + ", ".join(f"{r} {c:.2f}" for r, c in zip(response_names, p["corr_w_true"],
+                                                              strict=True)) + ".")
+    out.append(f"{what} ({p['mode']} mode), with the uplift model's estimates: HMUM "
+               f"{e['HMUM']:.3f} vs fixed weights {e['fixed w']:.3f} (ratio {e['ratio']:.2f}); "
+               f"on the true uplift: HMUM's weights {t['HMUM w']:.3f}, fixed {t['fixed w']:.3f} "
+               f"(ratio {t['ratio HMUM w / fixed']:.2f})"
+               + (f", the true weights {t['true w']:.3f} (ratio {t['ratio true w / fixed']:.2f})"
+                  if np.isfinite(t["true w"]) else "") + ".")
+    return [*out, ""]
 
 
 def _tradeoff_plot(names, x, y, path, rn, what, **kw) -> Path:
@@ -674,6 +759,15 @@ def true_user_weights(sim_config, user_ids: np.ndarray) -> np.ndarray:
     names = [r[0] for r in RESPONSES[: sim_config.n_responses]]
     w = np.stack([t.column(f"true_w_{r}").to_numpy() for r in names], axis=1)
     return w[ids - lo]
+
+
+def world_label(sim_config) -> str:
+    """"today's world" or "the contested world (contested_share ..., ...)" of a simulation."""
+    if not getattr(sim_config, "contested", False):
+        return "the simulator's today's world (default options)"
+    return ("the contested world (contested_share "
+            f"{sim_config.contested_share}, weight_spread {sim_config.weight_spread}, "
+            f"weight_taste {sim_config.weight_taste})")
 
 
 def run_ddm_demo_stage(
@@ -783,23 +877,10 @@ def run_ddm_demo_stage(
            f"{len(test_ids):,} test users from "
            + ("one fresh simulated request each" if decision_requests == "simulate"
               else "their logged requests") + ".")
-    # diagnostic rows: the same decisions on the true uplift (a perfect uplift model),
-    # separating what the value weights contribute from the uplift model's errors
-    idx = join_users(decisions["user_id"].to_numpy(), test_ids)
-    w_user, _ = user_mean_weights(idx, w_req, len(test_ids))
-    extra = {}
-    if users_test.mu is not None:
-        mu = users_test.mu
-        delta_true = relative_uplift(mu)
-        extra = {
-            f"{HMUM} w on true δ (diagnostic)": decide_arrays(delta_true, w_user,
-                                                              sigma=sigma)[1],
-            "fixed w on true δ (diagnostic)": fixed_weight_policy(
-                delta_true, w_user.mean(axis=0), sigma=sigma),
-        }
+    # policy_eval adds the diagnostic rows: the same decisions on the true uplift
     res = policy_eval(
         users_test, hum_estimator, out, request_w=(decisions["user_id"].to_numpy(), w_req),
-        w_true=w_true, sigma=sigma, n_boot=n_boot, seed=seed, extra_policies=extra,
+        w_true=w_true, sigma=sigma, n_boot=n_boot, seed=seed, world=world_label(cfg),
         title="hmum demo: decisions (DDM)", preamble=pre, report_name="ddm_report.md",
     )
     report = res["report"]

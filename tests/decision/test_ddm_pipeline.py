@@ -248,3 +248,25 @@ def test_policy_eval_on_logs_without_ground_truth(sim, tmp_path):
     assert {"nobody (control)", "everyone t1", "HMUM (exclusive)", "random"} <= set(ope.strategy)
     assert "everyone t1+t2" not in set(ope.strategy)
     assert res["plot"] is not None and res["plot"].is_file()
+
+
+def test_policy_eval_reports_what_personalization_adds(sim, tmp_path):
+    from hmum.ddm_pipeline import DIAG_FIXED, DIAG_HMUM, DIAG_TRUE, true_user_weights
+
+    users = sim["users"]
+    cfg = SimulatorConfig.model_validate_json(sim["res"].config_path.read_text())
+    w_true = true_user_weights(cfg, users.user_id)
+    res = policy_eval(users, TruthModel(), tmp_path, requests=sim["requests"],
+                      vw_estimator=sim["vw"], w_true=w_true, n_boot=20, plot=False,
+                      world="a test world")
+    tab = res["strategy_table"].set_index("strategy")
+    assert {DIAG_HMUM, DIAG_FIXED, DIAG_TRUE} <= set(tab.index)
+    p = res["personalization"]
+    # with a perfect uplift model the estimated and the true-uplift rows coincide
+    assert p["estimated"]["HMUM"] == pytest.approx(p["true_uplift"]["HMUM w"])
+    assert p["estimated"]["fixed w"] == pytest.approx(p["true_uplift"]["fixed w"])
+    assert p["true_uplift"]["true w"] == pytest.approx(tab.loc[DIAG_TRUE, "oracle_share"])
+    corr = np.corrcoef(res["w_user"][:, 0], w_true[:, 0])[0, 1]
+    assert p["corr_w_true"][0] == pytest.approx(corr)
+    report = (tmp_path / "report.md").read_text()
+    assert "## What the personalized weights add" in report and "World: a test world." in report

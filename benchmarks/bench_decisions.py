@@ -1,0 +1,373 @@
+"""Decisions a platform can trust: the targets of issue 16, measured on simulated truth.
+
+Four parts (``--parts``, all by default), each on the simulator's today's world and/or
+the contested world (``hmum.data.simulator.CONTESTED_WORLD``), every figure measured
+on a fresh population of ``--eval-users`` users (another seed) from the truth:
+
+* ``worlds``: on the *true* uplift, the oracle share of the users' true personalized
+  weights and of the best fixed weighting (their mean), and of the value-weight
+  model's weights (trained on the world's request logs; scored from one fresh request
+  per user); the model's correlation with the true weights.
+  Target: contested world, true weights >= 1.2x fixed weights' oracle share.
+* ``hum``: the same decisions made on HUM's estimated uplift (HUM trained on
+  ``--users`` users of the world): HMUM (value-weight model's w) vs fixed w.
+  Target: HMUM beats fixed weights in the contested world.
+* ``guardrails``: per seed, simulate, train HUM, fit the rule for ``--guardrail`` on a
+  calibration split (model estimate and doubly-robust lower bound), and check the
+  true population change on the fresh population; the value against the
+  unconstrained rule and the best plain "phi > sigma" rule that meets the guardrail on
+  the truth (chosen in hindsight, an upper reference a real platform cannot pick).
+  Target: the guardrail holds in >= 90 % of seeds.
+* ``bounds``: nominal ``--level`` intervals of phi from HUM's branches (one fit,
+  ``branches_per_treatment = --members``), from ``--members`` seeds and from
+  ``--members`` bootstrap fits; coverage of the true phi (true uplift, true weights)
+  and the value of switching on the lower bound. Target: coverage 85-95 %.
+
+Usage (2 shared cores: run it niced, one torch thread)::
+
+    nice -n 10 .venv/bin/python benchmarks/bench_decisions.py --threads 1 \\
+        --json benchmarks/results/decisions/bench_decisions.json
+
+Prints one block per part and writes every figure to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", default="worlds,hum,guardrails,bounds")
+    p.add_argument("--users", type=int, default=60_000, help="training population per fit")
+    p.add_argument("--eval-users", type=int, default=100_000, help="fresh evaluation population")
+    p.add_argument("--requests", type=int, default=20_000, help="value-weight training requests")
+    p.add_argument("--effect-scale", type=float, default=5.0)
+    p.add_argument("--epochs", type=int, default=8, help="HUM's maximum epochs")
+    p.add_argument("--vw-epochs", type=int, default=6)
+    p.add_argument("--seeds", type=int, default=10, help="seeds of the guardrail part")
+    p.add_argument("--guardrail", default="video_views>=0", help="RESPONSE>=FLOOR")
+    p.add_argument("--members", type=int, default=5, help="members per bound source")
+    p.add_argument("--level", type=float, default=0.9)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------------------
+# shared pieces
+# --------------------------------------------------------------------------------------
+
+RESP = ["usage_time", "video_views"]
+
+
+def world_config(world: str, args, seed: int, n_users: int):
+    from hmum.data.simulator import CONTESTED_WORLD, SimulatorConfig
+
+    extra = CONTESTED_WORLD if world == "contested" else {}
+    return SimulatorConfig(n_users=n_users, seed=seed, effect_scale=args.effect_scale,
+                           n_requests=args.requests, n_candidates=30, n_recent=10, n_exposed=5,
+                           n_items=5000, **extra)
+
+
+def population(cfg):
+    """Validated users (ground truth included) and their true weights (N, R)."""
+    from hmum.data.simulator import simulate_users, simulation_schema
+    from hmum.data.validate import validate_table
+
+    t = simulate_users(cfg, include_latent=True)
+    d = validate_table(t, simulation_schema(cfg))
+    w = np.stack([t.column(f"true_w_{r}").to_numpy() for r in RESP], axis=1)
+    return d, w
+
+
+def fit_hum(d, args, seed: int, **model):
+    from hmum.training.estimator import HUMEstimator
+
+    return HUMEstimator(d.schema, model=model or None,
+                        trainer={"max_epochs": args.epochs, "seed": seed,
+                                 "num_threads": args.threads, "batch_size": 2048}).fit(d)
+
+
+def fit_vw(cfg, args):
+    from hmum.data.simulator import simulate_requests
+    from hmum.ddm_pipeline import train_value_weights
+
+    return train_value_weights(simulate_requests(cfg), epochs=args.vw_epochs,
+                               seed=cfg.seed, threads=args.threads)
+
+
+def vw_user_weights(vw, cfg, n: int) -> np.ndarray:
+    """(N, R) predicted weight per user from one fresh request each."""
+    from hmum.ddm_pipeline import simulate_user_requests
+
+    parts = [vw.predict_weights(t) for t in simulate_user_requests(cfg, np.arange(n))]
+    return np.concatenate(parts).astype(np.float64)
+
+
+def shares(pols: dict, d, w_true) -> dict:
+    from hmum.decision.evaluation import ground_truth_effects
+
+    val = {name: ground_truth_effects(e, d.mu, d.mu_all, w_true=w_true)["value"]
+           for name, e in pols.items()}
+    return {name: v / val["oracle"] for name, v in val.items()}
+
+
+def corr(a, b) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# --------------------------------------------------------------------------------------
+# parts
+# --------------------------------------------------------------------------------------
+
+
+def part_worlds(args, cache) -> dict:
+    from hmum.decision.core import relative_uplift
+    from hmum.decision.policies import decide, fixed_weight_policy, oracle_policy
+
+    out = {}
+    for world in ("today", "contested"):
+        t0 = time.perf_counter()
+        cfg = world_config(world, args, 1000, args.eval_users)
+        d, w = population(cfg)
+        vw = fit_vw(world_config(world, args, 0, args.users), args)
+        w_vw = vw_user_weights(vw, cfg, len(d))
+        cache[world] = {"eval": d, "w_true": w, "vw": vw, "w_vw": w_vw, "cfg": cfg}
+        delta = relative_uplift(d.mu)
+        res = {"corr_vw_true_w": corr(w_vw[:, 0], w[:, 0]),
+               "w_true_mean_sd": [float(w[:, 0].mean()), float(w[:, 0].std())],
+               "w_model_mean_sd": [float(w_vw[:, 0].mean()), float(w_vw[:, 0].std())],
+               "contested_users": float(np.mean((delta[:, 0, 0] > 0) != (delta[:, 0, 1] > 0)))}
+        for mode in ("exclusive", "independent"):
+            pols = {"oracle": oracle_policy(d.mu, d.mu_all if mode == "independent" else None,
+                                            w, mode=mode),
+                    "true w": decide(delta, w, mode=mode)[1],
+                    "fixed w (mean true w)": fixed_weight_policy(delta, w.mean(0), mode=mode),
+                    "value-weight model w": decide(delta, w_vw, mode=mode)[1],
+                    "fixed w (mean model w)": fixed_weight_policy(delta, w_vw.mean(0),
+                                                                  mode=mode)}
+            sh = shares(pols, d, w)
+            sh["ratio true w / fixed"] = sh["true w"] / sh["fixed w (mean true w)"]
+            sh["ratio model w / fixed"] = sh["value-weight model w"] / sh["fixed w (mean model w)"]
+            res[mode] = sh
+        res["seconds"] = time.perf_counter() - t0
+        out[world] = res
+        print(f"[worlds] {world}: corr(model w, true w) {res['corr_vw_true_w']:.3f}; w_{RESP[0]} "
+              f"mean/sd true {res['w_true_mean_sd'][0]:.3f}/{res['w_true_mean_sd'][1]:.3f}, model "
+              f"{res['w_model_mean_sd'][0]:.3f}/{res['w_model_mean_sd'][1]:.3f}; "
+              f"users whose t1 uplift has opposite signs {res['contested_users']:.2f}")
+        for mode in ("exclusive", "independent"):
+            sh = res[mode]
+            print(f"  {mode:11s} true uplift, oracle share: true w {sh['true w']:.3f}, "
+                  f"fixed w {sh['fixed w (mean true w)']:.3f} (ratio "
+                  f"{sh['ratio true w / fixed']:.2f}); model w {sh['value-weight model w']:.3f},"
+                  f" fixed model-mean w {sh['fixed w (mean model w)']:.3f} (ratio "
+                  f"{sh['ratio model w / fixed']:.2f})")
+    return out
+
+
+def part_hum(args, cache) -> dict:
+    from hmum.ddm_pipeline import hum_deltas
+    from hmum.decision.core import relative_uplift
+    from hmum.decision.policies import decide, fixed_weight_policy, oracle_policy
+
+    out = {}
+    for world in ("today", "contested"):
+        t0 = time.perf_counter()
+        c = cache[world]
+        d, w, w_vw = c["eval"], c["w_true"], c["w_vw"]
+        train, _ = population(world_config(world, args, 1, args.users))
+        hum = fit_hum(train, args, seed=1)
+        c["hum"] = hum
+        delta = hum_deltas(hum, d)["delta"]
+        true_delta = relative_uplift(d.mu)
+        res = {"delta_corr": {f"t{k + 1}_{r}": corr(delta[:, k, j], true_delta[:, k, j])
+                              for k in range(2) for j, r in enumerate(RESP)}}
+        for mode in ("exclusive", "independent"):
+            pols = {"oracle": oracle_policy(d.mu, d.mu_all if mode == "independent" else None,
+                                            w, mode=mode),
+                    "HMUM (model w, HUM delta)": decide(delta, w_vw, mode=mode)[1],
+                    "fixed w (HUM delta)": fixed_weight_policy(delta, w_vw.mean(0), mode=mode),
+                    "true w, HUM delta": decide(delta, w, mode=mode)[1]}
+            sh = shares(pols, d, w)
+            sh["ratio HMUM / fixed"] = sh["HMUM (model w, HUM delta)"] / sh["fixed w (HUM delta)"]
+            res[mode] = sh
+        res["seconds"] = time.perf_counter() - t0
+        out[world] = res
+        print(f"[hum] {world}: corr(HUM delta, true delta) "
+              + ", ".join(f"{k} {v:.2f}" for k, v in res["delta_corr"].items()))
+        for mode in ("exclusive", "independent"):
+            sh = res[mode]
+            print(f"  {mode:11s} HUM's uplift, oracle share: HMUM "
+                  f"{sh['HMUM (model w, HUM delta)']:.3f}, fixed w {sh['fixed w (HUM delta)']:.3f}"
+                  f" (ratio {sh['ratio HMUM / fixed']:.2f}); true w on HUM delta "
+                  f"{sh['true w, HUM delta']:.3f}")
+    return out
+
+
+def part_guardrails(args, cache) -> dict:
+    from hmum.ddm_pipeline import fit_guardrail_rule, hum_deltas
+    from hmum.decision.evaluation import ground_truth_effects
+    from hmum.decision.guardrails import parse_guardrail
+    from hmum.decision.policies import decide, population_policy
+
+    g = parse_guardrail(args.guardrail, RESP)
+    gi = RESP.index(g.response)
+    world = "contested"
+    c = cache[world]
+    vw = c["vw"]
+    rows = []
+    for s in range(args.seeds):
+        t0 = time.perf_counter()
+        logs, _ = population(world_config(world, args, 100 + s, args.users))
+        tr = np.arange(len(logs)) % 3 != 0  # 2/3 train HUM, 1/3 calibrates the rule
+        hum = fit_hum(logs.take(np.flatnonzero(tr)), args, seed=100 + s)
+        cal = logs.take(np.flatnonzero(~tr))
+        cal_cfg = world_config(world, args, 100 + s, args.users)
+        w_cal = vw_user_weights(vw, cal_cfg, len(logs))[~tr]
+        ecfg = world_config(world, args, 2000 + s, args.eval_users)
+        ev, w_true = population(ecfg)
+        w_ev = vw_user_weights(vw, ecfg, len(ev))
+        d_ev = hum_deltas(hum, ev)["delta"]
+        row = {"seed": s}
+
+        def truth(en, ev=ev, w_true=w_true):
+            r = ground_truth_effects(en, ev.mu, ev.mu_all, w_true=w_true)
+            return float(r["change"][gi]), float(r["value"]), [float(x) for x in r["change"]]
+
+        free = decide(d_ev, w_ev, mode="exclusive")[1]
+        row["unconstrained"] = dict(zip(("change_g", "value", "change"), truth(free),
+                                        strict=True))
+        for est in ("model", "dr"):
+            rule, rep = fit_guardrail_rule(cal, hum_deltas(hum, cal), w_cal, guardrails=[g],
+                                           mode="exclusive", estimate=est,
+                                           calibration_share=0.999, seed=s)
+            ch, val, full = truth(rule.decide(d_ev, w_ev))
+            row[est] = {"change_g": ch, "value": val, "change": full, "held": ch >= g.floor,
+                        "bonus": rule.response_bonus, "sigma": rule.sigma}
+        best = None  # the best plain sigma rule meeting the guardrail on the truth (hindsight)
+        for sig in np.linspace(-0.02, 0.08, 101):
+            ch, val, _ = truth(decide(d_ev, w_ev, sigma=sig, mode="exclusive")[1])
+            if ch >= g.floor and (best is None or val > best[1]):
+                best = (float(sig), val)
+        row["best_plain_sigma_in_hindsight"] = {"sigma": best[0], "value": best[1]} if best \
+            else None
+        pops = {}
+        for a, name in ((0, "nobody"), (1, "everyone t1"), (2, "everyone t2")):
+            ch, val, _ = truth(population_policy(len(ev), 2, a))
+            pops[name] = {"change_g": ch, "value": val}
+        row["population"] = pops
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        held = {e: "held" if row[e]["held"] else "NOT held" for e in ("model", "dr")}
+        print(f"[guardrails] seed {s}: true Δ{g.response} unconstrained "
+              f"{100 * row['unconstrained']['change_g']:+.3f}% | model rule "
+              f"{100 * row['model']['change_g']:+.3f}% ({held['model']}"
+              f", value {100 * row['model']['value']:+.4f}%) | dr rule "
+              f"{100 * row['dr']['change_g']:+.3f}% ({held['dr']}"
+              f", value {100 * row['dr']['value']:+.4f}%) | unconstrained value "
+              f"{100 * row['unconstrained']['value']:+.4f}%, best sigma rule in hindsight "
+              + (f"{100 * best[1]:+.4f}%" if best else "none") + f" ({row['seconds']:.0f}s)")
+    summ = {"guardrail": g.text(), "seeds": args.seeds}
+    for est in ("model", "dr"):
+        summ[f"{est}_held_share"] = float(np.mean([r[est]["held"] for r in rows]))
+        summ[f"{est}_mean_value"] = float(np.mean([r[est]["value"] for r in rows]))
+    summ["unconstrained_held_share"] = float(np.mean([r["unconstrained"]["change_g"] >= g.floor
+                                                     for r in rows]))
+    summ["unconstrained_mean_value"] = float(np.mean([r["unconstrained"]["value"] for r in rows]))
+    hs = [r["best_plain_sigma_in_hindsight"]["value"] for r in rows
+          if r["best_plain_sigma_in_hindsight"]]
+    summ["best_plain_sigma_in_hindsight_mean_value"] = float(np.mean(hs)) if hs else None
+    print(f"[guardrails] {g.text()} held on the truth: model rule {summ['model_held_share']:.0%}"
+          f", dr rule {summ['dr_held_share']:.0%}, unconstrained "
+          f"{summ['unconstrained_held_share']:.0%} of {args.seeds} seeds; mean true value: model "
+          f"{100 * summ['model_mean_value']:+.4f}%, dr {100 * summ['dr_mean_value']:+.4f}%, "
+          f"unconstrained {100 * summ['unconstrained_mean_value']:+.4f}%, best sigma rule in "
+          "hindsight " + (f"{100 * summ['best_plain_sigma_in_hindsight_mean_value']:+.4f}%"
+                          if hs else "n/a"))
+    return {"summary": summ, "per_seed": rows}
+
+
+def part_bounds(args, cache) -> dict:
+    from hmum.ddm_pipeline import branch_member_deltas, ensemble_member_deltas
+    from hmum.decision.bounds import bootstrap_rows, coverage, phi_interval
+    from hmum.decision.core import relative_uplift
+    from hmum.decision.evaluation import ground_truth_effects
+    from hmum.decision.rules import DecisionRule, decide_margin
+
+    out = {}
+    m = args.members
+    for world in ("contested", "today"):
+        c = cache[world]
+        d, w = c["eval"], c["w_true"]
+        true_phi = np.einsum("nkr,nr->nk", relative_uplift(d.mu), w)
+        train, _ = population(world_config(world, args, 1, args.users))
+        t0 = time.perf_counter()
+        members = {"branches": branch_member_deltas(
+            fit_hum(train, args, seed=1, branches_per_treatment=m), d)}
+        members["seeds"] = ensemble_member_deltas(
+            [fit_hum(train, args, seed=10 + j) for j in range(m)], d)
+        members["bootstrap"] = ensemble_member_deltas(
+            [fit_hum(train.take(idx), args, seed=20 + j)
+             for j, idx in enumerate(bootstrap_rows(len(train), m, seed=3))], d)
+        res = {"members": m, "level": args.level, "fit_seconds": time.perf_counter() - t0}
+        rule = DecisionRule(RESP, ["t1", "t2"], mode="exclusive")
+        for src, md in members.items():
+            iv = phi_interval(md, w, level=args.level)
+            point = decide_margin(iv["phi"], "exclusive")
+            lower = rule.decide(md.mean(0), w, score=iv["lo"])
+
+            def val(en, d=d, w=w):
+                return ground_truth_effects(en, d.mu, None, w_true=w)["value"]
+
+            res[src] = {"coverage": coverage(iv["lo"], iv["hi"], true_phi),
+                        "coverage_normal": coverage(*(lambda v: (v["lo"], v["hi"]))(
+                            phi_interval(md, w, level=args.level, method="normal")), true_phi),
+                        "median_half_width": float(np.median(iv["hi"] - iv["phi"])),
+                        "rmse_phi": float(np.sqrt(np.mean((iv["phi"] - true_phi) ** 2))),
+                        "value_point": val(point), "value_lower_bound": val(lower),
+                        "share_point": point.mean(0).tolist(),
+                        "share_lower_bound": lower.mean(0).tolist()}
+            r = res[src]
+            print(f"[bounds] {world} {src:9s}: coverage of nominal {args.level:.0%} intervals "
+                  f"{r['coverage']:.3f} (normal {r['coverage_normal']:.3f}); median half-width "
+                  f"{100 * r['median_half_width']:.3f}% vs RMSE {100 * r['rmse_phi']:.3f}%; "
+                  f"true value point {100 * r['value_point']:+.4f}%, lower bound "
+                  f"{100 * r['value_lower_bound']:+.4f}% (shares {np.round(r['share_point'], 2)}"
+                  f" -> {np.round(r['share_lower_bound'], 2)})")
+        out[world] = res
+    return out
+
+
+def main(argv=None) -> dict:
+    args = _args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    parts = args.parts.split(",")
+    cache: dict = {}
+    res: dict = {"args": {k: (str(v) if isinstance(v, Path) else v)
+                          for k, v in vars(args).items()}}
+    t0 = time.perf_counter()
+    # every part needs the evaluation populations and value-weight models of "worlds"
+    res["worlds"] = part_worlds(args, cache)
+    for name, fn in (("hum", part_hum), ("guardrails", part_guardrails),
+                     ("bounds", part_bounds)):
+        if name in parts:
+            res[name] = fn(args, cache)
+    res["seconds"] = time.perf_counter() - t0
+    print(f"done in {res['seconds']:.0f}s")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()
