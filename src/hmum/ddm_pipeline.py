@@ -761,6 +761,62 @@ def true_user_weights(sim_config, user_ids: np.ndarray) -> np.ndarray:
     return w[ids - lo]
 
 
+def contested_world_section(sim_config, *, n_users: int, epochs: int = 15, seed: int = 0,
+                            threads: int | None = None) -> tuple[dict, str]:
+    """The contested world (``simulator.CONTESTED_WORLD``) on its *true* uplift.
+
+    Simulates ``n_users`` fresh users and the request log of that world (the
+    simulation's other settings kept, seed + 1), trains a value-weight model on the
+    requests and scores one fresh request per user; then, per mode, the oracle share
+    of the true weights, of the best fixed weighting (their mean), of the model's
+    weights and of the model's mean weight, all on the true uplift. Returns
+    (summary, Markdown section).
+    """
+    from hmum.data.schema import ALL_TREATMENTS
+    from hmum.data.schema import ground_truth_column as gt
+    from hmum.data.simulator import CONTESTED_WORLD, simulate_requests, simulate_users
+    from hmum.decision.evaluation import ground_truth_effects
+
+    cfg = sim_config.model_copy(update={**CONTESTED_WORLD, "seed": sim_config.seed + 1,
+                                        "n_users": max(n_users, sim_config.n_users)})
+    vw = train_value_weights(simulate_requests(cfg), epochs=epochs, seed=seed, threads=threads)
+    t = simulate_users(cfg, n=n_users, include_latent=True)
+    rn = [c[7:] for c in t.column_names if c.startswith("true_w_")]
+    w = np.stack([t.column(f"true_w_{r}").to_numpy() for r in rn], axis=1)
+    k = cfg.n_treatments
+    arms = ["control", *[f"t{i}" for i in range(1, k + 1)]]
+    mu = np.stack([np.stack([t.column(gt(a, r)).to_numpy() for r in rn], 1) for a in arms], 1)
+    mu_all = (np.stack([t.column(gt(ALL_TREATMENTS, r)).to_numpy() for r in rn], 1) if k > 1
+              else None)
+    w_vw = np.concatenate([vw.predict_weights(p) for p in
+                           simulate_user_requests(cfg, np.arange(n_users))]).astype(np.float64)
+    d = relative_uplift(mu)
+    out: dict = {"world": world_label(cfg), "n_users": n_users,
+                 "corr_w_true": float(np.corrcoef(w_vw[:, 0], w[:, 0])[0, 1])}
+    rows = []
+    for mode in ("exclusive",) + (("independent",) if k <= 2 else ()):
+        pols = {"oracle": oracle_policy(mu, mu_all if mode == "independent" else None, w,
+                                        mode=mode),
+                "true w": decide_arrays(d, w, mode=mode)[1],
+                "fixed w (mean true w)": fixed_weight_policy(d, w.mean(0), mode=mode),
+                "value-weight model w": decide_arrays(d, w_vw, mode=mode)[1],
+                "fixed w (mean model w)": fixed_weight_policy(d, w_vw.mean(0), mode=mode)}
+        val = {nm: ground_truth_effects(e, mu, mu_all, w_true=w)["value"]
+               for nm, e in pols.items()}
+        out[mode] = {nm: v / val["oracle"] for nm, v in val.items()}
+        rows.append(f"| {mode} | " + " | ".join(f"{out[mode][nm]:.3f}" for nm in list(pols)[1:])
+                    + " |")
+    md = "\n".join([
+        "### The contested world, on its true uplift", "",
+        f"{out['world']}: {n_users:,} fresh users; a value-weight model trained on that "
+        f"world's {cfg.n_requests:,} logged requests (correlation of its weight of {rn[0]} "
+        f"with the true weight {out['corr_w_true']:.2f}). Oracle share of each weighting, "
+        "decisions on the true uplift (what the weights decide when the uplift is known):", "",
+        "| mode | true w | fixed w (mean true w) | model w | fixed w (mean model w) |",
+        "|---|---|---|---|---|", *rows, ""])
+    return out, md
+
+
 def world_label(sim_config) -> str:
     """"today's world" or "the contested world (contested_share ..., ...)" of a simulation."""
     if not getattr(sim_config, "contested", False):
@@ -784,8 +840,12 @@ def run_ddm_demo_stage(
     n_boot: int = 500,
     decision_requests: str = "simulate",
     console=None,
+    contested_world: bool = True,
 ) -> dict:
     """The DDM half of the demo: value weights -> decisions -> strategy table and plot.
+
+    With ``contested_world`` (and a simulation in today's world) the report also
+    holds ``contested_world_section``: the other world, on its true uplift.
 
     1. Train the value-weight model on ``requests_table`` (the requests of test
        users left out), save it to ``out_dir/models/value_weight`` and export
@@ -902,6 +962,20 @@ def run_ddm_demo_stage(
     md = "## Decisions (DDM)\n\n" + pre + (
         f" Predicted per-user weight of {rn[0]} vs the true latent weight: correlation "
         f"{corr:.2f}." if len(rn) > 1 else "") + "\n\n" + section
+    if contested_world and not cfg.contested and len(rn) > 1:
+        t2 = time.perf_counter()
+        other, other_md = contested_world_section(
+            cfg, n_users=len(test_ids), epochs=epochs, seed=seed, threads=threads)
+        summary["contested_world"] = other
+        (out / "ddm_summary.json").write_text(json.dumps(summary, indent=2, default=float)
+                                              + "\n")
+        md += "\n\n" + other_md
+        with report.open("a") as f:
+            f.write("\n" + other_md.replace("\n### ", "\n## ").replace("### ", "## ", 1) + "\n")
+        say(f"contested world on its true uplift: true w {other['exclusive']['true w']:.3f}, "
+            f"fixed w {other['exclusive']['fixed w (mean true w)']:.3f}, value-weight model "
+            f"{other['exclusive']['value-weight model w']:.3f} of the oracle "
+            f"({time.perf_counter() - t2:.0f}s)")
     return {
         "strategy_table": res["strategy_table"], "ope_table": res["ope_table"],
         "plot": res["plot"], "report": report, "markdown": md, "value_weight_model": vw_path,

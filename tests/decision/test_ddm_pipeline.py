@@ -225,6 +225,12 @@ def test_run_ddm_demo_stage(sim, tmp_path):
     tab = res["strategy_table"].set_index("strategy")
     assert "HMUM w on true δ (diagnostic)" in tab.index
     assert tab.loc["oracle", "value"] >= tab["value"].max() - 1e-12
+    # the other world, on its true uplift: the true weights are the oracle in exclusive mode
+    cw = s["contested_world"]
+    assert cw["exclusive"]["true w"] == pytest.approx(1.0)
+    assert cw["exclusive"]["fixed w (mean true w)"] < 0.9
+    assert "### The contested world, on its true uplift" in res["markdown"]
+    assert "## The contested world, on its true uplift" in res["report"].read_text()
 
 
 class FixedModel:
