@@ -221,3 +221,24 @@ def test_fit_rule_dr_needs_logs_and_exclusive_mode():
     with pytest.raises(DecisionConfigError, match="mode exclusive"):
         fit_rule(delta, w, np.ones((500, 2)), responses=R2, treatments=T2, estimate="dr",
                  logged=logged, guardrails=[Guardrail("video_views", 0.0)])
+
+
+def test_rule_frozen_into_store_version_metadata():
+    from hmum.decision.rules import rule_from_version_extra, rule_to_version_extra
+
+    rule = DecisionRule(R2, T2, mode="exclusive", sigma=[0.001, 0.002], response_bonus=[0, 0.4])
+    extra = {"error": None, **rule_to_version_extra(rule)}
+    # what a store writes and reads back: JSON of the whole extra dict
+    back = json.loads(json.dumps(extra))
+    assert rule_from_version_extra(back) == rule
+    assert rule_from_version_extra({"other": 1}) is None
+    back["decision"]["sigma"] = [0.0, 0.0]
+    with pytest.raises(DecisionConfigError, match="does not match its sha256"):
+        rule_from_version_extra(back, source="store version 'v2'")
+
+
+@pytest.mark.parametrize("mode", ["independent", "exclusive"])
+def test_unknown_users_nan_rows_enable_nothing(mode):
+    delta = np.array([[[0.1, 0.1], [0.2, 0.2]], [[np.nan, np.nan], [np.nan, np.nan]]])
+    en = DecisionRule(R2, T2, mode=mode).decide(delta, np.full((2, 2), 0.5))
+    assert en[1].tolist() == [False, False] and en[0].any()

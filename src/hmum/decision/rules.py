@@ -22,7 +22,10 @@ bound of phi (``hmum.decision.bounds``) instead of its point estimate.
 
 On disk (``save_rule`` / ``load_rule``): a folder with ``decision.json``
 (format ``hmum.decision/1``) and ``manifest.json`` holding its sha256, so a
-guardrail change is a new, checksummed artifact deployed like a model.
+guardrail change is a new, checksummed artifact deployed like a model. In a store
+version (``rule_to_version_extra`` / ``rule_from_version_extra``): the rule and its
+sha256 in the version's ``VersionInfo.extra``, so the store's atomic switch and
+rollback move the rule together with the uplifts it was fitted on.
 
 Shapes: delta (N, K, R), w (N, R), phi_lo (N, K), enable (N, K) bool.
 """
@@ -165,9 +168,10 @@ def decide_margin(margin: np.ndarray, mode: str) -> np.ndarray:
     """enable (N, K) from margin (N, K) = score - sigma_k.
 
     independent: margin > 0; exclusive: one-hot of the largest margin where it is > 0
-    (ties go to the lower k).
+    (ties go to the lower k). NaN margins (a user the store does not know) enable nothing.
     """
-    m = np.asarray(margin)
+    # NaN margins (users the store does not know) never enable anything
+    m = np.nan_to_num(np.asarray(margin, dtype=np.float64), nan=-np.inf)
     if mode == "independent":
         return m > 0
     if mode != "exclusive":
@@ -235,3 +239,40 @@ def load_rule(path: str | Path) -> DecisionRule:
     except ValueError as e:
         raise DecisionConfigError(f"{rule_file}: not valid JSON ({e})") from None
     return DecisionRule.from_dict(d, source=str(rule_file))
+
+
+# --------------------------------------------------------------------------------------
+# frozen into a store version (VersionInfo.extra): deployed with the same switch/rollback
+# --------------------------------------------------------------------------------------
+
+#: keys of a store version's ``extra`` metadata that hold the frozen rule and its sha256
+VERSION_KEY, VERSION_SHA_KEY = "decision", "decision_sha256"
+
+
+def _canonical(d: dict[str, Any]) -> str:
+    return json.dumps(d, sort_keys=True, separators=(",", ":"), default=float)
+
+
+def rule_to_version_extra(rule: DecisionRule) -> dict[str, Any]:
+    """{"decision": the rule as JSON-able dict, "decision_sha256": sha256 of its canonical
+    JSON}: merge into a store version's ``VersionInfo.extra`` when the version is created,
+    so switching to (or rolling back to) the version switches its decision rule too."""
+    d = json.loads(_canonical(rule.to_dict()))
+    return {VERSION_KEY: d, VERSION_SHA_KEY: hashlib.sha256(_canonical(d).encode()).hexdigest()}
+
+
+def rule_from_version_extra(extra: dict[str, Any] | None,
+                            source: str = "store version") -> DecisionRule | None:
+    """The rule frozen into a store version's ``extra``, or None when it holds none.
+
+    Raises DecisionConfigError when the rule does not match its sha256 or is malformed.
+    """
+    if not extra or VERSION_KEY not in extra:
+        return None
+    d = extra[VERSION_KEY]
+    want = extra.get(VERSION_SHA_KEY)
+    got = hashlib.sha256(_canonical(d).encode()).hexdigest() if isinstance(d, dict) else None
+    if got is None or got != want:
+        raise DecisionConfigError(f"{source}: the decision config does not match its sha256 "
+                                  f"({VERSION_SHA_KEY}); it was altered")
+    return DecisionRule.from_dict(d, source=f"{source}: decision config")
