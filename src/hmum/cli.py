@@ -38,7 +38,8 @@ TRAINER_FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "lr": "
 SIMULATOR_FLAGS = {"n_users": "--users", "n_treatments": "--treatments",
                    "n_responses": "--responses", "seed": "--seed",
                    "effect_scale": "--effect-scale", "confounded": "--confounded",
-                   "n_requests": "--requests", "n_candidates": "--candidates"}
+                   "n_requests": "--requests", "n_candidates": "--candidates",
+                   "contested_share": "--contested-share", "weight_taste": "--weight-taste"}
 #: Python parameters whose messages name these flags instead (hmum.errors.option_name)
 DATA_FLAGS = {"drop_invalid_responses": "--drop-invalid-responses",
               "test_split": "--test-split"}
@@ -73,6 +74,18 @@ def print_simulation_summary(summary: dict) -> None:
     console.print(t)
 
 
+def _world_options(contested: bool, share: float | None, taste: float | None) -> dict:
+    """SimulatorConfig options of the simulated world (defaults: today's world)."""
+    from hmum.data.simulator import CONTESTED_WORLD
+
+    out = dict(CONTESTED_WORLD) if contested else {}
+    if share is not None:
+        out["contested_share"] = share
+    if taste is not None:
+        out["weight_taste"] = taste
+    return out
+
+
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/sim"),
@@ -84,6 +97,13 @@ def simulate(
     confounded: Annotated[bool, typer.Option(help="assignment depends on features")] = False,
     requests: Annotated[int, typer.Option(help="request-level log rows")] = 20_000,
     candidates: Annotated[int, typer.Option(help="L candidates per request")] = 100,
+    contested_world: Annotated[bool, typer.Option(
+        help="the contested world (docs/decisions.md): --contested-share 0.4 --weight-taste 1")]
+    = False,
+    contested_share: Annotated[float | None, typer.Option(
+        help="share of users for whom t1/t2 trade one response off against the other")] = None,
+    weight_taste: Annotated[float | None, typer.Option(
+        help="sd of the value weights' taste that no feature reveals")] = None,
 ) -> None:
     """Simulate a short-video A/B experiment with ground truth and request logs."""
     from rich.progress import Progress
@@ -96,6 +116,7 @@ def simulate(
         SimulatorConfig, SIMULATOR_FLAGS, n_users=users, n_treatments=treatments,
         n_responses=responses, seed=seed, effect_scale=effect_scale, confounded=confounded,
         n_requests=requests, n_candidates=candidates,
+        **_world_options(contested_world, contested_share, weight_taste),
     )
     t0 = time.perf_counter()
     with Progress(console=console, transient=True) as bar:

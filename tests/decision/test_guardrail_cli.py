@@ -123,3 +123,18 @@ def test_cli_guardrail_errors_are_one_line(sim, models, tmp_path, extra, needle)
     assert r.exit_code == 2, r.output
     text = " ".join(r.output.split())
     assert needle in text and "Traceback" not in text
+
+
+def test_cli_simulate_contested_world(tmp_path):
+    import json
+
+    from hmum.cli import app
+
+    r = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "s"), "--users", "2000",
+                                 "--requests", "100", "--candidates", "20", "--contested-world"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "s" / "simulation.json").read_text())
+    assert cfg["contested_share"] == 0.4 and cfg["weight_taste"] == 1.0
+    r = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "t"), "--users", "100",
+                                 "--contested-share", "1.5"])
+    assert r.exit_code == 2 and "--contested-share" in " ".join(r.output.split())
