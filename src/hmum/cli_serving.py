@@ -71,6 +71,18 @@ def _open(store: str, namespace: str) -> Iterator:
         st.close()
 
 
+def _decision_dict(path: Path | None) -> dict | None:
+    """--decision-config: the frozen rule as a dict (its folder's sha256 checked)."""
+    if path is None:
+        return None
+    from hmum.decision.rules import DecisionConfigError, load_rule
+
+    try:
+        return load_rule(path).to_dict()
+    except DecisionConfigError as e:
+        _fail(f"--decision-config: {e}")
+
+
 def score(
     model: Annotated[Path, typer.Option(help="model artifact folder")],
     input: Annotated[Path, typer.Option(help="users: one Parquet file or a folder of them")],
@@ -103,6 +115,9 @@ def score(
     cleanup: Annotated[bool, typer.Option(help="delete versions older than the previous")] = True,
     restart: Annotated[bool, typer.Option(help="discard this run's earlier output first")
                        ] = False,
+    decision_config: Annotated[Path | None, typer.Option(
+        help="freeze this decision config (hmum decide --decision-config-out) into the new "
+        "store version: hmum serve decides by it while the version is current")] = None,
 ) -> None:
     """Score all users (HUM, every arm) into a Parquet record and the uplift store.
 
@@ -125,7 +140,8 @@ def score(
         cfg = ScoringConfig(shard_rows=shard_rows, batch_size=batch_size, date=day,
                             model_version=model_version, id_column=id_column, switch=switch,
                             force=force, cleanup=cleanup, restart=restart, threads=threads,
-                            store_max_rows_per_s=store_max_rows_per_s)
+                            store_max_rows_per_s=store_max_rows_per_s,
+                            decision=_decision_dict(decision_config))
     except ValidationError as e:
         _fail(str(e))
     if workers is not None and workers < 1:

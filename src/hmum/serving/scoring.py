@@ -111,6 +111,10 @@ class ScoringConfig(BaseModel):
         "(Ray: 1 per worker)")
     store_max_rows_per_s: float | None = Field(
         None, gt=0, description="throttle of the store load, rows/s; None = no limit")
+    decision: dict[str, Any] | None = Field(
+        None, description="a decision rule (hmum.decision.rules.DecisionRule.to_dict()) frozen "
+        "into the new store version's metadata: hmum serve decides by it while that version "
+        "is current, so switch and rollback move the rule with the uplifts; None = none")
 
 
 # --------------------------------------------------------------------------------------
@@ -592,6 +596,7 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
     """
     t_start = time.perf_counter() if t_start is None else t_start
     schema, version, part_dir, n_shards = job.schema, job.version, job.part_dir, job.n_shards
+    extra = _decision_extra(cfg, schema)  # checked before the store is touched
     own_store = not isinstance(store, UpliftStore)
     st = open_store(store, namespace, create=True) if own_store else store
     try:
@@ -608,7 +613,7 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
             info = st.create_version(VersionInfo(
                 version=version, K=schema.K, R=schema.R, arms=schema.arms,
                 responses=schema.response_names, id_kind=_id_kind(job.plan, job.id_column),
-                model_version=job.model_version, date=job.date.isoformat(),
+                model_version=job.model_version, date=job.date.isoformat(), extra=extra,
             ), expected_rows=job.plan.total_rows)
             run["created"], run["checked"] = True, info.status == "ready"
             timings = {"read": 0.0, "score": 0.0, "record": 0.0, "store": 0.0, "throttle": 0.0}
@@ -700,6 +705,28 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
         partition=part_dir, seconds=time.perf_counter() - t_start, current=cur, previous=prev,
         cleaned=cleaned, timings=timings, engine=engine, workers=list(workers.values()),
     )
+
+
+def _decision_extra(cfg: ScoringConfig, schema: Schema) -> dict[str, Any]:
+    """The new version's ``extra`` metadata: the frozen decision rule, when configured.
+
+    A version is created once: a resumed run keeps the rule it was created with
+    (``restart`` re-creates it)."""
+    if cfg.decision is None:
+        return {}
+    from hmum.decision.rules import DecisionConfigError, DecisionRule, rule_to_version_extra
+
+    rule = DecisionRule.from_dict(cfg.decision, source="decision config")
+    if list(rule.responses) != list(schema.response_names) or \
+            list(rule.treatments) != list(schema.arms[1:]):
+        raise DecisionConfigError(
+            f"decision config: made for responses {rule.responses} and treatments "
+            f"{rule.treatments}; the model scores {schema.response_names} and "
+            f"{schema.arms[1:]}")
+    if rule.bound is not None:
+        raise DecisionConfigError("decision config: its rule switches on a lower bound of phi, "
+                                  "which the store (point uplifts only) cannot serve")
+    return rule_to_version_extra(rule)
 
 
 def _check_switchable(st: UpliftStore, schema: Schema, version: str) -> None:

@@ -3,7 +3,10 @@
 Per request: the value-weight model (ONNX Runtime) turns the request's candidate
 and recent items into value weights w (R,); the user's relative uplifts delta
 (K, R) come from the uplift store (``hmum.serving.store``); phi = delta @ w (K,)
-and treatment k is enabled when phi_k > sigma (eqs. 10, 11).
+and treatment k is enabled when phi_k > sigma (eqs. 10, 11) -- or, when the store
+version holds a frozen decision rule (``hmum score --decision-config``;
+``hmum.decision.rules``: per-treatment thresholds, guardrail multipliers, exclusive
+mode), by that rule, so a switch or rollback of the store moves the rule with it.
 
 Endpoints
 ---------
@@ -387,6 +390,7 @@ class DecisionService:
         self.store_error: str | None = None
         self._timeout = config.store_timeout_ms / 1000.0
         self._layouts: dict[str, tuple[list[str], str | None]] = {}  # version -> (arms, err)
+        self._rules: dict[str, Any] = {}  # version -> its frozen DecisionRule, or None
         self.store_version: str | None = None
         self._check_max_code = config.max_item_code < 2**31 - 1  # else pydantic checked it
         self._decision_children: dict[str, Any] = {}
@@ -427,8 +431,26 @@ class DecisionService:
             if info.responses != self.model.responses:
                 err = (f"store version {version!r} holds responses {info.responses}, the model "
                        f"predicts weights for {self.model.responses}")
+            self._rules[version] = None
+            if err is None:
+                err = self._version_rule(version, info)
             got = self._layouts[version] = (list(info.arms[1:]), err)
         return got
+
+    def _version_rule(self, version: str, info) -> str | None:
+        """Read the decision rule frozen into a version (if any); its error or None."""
+        from hmum.decision.rules import DecisionConfigError, rule_from_version_extra
+
+        try:
+            rule = rule_from_version_extra(info.extra, source=f"store version {version!r}")
+        except DecisionConfigError as e:  # altered or malformed: the version is unusable
+            return str(e)
+        if rule is not None and (list(rule.responses) != list(self.model.responses)
+                                 or list(rule.treatments) != list(info.arms[1:])):
+            return (f"store version {version!r}: its decision rule is for responses "
+                    f"{rule.responses} and treatments {rule.treatments}")
+        self._rules[version] = rule
+        return None
 
     def lookup(self, user_ids: list) -> tuple[Any, str | None]:
         """(Lookup or None, failure reason or None) for user_ids (n,), via the breaker."""
@@ -542,7 +564,8 @@ class DecisionService:
 
         w (n, R) from ONNX (or given: computed on a worker thread), delta (n, K, R)
         from one store read for all users, phi (n, K) = einsum("nkr,nr->nk"),
-        enabled = phi > sigma. Returns n decision dicts (see the module docstring).
+        enabled = phi > sigma, or by the store version's frozen decision rule. Returns n
+        decision dicts (see the module docstring).
         """
         return list(self.decisions(items, w))
 
@@ -567,7 +590,10 @@ class DecisionService:
                 # n == 1: a plain matmul is ~2x cheaper than einsum at this size
                 phi = (res.delta[0] @ w[0])[None] if n == 1 else \
                     np.einsum("nkr,nr->nk", res.delta, w)
-                enabled = (phi > self.config.sigma).tolist()  # NaN rows (unknown): False
+                rule = self._rules.get(res.version)
+                # NaN rows (unknown users): False either way
+                enabled = (phi > self.config.sigma).tolist() if rule is None else \
+                    rule.decide(res.delta, w).tolist()
                 phi = phi.tolist()
         if store_version != self.store_version and store_version is not None:
             self.store_version = store_version

@@ -1,0 +1,139 @@
+"""Item 5 of issue 16: the service decides by the rule frozen into the store version, so a
+guardrail change is deployed (and rolled back) with the store's atomic switch."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("pydantic_settings")
+pytest.importorskip("prometheus_client")
+
+with warnings.catch_warnings():  # starlette's notice about httpx vs httpx2: not ours
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient  # noqa: E402
+
+from hmum.data.simulator import SimulatorConfig, simulate_requests  # noqa: E402
+from hmum.decision.rules import (  # noqa: E402
+    DecisionConfigError,
+    DecisionRule,
+    rule_to_version_extra,
+)
+from hmum.serving.config import ServiceConfig  # noqa: E402
+from hmum.serving.scoring import run_scoring  # noqa: E402
+from hmum.serving.service import create_app  # noqa: E402
+from hmum.serving.store import SQLiteStore, VersionInfo  # noqa: E402
+from hmum.training.value_weight import ValueWeightEstimator  # noqa: E402
+from tests.serving.helpers import DAY, ConstantModel  # noqa: E402
+
+SIM = SimulatorConfig(n_users=300, n_requests=400, n_candidates=10, n_recent=4, n_exposed=3,
+                      n_items=200, seed=5)
+USERS = 1000 + np.arange(20)
+# (K, R): t1 trades usage time for views (phi depends on w), t2 lowers both (phi < 0)
+DELTA = np.array([[0.10, -0.10], [-0.20, -0.30]], dtype=np.float32)
+RESP, TREAT = ["usage_time", "video_views"], ["t1", "t2"]
+
+
+@pytest.fixture(scope="module")
+def vw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vw")
+    table = simulate_requests(SIM)
+    est = ValueWeightEstimator(model={"embed_dim": 4, "n_experts": 2, "expert_sizes": [8],
+                                      "tower_sizes": [4]},
+                               trainer={"max_epochs": 1, "seed": 0, "batch_size": 256}).fit(table)
+    path = est.save(root / "vw")
+    est.export_onnx(root / "vw.onnx")
+    return path, est, table
+
+
+def body(table, user_id, row=0) -> dict:
+    out = {"user_id": user_id, "candidates": {}, "recent": {}}
+    for c in table.column_names:
+        for prefix, key in (("cand_", "candidates"), ("recent_", "recent")):
+            if c.startswith(prefix) and not c.startswith("cand_score_"):
+                out[key][c[len(prefix):]] = table.column(c)[row].as_py()
+    return out
+
+
+def add_version(st, name, extra=None):
+    st.create_version(VersionInfo(version=name, K=2, R=2, arms=["control", *TREAT],
+                                  responses=RESP, extra=extra or {}))
+    st.put(name, USERS, np.broadcast_to(DELTA, (len(USERS), 2, 2)))
+    st.mark_ready(name, len(USERS))
+
+
+def config(vw, store_path) -> ServiceConfig:
+    return ServiceConfig(value_weight_model=vw[0], store_url=str(store_path), verify_samples=8,
+                         store_timeout_ms=1000)
+
+
+# a rule whose decision does not depend on w: t2 always (sigma -1), t1 never (sigma +1)
+RULE = DecisionRule(RESP, TREAT, sigma=[1.0, -1.0])
+
+
+def test_service_follows_the_versions_rule_through_switch_and_rollback(vw, tmp_path):
+    db = tmp_path / "u.sqlite"
+    with SQLiteStore(db) as st:
+        add_version(st, "v1")
+        add_version(st, "v2", rule_to_version_extra(RULE))
+        st.switch("v1")
+    reqs = [body(vw[2], int(u), row=i) for i, u in enumerate(USERS[:8])]
+    with TestClient(create_app(config(vw, db))) as c:
+        def decide_all():
+            out = c.post("/v1/decide/batch", json={"requests": reqs}).json()["decisions"]
+            return out, c.post("/v1/decide", json=reqs[0]).json()
+
+        batch, one = decide_all()  # v1: no rule, phi > sigma = 0
+        assert {d["store_version"] for d in batch} == {"v1"}
+        for d in [*batch, one]:
+            assert "t2" not in d["enabled"]  # phi_t2 < 0 whatever w
+            assert ("t1" in d["enabled"]) == (d["phi"]["t1"] > 0)
+        with SQLiteStore(db) as st:
+            st.switch("v2")
+        batch, one = decide_all()
+        for d in [*batch, one]:  # v2's frozen rule, the same phi
+            assert d["store_version"] == "v2" and d["enabled"] == ["t2"]
+        with SQLiteStore(db) as st:
+            st.rollback()
+        batch, _ = decide_all()
+        assert {d["store_version"] for d in batch} == {"v1"}
+        assert all("t2" not in d["enabled"] for d in batch)
+
+
+def test_service_refuses_an_altered_rule(vw, tmp_path):
+    db = tmp_path / "u.sqlite"
+    extra = rule_to_version_extra(RULE)
+    extra["decision"]["sigma"] = [-1.0, -1.0]  # edited after freezing: sha256 mismatch
+    with SQLiteStore(db) as st:
+        add_version(st, "v1", extra)
+        st.switch("v1")
+    with TestClient(create_app(config(vw, db))) as c:
+        d = c.post("/v1/decide", json=body(vw[2], int(USERS[0]))).json()
+        assert d["enabled"] == [] and d["degraded"] and d["reason"] == "store_layout"
+
+
+def test_scoring_freezes_the_rule_into_the_new_version(vw, tmp_path):
+    users = pa.table({"user_id": pa.array(USERS, pa.int64()),
+                      "seg": pa.array(["a", "b"] * (len(USERS) // 2)),
+                      "x1": pa.array(np.linspace(0, 1, len(USERS)))})
+    import pyarrow.parquet as pq
+
+    pq.write_table(users, tmp_path / "users.parquet")
+    db = tmp_path / "s.sqlite"
+    cfg = {"date": DAY, "model_version": "m1", "sample_reads": 4, "decision": RULE.to_dict()}
+    rep = run_scoring(ConstantModel(RESP), tmp_path / "users.parquet", tmp_path / "out",
+                      str(db), cfg)
+    with SQLiteStore(db) as st:
+        from hmum.decision.rules import rule_from_version_extra
+
+        assert rule_from_version_extra(st.info(rep.current).extra) == RULE
+    other = DecisionRule(RESP, ["a", "b"]).to_dict()
+    with pytest.raises(DecisionConfigError, match="made for responses"):
+        run_scoring(ConstantModel(RESP), tmp_path / "users.parquet", tmp_path / "out2",
+                    str(tmp_path / "never.sqlite"), {**cfg, "decision": other})
+    assert not (tmp_path / "never.sqlite").exists()  # refused before the store was touched
