@@ -137,3 +137,16 @@ def test_scoring_freezes_the_rule_into_the_new_version(vw, tmp_path):
         run_scoring(ConstantModel(RESP), tmp_path / "users.parquet", tmp_path / "out2",
                     str(tmp_path / "never.sqlite"), {**cfg, "decision": other})
     assert not (tmp_path / "never.sqlite").exists()  # refused before the store was touched
+
+
+def test_cli_score_decision_config_errors_name_the_flag(tmp_path):
+    from typer.testing import CliRunner
+
+    from hmum.cli import app
+
+    r = CliRunner().invoke(app, ["score", "--model", str(tmp_path / "m"), "--input",
+                                 str(tmp_path / "u.parquet"), "--decision-config",
+                                 str(tmp_path / "nothing")])
+    assert r.exit_code == 2
+    assert "--decision-config:" in " ".join(r.output.split())
+    assert "no decision config folder" in " ".join(r.output.split())
