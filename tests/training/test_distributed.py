@@ -30,9 +30,12 @@ from tests.synth import make_experiment
 
 N_ROWS = 3000
 ROW_GROUP = 700  # 5 row groups: worker 0 reads 3 (1,600 rows), worker 1 reads 2 (1,400)
-MINI = {"max_epochs": 6, "batch_size": 256, "lr": 3e-3, "seed": 0}
+# a fixed EMA horizon (in steps): extending a run to more epochs keeps it, so 3 epochs +
+# resume to 6 can equal 6 straight (HUM's default horizon is a share of the planned run)
+MINI = {"max_epochs": 6, "batch_size": 256, "lr": 3e-3, "seed": 0, "ema_steps": 20}
 FULL = {"max_epochs": 3, "batch_size": 4096, "lr": 3e-3, "seed": 0}  # one step per epoch
-PART = {"max_epochs": 3, "batch_size": 256, "lr": 3e-3, "seed": 0}  # = the CLI runs below
+PART = {**MINI, "max_epochs": 3}
+CLI = {"max_epochs": 3, "batch_size": 256, "lr": 3e-3, "seed": 0}  # = the CLI runs below
 MODEL = {"kl_weight": 1.0}
 
 
@@ -75,6 +78,7 @@ def runs(tmp_path_factory):
         "mini": _job(root, data, MINI, out=root / "m_mini", checkpoint_dir=root / "ck_mini"),
         "full": _job(root, data, FULL, out=root / "m_full"),
         "part": _job(root, data, PART, checkpoint_dir=root / "ck_part"),
+        "cli": _job(root, data, CLI),
         "resumed": _job(root, data, MINI, out=root / "m_resumed",
                         checkpoint_dir=root / "ck_part", resume=True),
     }
@@ -128,7 +132,7 @@ def test_each_worker_reads_its_share_and_all_rows_are_used(runs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mini", "full", "part", "resumed"])
+@pytest.mark.parametrize("name", ["mini", "full", "part", "resumed", "cli"])
 def test_weights_identical_across_ranks(runs, name):
     root, _ = runs
     w0, w1 = _weights(root, name, 0), _weights(root, name, 1)
@@ -236,7 +240,7 @@ def test_cli_nproc_2_equals_library_run(runs, tmp_path):
     assert "data-parallel, 2 workers" in res.output
     est = load_estimator(out)
     assert len(est.history_.epochs) == 3
-    for k, v in _weights(root, "part").items():
+    for k, v in _weights(root, "cli").items():
         assert torch.equal(est.module_.state_dict()[k], v), k
 
 
@@ -251,7 +255,7 @@ def test_torchrun_runs_the_same_entry(runs, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     est = load_estimator(out)
-    for k, v in _weights(root, "part").items():
+    for k, v in _weights(root, "cli").items():
         assert torch.equal(est.module_.state_dict()[k], v), k
 
 
