@@ -3,22 +3,21 @@ guardrail change is deployed (and rolled back) with the store's atomic switch.""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pyarrow as pa
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("pydantic_settings")
-pytest.importorskip("prometheus_client")
+from tests.serving.helpers import (
+    DAY,
+    ConstantModel,
+    build_tiny_model,
+    fill_store,
+    request_body,
+    require_service,
+)
 
-with warnings.catch_warnings():  # starlette's notice about httpx vs httpx2: not ours
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient  # noqa: E402
+TestClient = require_service()
 
-from hmum.data.simulator import SimulatorConfig, simulate_requests  # noqa: E402
 from hmum.decision.rules import (  # noqa: E402
     DecisionConfigError,
     DecisionRule,
@@ -27,44 +26,21 @@ from hmum.decision.rules import (  # noqa: E402
 from hmum.serving.config import ServiceConfig  # noqa: E402
 from hmum.serving.scoring import run_scoring  # noqa: E402
 from hmum.serving.service import create_app  # noqa: E402
-from hmum.serving.store import SQLiteStore, VersionInfo  # noqa: E402
-from hmum.training.value_weight import ValueWeightEstimator  # noqa: E402
-from tests.serving.helpers import DAY, ConstantModel  # noqa: E402
+from hmum.serving.store import SQLiteStore  # noqa: E402
 
-SIM = SimulatorConfig(n_users=300, n_requests=400, n_candidates=10, n_recent=4, n_exposed=3,
-                      n_items=200, seed=5)
 USERS = 1000 + np.arange(20)
-# (K, R): t1 trades usage time for views (phi depends on w), t2 lowers both (phi < 0)
-DELTA = np.array([[0.10, -0.10], [-0.20, -0.30]], dtype=np.float32)
+# every user's delta (K, R) is helpers.DELTA: t1 trades usage time for views (phi depends
+# on w), t2 lowers both (phi < 0)
 RESP, TREAT = ["usage_time", "video_views"], ["t1", "t2"]
 
 
 @pytest.fixture(scope="module")
 def vw(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vw")
-    table = simulate_requests(SIM)
-    est = ValueWeightEstimator(model={"embed_dim": 4, "n_experts": 2, "expert_sizes": [8],
-                                      "tower_sizes": [4]},
-                               trainer={"max_epochs": 1, "seed": 0, "batch_size": 256}).fit(table)
-    path = est.save(root / "vw")
-    est.export_onnx(root / "vw.onnx")
-    return path, est, table
-
-
-def body(table, user_id, row=0) -> dict:
-    out = {"user_id": user_id, "candidates": {}, "recent": {}}
-    for c in table.column_names:
-        for prefix, key in (("cand_", "candidates"), ("recent_", "recent")):
-            if c.startswith(prefix) and not c.startswith("cand_score_"):
-                out[key][c[len(prefix):]] = table.column(c)[row].as_py()
-    return out
+    return build_tiny_model(tmp_path_factory.mktemp("vw"))
 
 
 def add_version(st, name, extra=None):
-    st.create_version(VersionInfo(version=name, K=2, R=2, arms=["control", *TREAT],
-                                  responses=RESP, extra=extra or {}))
-    st.put(name, USERS, np.broadcast_to(DELTA, (len(USERS), 2, 2)))
-    st.mark_ready(name, len(USERS))
+    fill_store(st, RESP, name, USERS, extra=extra, switch=False)
 
 
 def config(vw, store_path) -> ServiceConfig:
@@ -82,7 +58,7 @@ def test_service_follows_the_versions_rule_through_switch_and_rollback(vw, tmp_p
         add_version(st, "v1")
         add_version(st, "v2", rule_to_version_extra(RULE))
         st.switch("v1")
-    reqs = [body(vw[2], int(u), row=i) for i, u in enumerate(USERS[:8])]
+    reqs = [request_body(vw[2], i, int(u)) for i, u in enumerate(USERS[:8])]
     with TestClient(create_app(config(vw, db))) as c:
         def decide_all():
             out = c.post("/v1/decide/batch", json={"requests": reqs}).json()["decisions"]
@@ -113,7 +89,7 @@ def test_service_refuses_an_altered_rule(vw, tmp_path):
         add_version(st, "v1", extra)
         st.switch("v1")
     with TestClient(create_app(config(vw, db))) as c:
-        d = c.post("/v1/decide", json=body(vw[2], int(USERS[0]))).json()
+        d = c.post("/v1/decide", json=request_body(vw[2], 0, int(USERS[0]))).json()
         assert d["enabled"] == [] and d["degraded"] and d["reason"] == "store_layout"
 
 

@@ -1,4 +1,5 @@
-"""Fixtures of the serving tests: a tiny trained model, user tables, both store backends.
+"""Fixtures of the serving tests: a tiny trained model, user tables, both store backends,
+the decision service's value-weight model and its SQLite store.
 
 Redis tests use, in this order: the server at $HMUM_TEST_REDIS_URL; else a
 throwaway ``redis-server`` started on a free 127.0.0.1 port (the Debian package
@@ -19,7 +20,7 @@ import pytest
 from hmum.serving.scoring import run_scoring
 from hmum.serving.store import RedisStore, SQLiteStore, local_redis_server
 from hmum.training.estimator import HUMEstimator
-from tests.serving.helpers import CFG, snapshot
+from tests.serving.helpers import CFG, build_model, fill_store, snapshot
 from tests.synth import make_experiment
 
 SMALL = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
@@ -66,6 +67,22 @@ def model_dir_r3(tmp_path_factory):
     p = tmp_path_factory.mktemp("model_r3") / "hum"
     train_model(p, R=3)
     return p
+
+
+@pytest.fixture(scope="session")
+def vw(tmp_path_factory):
+    """(artifact folder, onnx path, estimator, request table) of the decision service
+    tests' tiny value-weight model."""
+    return build_model(tmp_path_factory.mktemp("service_model"))
+
+
+@pytest.fixture
+def sqlite_store(tmp_path, vw):
+    """tmp_path/uplift.sqlite holding USERS in v1 (current), as ``make_config`` reads it."""
+    st = SQLiteStore(tmp_path / "uplift.sqlite", read_timeout=5.0)
+    fill_store(st, vw[2].responses_)
+    yield st
+    st.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,83 +6,28 @@ type, capped 422s and large batches: tests/serving/test_service_guard.py."""
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("pydantic_settings")
-pytest.importorskip("prometheus_client")
+from tests.serving.helpers import (
+    DELTA,
+    USERS,
+    build_model,  # noqa: F401 - test_service_cli.py still imports it from here
+    drop_fast_path,
+    fill_store,
+    make_config,
+    request_body,
+    require_service,
+)
 
-with warnings.catch_warnings():  # starlette's notice about httpx vs httpx2: not ours
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient  # noqa: E402
+TestClient = require_service()
 
-from hmum.data.simulator import SimulatorConfig, simulate_requests  # noqa: E402
 from hmum.errors import ConfigError  # noqa: E402
-from hmum.serving.config import ServiceConfig, load_config  # noqa: E402
-from hmum.serving.service import CircuitBreaker, ModelCheckError, _FastPath, create_app  # noqa: E402,E501
-from hmum.serving.store import SQLiteStore, StoreTimeout, VersionInfo  # noqa: E402
-from hmum.training.value_weight import OnnxValueWeights, ValueWeightEstimator  # noqa: E402
-
-SMALL = {"embed_dim": 8, "n_experts": 2, "expert_sizes": [16, 8], "tower_sizes": [8]}
-SIM = SimulatorConfig(n_users=300, n_requests=800, n_candidates=20, n_recent=8, n_exposed=5,
-                      n_items=500, seed=3)
-ARMS = ["control", "t1", "t2"]
-USERS = 1000 + np.arange(200)
-#: delta (K=2, R=2) of every stored user: t1 trades usage time against views, t2 loses both
-DELTA = np.array([[0.10, -0.10], [-0.20, -0.30]], dtype=np.float32)
-
-
-def build_model(root, seed: int = 0):
-    """(artifact folder, onnx path, estimator, request table) of a tiny value-weight model."""
-    table = simulate_requests(SIM)
-    est = ValueWeightEstimator(model=SMALL, trainer={"max_epochs": 1, "seed": seed,
-                                                     "batch_size": 256}).fit(table)
-    path = est.save(root / "vw")
-    onnx = est.export_onnx(root / "vw.onnx")
-    return path, onnx, est, table
-
-
-def fill_store(st, responses, version: str = "v1", users=USERS, delta=DELTA) -> None:
-    """Load ``users`` with delta (K, R) each into ``version`` and make it current."""
-    st.create_version(VersionInfo(version=version, K=2, R=2, arms=ARMS,
-                                  responses=list(responses)), expected_rows=len(users))
-    st.put(version, users, np.broadcast_to(delta, (len(users), 2, 2)))
-    st.mark_ready(version, len(users))
-    st.switch(version)
-
-
-def request_body(table, row: int, user_id, n_cand: int | None = None) -> dict:
-    """The JSON request of row ``row`` of a request table (first n_cand candidates)."""
-    out = {"user_id": user_id, "candidates": {}, "recent": {}}
-    for c in table.column_names:
-        for prefix, key in (("cand_", "candidates"), ("recent_", "recent")):
-            if c.startswith(prefix) and not c.startswith("cand_score_"):
-                codes = table.column(c)[row].as_py()
-                out[key][c[len(prefix):]] = codes[:n_cand] if key == "candidates" else codes
-    return out
-
-
-@pytest.fixture(scope="session")
-def vw(tmp_path_factory):
-    return build_model(tmp_path_factory.mktemp("service_model"))
-
-
-@pytest.fixture
-def sqlite_store(tmp_path, vw):
-    st = SQLiteStore(tmp_path / "uplift.sqlite", read_timeout=5.0)
-    fill_store(st, vw[2].responses_)
-    yield st
-    st.close()
-
-
-def make_config(vw, tmp_path, **kw) -> ServiceConfig:
-    kw.setdefault("store_timeout_ms", 1000)  # busy shared CI cores: no accidental timeouts
-    return ServiceConfig(value_weight_model=vw[0], store_url=str(tmp_path / "uplift.sqlite"),
-                         verify_samples=16, **kw)
+from hmum.serving.config import load_config  # noqa: E402
+from hmum.serving.service import CircuitBreaker, ModelCheckError, create_app  # noqa: E402
+from hmum.serving.store import SQLiteStore, StoreTimeout  # noqa: E402
+from hmum.training.value_weight import OnnxValueWeights  # noqa: E402
 
 
 @pytest.fixture
@@ -425,12 +370,6 @@ def test_framework_routes_answer_like_the_fast_path(vw, tmp_path, sqlite_store):
                            ("/v1/decide", request_body(vw[3], 0, 1)), ("/v1/decide", big)):
             a, b = f.post(path, json=body), s.post(path, json=body)
             assert a.status_code == b.status_code and a.json() == b.json()
-
-
-def drop_fast_path(app) -> None:
-    """Remove the ASGI fast path (before the first request builds the middleware stack):
-    the FastAPI routes answer the decide endpoints."""
-    app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not _FastPath]
 
 
 def test_a_store_switch_is_followed(vw, tmp_path, sqlite_store):

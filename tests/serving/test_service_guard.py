@@ -9,17 +9,19 @@ import asyncio
 import json
 import shutil
 import threading
-import warnings
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("onnxruntime")
-httpx = pytest.importorskip("httpx")
+from tests.serving.helpers import (
+    USERS,
+    drop_fast_path,
+    make_config,
+    request_body,
+    require_service,
+)
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient  # noqa: E402
+TestClient = require_service()
+httpx = pytest.importorskip("httpx")
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -35,31 +37,8 @@ from hmum.serving.service import (  # noqa: E402
     _Unscannable,
     create_app,
 )
-from tests.serving.test_service import (  # noqa: E402
-    USERS,
-    build_model,
-    drop_fast_path,
-    fill_store,
-    make_config,
-    request_body,
-)
 
 TOKEN = "s3cret-token-for-tests"
-
-
-@pytest.fixture(scope="module")
-def vw(tmp_path_factory):
-    return build_model(tmp_path_factory.mktemp("guard_model"))
-
-
-@pytest.fixture
-def sqlite_store(tmp_path, vw):
-    from hmum.serving.store import SQLiteStore
-
-    st_ = SQLiteStore(tmp_path / "uplift.sqlite", read_timeout=5.0)
-    fill_store(st_, vw[2].responses_)
-    yield st_
-    st_.close()
 
 
 def both_apps(cfg, **kw):

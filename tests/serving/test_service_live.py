@@ -8,31 +8,23 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi")
+from tests.serving.helpers import USERS, fill_store, live_service, request_body, require_service
+
+require_service()
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("redis")
 
-from hmum.serving.store import RedisStore, free_loopback_port, stop_process  # noqa: E402
-from tests.serving.test_service import (  # noqa: E402
-    USERS,
-    build_model,
-    fill_store,
-    request_body,
-)
+from hmum.serving.store import RedisStore, free_loopback_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed (apt-get install "
                                 "redis-server)")
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class RedisProcess:
@@ -81,45 +73,20 @@ def load(url: str, responses) -> None:
 
 
 @pytest.fixture(scope="module")
-def vw(tmp_path_factory):
-    """The tiny value-weight model (built again: fixtures do not cross test modules)."""
-    return build_model(tmp_path_factory.mktemp("live_model"))
-
-
-@pytest.fixture(scope="module")
 def live(vw, tmp_path_factory):
     """(base URL, RedisProcess) of a uvicorn process serving the tiny model from Redis."""
     rp = RedisProcess()
     rp.start()
-    load(rp.url, vw[2].responses_)
-    port = free_loopback_port()
-    env = {**os.environ, "HMUM_VALUE_WEIGHT_MODEL": str(vw[0]), "HMUM_STORE_URL": rp.url,
-           "HMUM_STORE_TIMEOUT_MS": "20", "HMUM_BREAKER_FAILURES": "3",
-           "HMUM_BREAKER_COOLDOWN_S": "0.2", "HMUM_POINTER_TTL_S": "0.5",
-           "HMUM_VERIFY_SAMPLES": "16", "PYTHONPATH": str(ROOT / "src")}
-    env.pop("HMUM_CONFIG_FILE", None)
-    log = tmp_path_factory.mktemp("uvicorn") / "log.txt"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "hmum.serving.service:app_from_env",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-             "--no-access-log"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):  # bounded: up to ~30 s for imports and the model check
-            try:
-                if httpx.get(base + "/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"service never became ready: {log.read_text()[-2000:]}")
-        yield base, rp
+        load(rp.url, vw[2].responses_)
+        env = {**os.environ, "HMUM_VALUE_WEIGHT_MODEL": str(vw[0]), "HMUM_STORE_URL": rp.url,
+               "HMUM_STORE_TIMEOUT_MS": "20", "HMUM_BREAKER_FAILURES": "3",
+               "HMUM_BREAKER_COOLDOWN_S": "0.2", "HMUM_POINTER_TTL_S": "0.5",
+               "HMUM_VERIFY_SAMPLES": "16"}
+        env.pop("HMUM_CONFIG_FILE", None)
+        with live_service(env, tmp_path_factory.mktemp("uvicorn") / "log.txt") as base:
+            yield base, rp
     finally:
-        stop_process(proc, timeout=10)
         rp.stop()
 
 

@@ -6,60 +6,33 @@ checks that real headers reach the ASGI fast path the same way."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi")
+from tests.serving.helpers import USERS, fill_store, live_service, request_body, require_service
+
+require_service()
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from hmum.serving.store import SQLiteStore, free_loopback_port, stop_process  # noqa: E402
-from tests.serving.test_service import USERS, build_model, fill_store, request_body  # noqa: E402
+from hmum.serving.store import SQLiteStore  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "live-guard-token"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def live(vw, tmp_path_factory):
     root = tmp_path_factory.mktemp("live_guard")
-    vw = build_model(root)
     st = SQLiteStore(root / "uplift.sqlite")
     fill_store(st, vw[2].responses_)
     st.close()
-    port = free_loopback_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HMUM_")}
     env.update({"HMUM_VALUE_WEIGHT_MODEL": str(vw[0]),
                 "HMUM_STORE_URL": str(root / "uplift.sqlite"), "HMUM_STORE_TIMEOUT_MS": "1000",
                 "HMUM_VERIFY_SAMPLES": "16", "HMUM_TOKEN": TOKEN,
-                "HMUM_RATE_LIMIT_RPS": "0.01", "HMUM_RATE_LIMIT_BURST": "8",
-                "PYTHONPATH": str(ROOT / "src")})
-    log = root / "log.txt"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "hmum.serving.service:app_from_env",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-             "--no-access-log"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):  # bounded: ~30 s for imports and the model check
-            try:
-                if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"service never came up: {log.read_text()[-2000:]}")
+                "HMUM_RATE_LIMIT_RPS": "0.01", "HMUM_RATE_LIMIT_BURST": "8"})
+    with live_service(env, root / "log.txt", ready_path="/healthz") as base:
         yield base, vw
-    finally:
-        stop_process(proc, timeout=10)
 
 
 def test_token_content_type_and_rate_limit_over_http(live):

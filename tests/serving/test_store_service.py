@@ -5,65 +5,40 @@ reach another user, a missing store path is never created."""
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("pydantic_settings")
-pytest.importorskip("prometheus_client")
+from tests.serving.helpers import (
+    DAY,
+    ConstantModel,
+    build_tiny_model,
+    fill_store,
+    request_body,
+    require_service,
+)
 
-with warnings.catch_warnings():  # starlette's notice about httpx vs httpx2: not ours
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient  # noqa: E402
+TestClient = require_service()
 
-from hmum.data.simulator import SimulatorConfig, simulate_requests  # noqa: E402
 from hmum.serving.config import ServiceConfig  # noqa: E402
 from hmum.serving.scoring import run_scoring  # noqa: E402
 from hmum.serving.service import create_app  # noqa: E402
-from hmum.serving.store import SQLiteStore, VersionInfo  # noqa: E402
-from hmum.training.value_weight import ValueWeightEstimator  # noqa: E402
-from tests.serving.helpers import DAY, ConstantModel  # noqa: E402
+from hmum.serving.store import SQLiteStore  # noqa: E402
 
-SIM = SimulatorConfig(n_users=300, n_requests=400, n_candidates=10, n_recent=4, n_exposed=3,
-                      n_items=200, seed=5)
-USERS = 1000 + np.arange(50)
-DELTA = np.array([[0.10, -0.10], [-0.20, -0.30]], dtype=np.float32)  # (K, R) of v1
+USERS = 1000 + np.arange(50)  # their delta (K, R) in v1: helpers.DELTA
 
 
 @pytest.fixture(scope="module")
 def vw(tmp_path_factory):
     """(artifact folder, estimator, request table) of a tiny value-weight model."""
-    root = tmp_path_factory.mktemp("vw")
-    table = simulate_requests(SIM)
-    est = ValueWeightEstimator(model={"embed_dim": 4, "n_experts": 2, "expert_sizes": [8],
-                                      "tower_sizes": [4]},
-                               trainer={"max_epochs": 1, "seed": 0, "batch_size": 256}).fit(table)
-    path = est.save(root / "vw")
-    est.export_onnx(root / "vw.onnx")
-    return path, est, table
-
-
-def body(table, user_id) -> dict:
-    out = {"user_id": user_id, "candidates": {}, "recent": {}}
-    for c in table.column_names:
-        for prefix, key in (("cand_", "candidates"), ("recent_", "recent")):
-            if c.startswith(prefix) and not c.startswith("cand_score_"):
-                out[key][c[len(prefix):]] = table.column(c)[0].as_py()
-    return out
+    return build_tiny_model(tmp_path_factory.mktemp("vw"))
 
 
 def fill(path, responses, id_kind="int", users=USERS) -> None:
     with SQLiteStore(path) as st:
-        st.create_version(VersionInfo(version="v1", K=2, R=2, arms=["control", "t1", "t2"],
-                                      responses=list(responses), id_kind=id_kind))
-        st.put("v1", users, np.broadcast_to(DELTA, (len(users), 2, 2)))
-        st.mark_ready("v1", len(users))
-        st.switch("v1")
+        fill_store(st, responses, users=users, id_kind=id_kind)
 
 
 def config(vw, store_path, **kw) -> ServiceConfig:
@@ -95,7 +70,7 @@ def test_deleted_store_rebuilt_by_scoring_is_served(vw, tmp_path, caplog):
     fill(db, vw[1].responses_)
     # breaker_failures high: this test measures the store's file check, not the breaker
     app = create_app(config(vw, db, breaker_failures=1000))
-    req = body(vw[2], int(USERS[3]))
+    req = request_body(vw[2], 0, int(USERS[3]))
     with TestClient(app) as c, caplog.at_level("WARNING", logger="hmum.serving.store"):
         assert c.post("/v1/decide", json=req).json()["store_version"] == "v1"
         remove_store_files(db)
@@ -133,7 +108,7 @@ def test_deleted_store_without_replacement_is_not_ready(vw, tmp_path):
     db = tmp_path / "uplift.sqlite"
     fill(db, vw[1].responses_)
     app = create_app(config(vw, db))
-    req = body(vw[2], int(USERS[0]))
+    req = request_body(vw[2], 0, int(USERS[0]))
     with TestClient(app) as c:
         assert c.get("/readyz").status_code == 200
         remove_store_files(db)
@@ -174,14 +149,15 @@ def int_client(vw, tmp_path):
 
 @pytest.mark.parametrize("uid", ["7", "007", " 7", "7 ", "+7", "٣", "1003", "7.0"])
 def test_string_ids_on_an_integer_store_are_unknown_users(int_client, vw, uid):
-    d = int_client.post("/v1/decide", json=body(vw[2], uid)).json()
+    d = int_client.post("/v1/decide", json=request_body(vw[2], 0, uid)).json()
     assert d["user_id"] == uid and d["reason"] == "unknown_user" and not d["degraded"]
     assert d["phi"] is None and d["enabled"] == [] and d["store_version"] == "v1"
 
 
 def test_mixed_batch_matches_each_id_in_its_own_kind(int_client, vw):
     ids = [7, "7", 3, "٣", 1003, "01003"]
-    r = int_client.post("/v1/decide/batch", json={"requests": [body(vw[2], u) for u in ids]})
+    reqs = [request_body(vw[2], 0, u) for u in ids]
+    r = int_client.post("/v1/decide/batch", json={"requests": reqs})
     ds = r.json()["decisions"]
     assert [d["phi"] is not None for d in ds] == [True, False, True, False, True, False]
     assert {d["store_version"] for d in ds} == {"v1"}
@@ -192,6 +168,6 @@ def test_integer_id_on_a_string_store_is_an_unknown_user(vw, tmp_path):
     db = tmp_path / "uplift.sqlite"
     fill(db, vw[1].responses_, id_kind="str", users=np.array(["7", "alice"], dtype=object))
     with TestClient(create_app(config(vw, db))) as c:
-        assert c.post("/v1/decide", json=body(vw[2], "7")).json()["phi"] is not None
-        d = c.post("/v1/decide", json=body(vw[2], 7)).json()
+        assert c.post("/v1/decide", json=request_body(vw[2], 0, "7")).json()["phi"] is not None
+        d = c.post("/v1/decide", json=request_body(vw[2], 0, 7)).json()
         assert d["reason"] == "unknown_user" and d["store_version"] == "v1"
