@@ -13,7 +13,6 @@ import pytest
 from tests.serving.helpers import (
     DELTA,
     USERS,
-    build_model,  # noqa: F401 - test_service_cli.py still imports it from here
     drop_fast_path,
     fill_store,
     make_config,

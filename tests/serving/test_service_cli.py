@@ -26,7 +26,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from hmum.cli_service import serve  # noqa: E402
 from hmum.serving.store import SQLiteStore  # noqa: E402
-from tests.serving.test_service import USERS, build_model, fill_store, request_body  # noqa: E402
+from tests.serving.helpers import USERS, fill_store, request_body  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,11 +53,6 @@ def clean_env(monkeypatch):
     yield
     os.environ.clear()
     os.environ.update(saved)
-
-
-@pytest.fixture(scope="module")
-def vw(tmp_path_factory):
-    return build_model(tmp_path_factory.mktemp("cli_model"))
 
 
 @pytest.fixture
