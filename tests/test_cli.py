@@ -357,3 +357,17 @@ def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr("hmum.cli._schema_path", lambda *a: tmp_path)
     res = runner.invoke(app, ["train", "--data", "d.parquet", "--out", str(tmp_path / "m")])
     assert isinstance(res.exception, TypeError)
+
+
+@pytest.mark.parametrize(("args", "parts"), [
+    (["train", "--data", "x", "--out", "y", "--epochs", "abc"],
+     ("Invalid value for '--epochs'", "valid integer", "train --help)")),
+    (["train", "--bogus", "1"], ("No such option: --bogus",)),
+    (["train"], ("Missing option '--data'",)),
+    (["nosuch"], ("No such command 'nosuch'",)),
+])
+def test_usage_errors_are_one_line_naming_the_flag(args, parts):
+    """Typer's parse errors get the same one-line treatment as the commands' own."""
+    res = runner.invoke(app, args)
+    assert_one_line_error(res, *parts)
+    assert "╭" not in res.output  # no boxed panel

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from hmum.errors import HmumError, format_validation_error
 
@@ -60,7 +62,30 @@ def expected_message(e: BaseException) -> str | None:
 
 
 class HmumGroup(TyperGroup):
-    """The ``hmum`` group: every subcommand runs inside the CLI's one error boundary."""
+    """The ``hmum`` group: every subcommand runs inside the CLI's one error boundary.
+
+    Usage errors found while parsing (``--epochs abc``, an unknown option, a missing
+    one) are one line too, ``error: <click's message> (see hmum COMMAND --help)``,
+    exit 2, instead of typer's boxed panel.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            err_console.print("Aborted!")
+            sys.exit(1)
+        except TyperException as e:  # typer's (vendored click's) usage errors
+            if not hasattr(e, "format_message"):
+                raise
+            where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "hmum"
+            err_console.print(f"[bold red]error:[/] {escape(one_line(e.format_message()))} "
+                              f"(see {escape(where)} --help)")
+            sys.exit(getattr(e, "exit_code", 2))
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
         try:
