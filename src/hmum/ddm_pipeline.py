@@ -195,7 +195,7 @@ def pct_text(v: float) -> str:
 
 def strategy_markdown(table: pd.DataFrame, response_names: Sequence[str]) -> str:
     """The ground-truth strategy table as Markdown (changes in %)."""
-    from hmum.pipeline import markdown_table
+    from hmum.markdown import markdown_table
 
     df = pd.DataFrame({"strategy": table["strategy"]})
     for c in table.columns:
@@ -211,7 +211,7 @@ def strategy_markdown(table: pd.DataFrame, response_names: Sequence[str]) -> str
 
 def ope_markdown(table: pd.DataFrame, response_names: Sequence[str]) -> str:
     """The off-policy table as Markdown: change vs control in % with its interval."""
-    from hmum.pipeline import markdown_table
+    from hmum.markdown import markdown_table
 
     df = pd.DataFrame({"strategy": table["strategy"], "estimator": table["estimator"]})
     for r in response_names:

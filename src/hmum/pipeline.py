@@ -17,6 +17,7 @@ from hmum.data.io import DataError
 from hmum.data.split import split_from_record, split_indices
 from hmum.data.validate import ExperimentData, data_fingerprint
 from hmum.errors import option_name
+from hmum.markdown import markdown_table
 from hmum.training.estimator import HUMEstimator, NeuralUpliftEstimator
 
 #: the 8:1:1 split of the paper (§5.1.1), stratified by arm
@@ -156,17 +157,6 @@ def evaluate_estimator(
             ["treatment", "response", "pehe", "ate_error", "oracle_qini", "oracle_auuc"]
         ]
     return {"table": table, "truth": truth, "tau_hat": tau_hat, "levels": level}
-
-
-def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    """A DataFrame as a GitHub Markdown table (no extra dependency)."""
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        cells = [format(v, floatfmt) if isinstance(v, float | np.floating) else str(v)
-                 for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def evaluate_models(

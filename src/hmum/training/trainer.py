@@ -10,8 +10,8 @@ optimizer state) in safetensors, everything else in JSON. A run started again
 with ``resume=True`` continues after the last finished epoch and ends with the
 same weights as an uninterrupted run.
 
-Distributed data parallel (``dist=`` a ``DistContext``, see
-``hmum.training.distributed``): the model is wrapped in DDP, each rank iterates
+Distributed data parallel (``dist=`` a ``DistContext``, see ``hmum.training.ddp``;
+launched by ``hmum.training.distributed``): the model is wrapped in DDP, each rank iterates
 over its own rows (``ShardBatches``: the same number of steps everywhere, loss
 weighted so the averaged gradient is that of the mean over all ranks' rows), the
 validation loss is summed over ranks so the LR schedule and early stopping decide
@@ -35,7 +35,7 @@ from safetensors.torch import load, load_file, save_file
 from torch import nn
 
 from hmum.data.batching import BatchIterator
-from hmum.training.distributed import DistContext, ShardBatches, sum_over_ranks, wrap_ddp
+from hmum.training.ddp import DistContext, ShardBatches, sum_over_ranks, wrap_ddp
 
 LossFn = Callable[[nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, float]]]
 
