@@ -359,7 +359,7 @@ def _fit_and_score(spec: ModelSpec, cls: type, split, trainer: dict, callbacks) 
             m["ate_error"] = float(r.ate_error)
             m["oracle_qini"] = float(r.oracle_qini)
     if split.test.mu is not None:
-        _add_truth_metrics(metrics, est, split)
+        _add_truth_metrics(metrics, split, res["y_hat"])
     out = {"metrics": metrics, "fit_seconds": fit_s, "eval_seconds": eval_s}
     history = getattr(est, "history_", None)
     if history is not None and getattr(history, "epochs", None) is not None:
@@ -368,7 +368,7 @@ def _fit_and_score(spec: ModelSpec, cls: type, split, trainer: dict, callbacks) 
     return out
 
 
-def _add_truth_metrics(metrics: list[dict], est, split) -> None:
+def _add_truth_metrics(metrics: list[dict], split, y_hat: np.ndarray) -> None:
     """Ground-truth errors (hmum.metrics.truth) and their paired bootstrap replicates.
 
     The replicate weights are seeded by the test rows' identity (split name and
@@ -377,7 +377,6 @@ def _add_truth_metrics(metrics: list[dict], est, split) -> None:
     from hmum.metrics.truth import replicate_errors, uplift_errors
 
     test = split.test
-    y_hat = np.asarray(est.predict_outcomes(test), dtype=np.float64)
     errs = uplift_errors(test.mu, y_hat)
     boot_seed = int(hashlib.sha256(f"{split.name}:{len(test)}".encode()).hexdigest()[:8], 16)
     reps = replicate_errors(test.mu, y_hat, n_boot=BOOT_REPLICATES, seed=boot_seed)

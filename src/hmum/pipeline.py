@@ -132,22 +132,21 @@ def evaluate_estimator(
     """Metrics of one model on ``data``.
 
     Returns {"table": uplift table (K*R rows), "truth": ground-truth table or None,
-    "tau_hat": (N, K, R), "levels": level table ((K+1)*R rows,
-    ``hmum.metrics.levels.level_table``) or None}. With ``levels`` the uplift is
-    taken from the one ``predict_outcomes`` call (y_hat[:, 1:] - y_hat[:, :1]).
+    "tau_hat": (N, K, R), "y_hat": (N, K+1, R) (float64, from the one
+    ``predict_outcomes`` call the uplift is taken from), "levels": level table
+    ((K+1)*R rows, ``hmum.metrics.levels.level_table``) or None}.
     """
     from hmum.metrics import ground_truth_table, uplift_table
     from hmum.metrics.levels import level_table
 
     s = data.schema
     level = None
+    # predict_uplift is this subtraction: one prediction serves every table
+    y_hat = np.asarray(est.predict_outcomes(data), dtype=np.float64)
+    tau_hat = y_hat[:, 1:] - y_hat[:, :1]
     if levels:
-        y_hat = np.asarray(est.predict_outcomes(data), dtype=np.float64)
-        tau_hat = y_hat[:, 1:] - y_hat[:, :1]
         level = level_table(data.y, data.arm, y_hat, arm_names=s.arms,
                             response_names=s.response_names)
-    else:
-        tau_hat = est.predict_uplift(data).astype(np.float64)
     kinds = [r.kind for r in s.responses]
     names = {"kind": kinds, "response_names": s.response_names, "treatment_names": s.arms[1:]}
     table = uplift_table(data.y, tau_hat, data.arm, **names)
@@ -156,7 +155,7 @@ def evaluate_estimator(
         truth = ground_truth_table(data.y, data.tau, tau_hat, data.arm, **names)[
             ["treatment", "response", "pehe", "ate_error", "oracle_qini", "oracle_auuc"]
         ]
-    return {"table": table, "truth": truth, "tau_hat": tau_hat, "levels": level}
+    return {"table": table, "truth": truth, "tau_hat": tau_hat, "y_hat": y_hat, "levels": level}
 
 
 def evaluate_models(

@@ -13,7 +13,7 @@ effects. :func:`uplift_errors` gives, per (treatment, response):
 * ``tau_corr``: Pearson correlation of tau_hat with tau (how well it ranks users);
 * ``spread_ratio``: sd(tau_hat) / sd(tau) (1 = as spread as the truth);
 * ``delta_rmse``: the RMSE of the *relative* uplift delta = y_k / y_0 - 1, what the
-  decision layer consumes (the estimate's y0 is floored at ``y0_floor`` as DDM does);
+  decision layer consumes (``hmum.decision.core.relative_uplift``, y0 floored at ``y0_floor``);
 * ``level_bias_0`` / ``level_bias_k``: the relative error of the mean predicted
   outcome under control / under treatment k, mean_n y_hat / mean_n mu - 1.
 
@@ -29,8 +29,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-#: floor of y0 when dividing (relative uplift); DDM's ``hmum.decision`` uses the same idea
-Y0_FLOOR = 1e-6
+from hmum.decision.core import Y0_FLOOR, relative_uplift
+
+from .tables import pehe
 
 
 def _check(mu, y_hat) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +82,9 @@ def uplift_errors(
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = cov / (sd * sd_hat)
         spread = sd_hat / sd
-    delta = mu[:, 1:] / mu[:, :1] - 1
-    delta_hat = y_hat[:, 1:] / np.maximum(y_hat[:, :1], y0_floor) - 1
+    delta, delta_hat = relative_uplift(mu, y0_floor), relative_uplift(y_hat, y0_floor)
+    errs = pehe(tau, tau_hat)  # (K, R)
+    delta_errs = pehe(delta, delta_hat)
     level = y_hat.mean(0) / mu.mean(0) - 1  # (K+1, R)
     rows = []
     for i in range(k):
@@ -90,10 +92,10 @@ def uplift_errors(
             bias = float(err[:, i, j].mean())
             rows.append({
                 "treatment": tn[i], "response": rn[j],
-                "pehe": float(np.sqrt(np.mean(err[:, i, j] ** 2))),
+                "pehe": float(errs[i, j]),
                 "ate_bias": bias, "ate_error": abs(bias),
                 "tau_corr": float(corr[i, j]), "spread_ratio": float(spread[i, j]),
-                "delta_rmse": float(np.sqrt(np.mean((delta_hat[:, i, j] - delta[:, i, j]) ** 2))),
+                "delta_rmse": float(delta_errs[i, j]),
                 "level_bias_0": float(level[0, j]), "level_bias_k": float(level[i + 1, j]),
                 "true_ate": float(tau[:, i, j].mean()), "sd_tau": float(sd[i, j]),
             })
