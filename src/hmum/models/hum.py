@@ -155,10 +155,13 @@ class HUM(nn.Module):
                 link_bias(self.links, self.y_mean, self.y_std).repeat(self.B).view(-1, 1, 1)
             )
 
+    def _pass_arms(self) -> torch.Tensor:
+        """(B, 2): pass 0 of branch b uses its treatment t(b), pass 1 the control arm 0."""
+        return torch.stack([self.branch_treatment, torch.zeros_like(self.branch_treatment)], 1)
+
     def _pass_embeddings(self) -> torch.Tensor:
-        """(B, 2, d): pass 0 uses the branch's treatment, pass 1 the control embedding."""
-        arms = torch.stack([self.branch_treatment, torch.zeros_like(self.branch_treatment)], 1)
-        return self.treatment_embed(arms)
+        """(B, 2, d): the treatment embedding of each (branch, pass)."""
+        return self.treatment_embed(self._pass_arms())
 
     def _heads(self, e_x: torch.Tensor, e_t: torch.Tensor):
         """e_x (N, F, d) or (B, 2, n, F, d), e_t (B, 2, d) -> y (B, 2, n, R), gates."""
@@ -188,8 +191,7 @@ class HUM(nn.Module):
         counts = torch.bincount(arm, minlength=self.K + 1)  # (K+1,)
         order = torch.argsort(arm, stable=True)  # rows grouped by arm
         starts = torch.cumsum(counts, 0) - counts
-        pass_arm = torch.stack([self.branch_treatment, torch.zeros_like(self.branch_treatment)],
-                               1)  # (B, 2)
+        pass_arm = self._pass_arms()
         n = max(int(counts[pass_arm].max()), 1)
         slot = torch.arange(n, device=x.device)
         valid = slot.unsqueeze(0) < counts.unsqueeze(1)  # (K+1, n)
