@@ -26,6 +26,7 @@ ray = pytest.importorskip("ray")
 from hmum.serving.ray_runner import (  # noqa: E402
     ShardScorer,
     import_ray,
+    local_temp_dir,
     run_scoring_ray,
     shard_result_of,
 )
@@ -36,8 +37,10 @@ def ray_address():
     """A local cluster for the module; yields its address (subprocess drivers join it)."""
     if ray.is_initialized():
         pytest.fail("a Ray session is already open in this process")
+    temp = local_temp_dir()  # a long TMPDIR would overflow Ray's socket paths
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, object_store_memory=256 * 1024**2)
+             configure_logging=False, object_store_memory=256 * 1024**2,
+             **({"_temp_dir": temp} if temp else {}))
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -242,3 +245,13 @@ def test_local_run_reports_its_own_process(reference):
     assert rep.engine == "local"
     assert [(w["pid"], w["shards"], w["rows"]) for w in rep.workers] == [
         (os.getpid(), 6, N_USERS)]
+
+
+def test_a_long_tmpdir_moves_the_local_ray_session_to_a_short_folder(monkeypatch):
+    """Ray's sockets under a long TMPDIR overflow AF_UNIX's 107 bytes (a newcomer's
+    `make test` failed so): a local cluster then starts in a short folder."""
+    monkeypatch.setattr("tempfile.gettempdir", lambda: "/tmp/" + "x" * 60)
+    short = local_temp_dir()
+    assert short is not None and len(short) + 80 <= 107 and os.path.isdir(short)
+    monkeypatch.setattr("tempfile.gettempdir", lambda: "/tmp")
+    assert local_temp_dir() is None

@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -147,6 +149,26 @@ def shard_result_of(row: dict[str, Any]) -> ShardResult:
     )
 
 
+#: Ray's local sockets live at <temp>/ray/session_<date>_<pid>/sockets/plasma_store:
+#: about this many characters past the temp folder, within AF_UNIX's 107-byte limit
+_RAY_SOCKET_SUFFIX = 80
+
+
+def local_temp_dir() -> str | None:
+    """A temp folder for a local Ray cluster when the default one is too long, else None.
+
+    Ray puts its session (and Unix sockets) under ``$TMPDIR/ray``; a long TMPDIR makes
+    ``ray.init`` fail with "AF_UNIX path length cannot exceed 107 bytes". Then the
+    session goes to /tmp/hmum-ray-<uid> instead.
+    """
+    default = tempfile.gettempdir()
+    if len(default) + _RAY_SOCKET_SUFFIX <= 107 or not os.path.isdir("/tmp"):
+        return None
+    short = f"/tmp/hmum-ray-{os.getuid()}"
+    os.makedirs(short, exist_ok=True)
+    return short
+
+
 @contextlib.contextmanager
 def ray_session(*, num_cpus: int | None = None, address: str | None = None) -> Iterator[Any]:
     """Use the open Ray session, join ``address``, or start (and then stop) a local
@@ -160,7 +182,8 @@ def ray_session(*, num_cpus: int | None = None, address: str | None = None) -> I
     if address:
         ray.init(address=address, **kw)
     else:
-        ray.init(num_cpus=num_cpus, **kw)
+        temp = local_temp_dir()
+        ray.init(num_cpus=num_cpus, **kw, **({"_temp_dir": temp} if temp else {}))
     try:
         yield ray
     finally:
