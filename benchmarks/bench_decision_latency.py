@@ -30,8 +30,7 @@ import torch
 from hmum.data.simulator import ITEM_FIELDS, SimulatorConfig, simulate_requests
 from hmum.decision.core import value_weights
 from hmum.decision.policies import decide_from_phi
-from hmum.models.value_weight import ValueWeightGraph
-from hmum.training.value_weight import OnnxValueWeights, ValueWeightEstimator
+from hmum.models.value_weight import OnnxValueWeights, ValueWeightEstimator, ValueWeightGraph
 
 
 def build(n_candidates: int, n_recent: int, seed: int = 0):

@@ -89,7 +89,7 @@ def population(cfg):
 
 
 def fit_hum(d, args, seed: int, **model):
-    from hmum.training.estimator import HUMEstimator
+    from hmum.models.hum import HUMEstimator
 
     return HUMEstimator(d.schema, model=model or None,
                         trainer={"max_epochs": args.epochs, "seed": seed,
@@ -98,7 +98,7 @@ def fit_hum(d, args, seed: int, **model):
 
 def fit_vw(cfg, args):
     from hmum.data.simulator import simulate_requests
-    from hmum.ddm_pipeline import train_value_weights
+    from hmum.workflows.ddm import train_value_weights
 
     return train_value_weights(simulate_requests(cfg), epochs=args.vw_epochs,
                                seed=cfg.seed, threads=args.threads)
@@ -106,7 +106,7 @@ def fit_vw(cfg, args):
 
 def vw_user_weights(vw, cfg, n: int) -> np.ndarray:
     """(N, R) predicted weight per user from one fresh request each."""
-    from hmum.ddm_pipeline import simulate_user_requests
+    from hmum.workflows.ddm import simulate_user_requests
 
     parts = [vw.predict_weights(t) for t in simulate_user_requests(cfg, np.arange(n))]
     return np.concatenate(parts).astype(np.float64)
@@ -175,9 +175,9 @@ def part_worlds(args, cache) -> dict:
 
 
 def part_hum(args, cache) -> dict:
-    from hmum.ddm_pipeline import hum_deltas
     from hmum.decision.core import relative_uplift
     from hmum.decision.policies import decide, fixed_weight_policy, oracle_policy
+    from hmum.workflows.ddm import hum_deltas
 
     out = {}
     for world in ("today", "contested"):
@@ -214,11 +214,12 @@ def part_hum(args, cache) -> dict:
 
 
 def part_guardrails(args, cache) -> dict:
-    from hmum.ddm_pipeline import fit_guardrail_rule, hum_deltas
     from hmum.decision.evaluation import ground_truth_effects
     from hmum.decision.guardrails import NOBODY_SIGMA, parse_guardrail
     from hmum.decision.policies import decide, population_policy
-    from hmum.decision.rules import DecisionConfigError, DecisionRule
+    from hmum.decision.rules import DecisionRule
+    from hmum.exceptions import DecisionConfigError
+    from hmum.workflows.ddm import fit_guardrail_rule, hum_deltas
 
     g = parse_guardrail(args.guardrail, RESP)
     gi = RESP.index(g.response)
@@ -301,11 +302,11 @@ def part_guardrails(args, cache) -> dict:
 
 
 def part_bounds(args, cache) -> dict:
-    from hmum.ddm_pipeline import branch_member_deltas, ensemble_member_deltas
     from hmum.decision.bounds import bootstrap_rows, coverage, phi_interval
     from hmum.decision.core import relative_uplift
     from hmum.decision.evaluation import ground_truth_effects
     from hmum.decision.rules import DecisionRule, decide_margin
+    from hmum.workflows.ddm import branch_member_deltas, ensemble_member_deltas
 
     out = {}
     m = args.members

@@ -24,7 +24,11 @@ import argparse
 import time
 from pathlib import Path
 
-from hmum.bench import MODEL_SPECS, ModelSpec, run_bench
+from hmum.models.arm_means import ArmMeansEstimator
+from hmum.models.hum import HUMEstimator
+from hmum.models.meta import SLearnerEstimator
+from hmum.models.registry import ModelEntry, get_entry, list_models
+from hmum.workflows.bench import run_bench
 
 # Every setting explicit, so the study does not depend on the current defaults.
 EMA = {"ema_share": 0.1}
@@ -33,31 +37,32 @@ DEV = {"loss": "deviance"}
 MSE = {"loss": "mse"}
 
 VARIANTS = [
-    ModelSpec("hum_paper_v", "hum", MSE, "HUM, paper settings (MSE, no EMA)", True, NO_EMA),
-    ModelSpec("hum_ema", "hum", MSE, "HUM + EMA", True, EMA),
-    ModelSpec("hum_dev", "hum", DEV, "HUM + deviance", True, NO_EMA),
-    ModelSpec("hum_ema_dev", "hum", DEV, "HUM + EMA + deviance", True, EMA),
-    ModelSpec("hum_ema_dev_fw", "hum", {**DEV, "selector": "fieldwise"},
-              "HUM + EMA + dev + fieldwise selector", True, EMA),
-    ModelSpec("hum_ema_dev_h2", "hum", {**DEV, "selector_heads": 2},
-              "HUM + EMA + dev + 2 selector heads", True, EMA),
-    ModelSpec("hum_ema_dev_b1024", "hum", DEV, "HUM + EMA + dev, batch 1024", True,
+    ModelEntry("hum_paper_v", HUMEstimator, MSE, "HUM, paper settings (MSE, no EMA)", True, NO_EMA),
+    ModelEntry("hum_ema", HUMEstimator, MSE, "HUM + EMA", True, EMA),
+    ModelEntry("hum_dev", HUMEstimator, DEV, "HUM + deviance", True, NO_EMA),
+    ModelEntry("hum_ema_dev", HUMEstimator, DEV, "HUM + EMA + deviance", True, EMA),
+    ModelEntry("hum_ema_dev_fw", HUMEstimator, {**DEV, "selector": "fieldwise"},
+               "HUM + EMA + dev + fieldwise selector", True, EMA),
+    ModelEntry("hum_ema_dev_h2", HUMEstimator, {**DEV, "selector_heads": 2},
+               "HUM + EMA + dev + 2 selector heads", True, EMA),
+    ModelEntry("hum_ema_dev_b1024", HUMEstimator, DEV, "HUM + EMA + dev, batch 1024", True,
               {**EMA, "batch_size": 1024}),
-    ModelSpec("hum_ema_dev_nokl", "hum", {**DEV, "kl_weight": 0.0},
-              "HUM + EMA + dev, w/o KL", True, EMA),
-    ModelSpec("hum_ema3_dev", "hum", DEV, "HUM + EMA (0.3 of the run) + deviance", True,
+    ModelEntry("hum_ema_dev_nokl", HUMEstimator, {**DEV, "kl_weight": 0.0},
+               "HUM + EMA + dev, w/o KL", True, EMA),
+    ModelEntry("hum_ema3_dev", HUMEstimator, DEV, "HUM + EMA (0.3 of the run) + deviance", True,
               {"ema_share": 0.3}),
-    ModelSpec("hum_ema_dev_bpt2", "hum", {**DEV, "branches_per_treatment": 2},
-              "HUM + EMA + dev, 2 branches per treatment", True, EMA),
-    ModelSpec("slearner_v", "slearner", MSE, "S-Learner (paper settings)", False, NO_EMA),
-    ModelSpec("slearner_ema_dev", "slearner", DEV, "S-Learner + EMA + deviance", False, EMA),
-    ModelSpec("arm_means_v", "arm_means", {}, "Arm means (no personalization)"),
+    ModelEntry("hum_ema_dev_bpt2", HUMEstimator, {**DEV, "branches_per_treatment": 2},
+               "HUM + EMA + dev, 2 branches per treatment", True, EMA),
+    ModelEntry("slearner_v", SLearnerEstimator, MSE, "S-Learner (paper settings)", False, NO_EMA),
+    ModelEntry("slearner_ema_dev", SLearnerEstimator, DEV, "S-Learner + EMA + deviance", False,
+               EMA),
+    ModelEntry("arm_means_v", ArmMeansEstimator, {}, "Arm means (no personalization)"),
 ]
 
 
 def final_specs() -> list:
     names = ["hum", "hum_paper", "hum_nokl", "slearner", "slearner_plus", "arm_means"]
-    return [MODEL_SPECS[n] for n in names if n in MODEL_SPECS]
+    return [get_entry(n) for n in names if n in list_models()]
 
 
 def main() -> None:

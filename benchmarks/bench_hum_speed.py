@@ -43,22 +43,17 @@ def matmul_peak(n: int = 2048, reps: int = 7) -> float:
 
 def fit_costs(data, args) -> dict:
     """Median whole-fit seconds of HUM (default), HUM (paper) and the S-Learner."""
-    from hmum.bench import MODEL_SPECS
-    from hmum.training.estimator import registered_estimators
-
-    reg = registered_estimators()
+    from hmum.models.registry import get_model
     rows = data.take(np.arange(min(len(data), args.fit_rows)))
     train, valid = rows.take(np.arange(0, len(rows) * 9 // 10)), rows.take(
         np.arange(len(rows) * 9 // 10, len(rows)))
-    names = [n for n in ("hum", "hum_paper", "slearner") if n in MODEL_SPECS]
+    names = ["hum", "hum_paper", "slearner"]
     secs: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(args.repeats):
         for n in names:  # interleaved: a noisy moment hits every model alike
-            spec = MODEL_SPECS[n]
             trainer = {"max_epochs": args.fit_epochs, "early_stopping_patience": 1000,
-                       "num_threads": args.threads, **spec.trainer}
-            est = reg[spec.model_type](data.schema, model=dict(spec.model) or None,
-                                       trainer=trainer)
+                       "num_threads": args.threads}
+            est = get_model(n, data.schema, trainer=trainer)
             t0 = time.perf_counter()
             est.fit(train, valid)
             secs[n].append(time.perf_counter() - t0)
@@ -88,7 +83,7 @@ def main() -> None:
 
     from hmum.data.simulator import SimulatorConfig, simulate
     from hmum.data.validate import load_experiment
-    from hmum.training.estimator import HUMEstimator
+    from hmum.models.hum import HUMEstimator
 
     with tempfile.TemporaryDirectory() as tmp:
         res = simulate(SimulatorConfig(n_users=args.users, n_requests=0), Path(tmp))

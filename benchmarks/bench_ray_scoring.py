@@ -41,7 +41,7 @@ def _train(users: Path, schema_path: Path, out: Path) -> None:
 
     from hmum.data.schema import Schema
     from hmum.data.validate import load_experiment
-    from hmum.training.estimator import HUMEstimator
+    from hmum.models.hum import HUMEstimator
 
     torch.set_num_threads(2)
     schema = Schema.from_json(schema_path)

@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from hmum.data.simulator import SimulatorConfig, simulate_requests
+from hmum.models.value_weight import ValueWeightEstimator
 from hmum.serving.store import (
     RedisStore,
     SQLiteStore,
@@ -61,7 +62,6 @@ from hmum.serving.store import (
     free_loopback_port,
     stop_process,
 )
-from hmum.training.value_weight import ValueWeightEstimator
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "reliability-bench-token"
@@ -137,7 +137,7 @@ def env_for_server() -> dict:
 
 
 def serve_cmd(model: Path, store_url: str, port: int) -> list[str]:
-    return [sys.executable, "-c", "from hmum.cli import app; app(prog_name='hmum')", "serve",
+    return [sys.executable, "-c", "from hmum.cli.app import app; app(prog_name='hmum')", "serve",
             "--model", str(model), "--store", store_url, "--port", str(port)]
 
 

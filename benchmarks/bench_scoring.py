@@ -34,7 +34,7 @@ def _train(users: Path, schema_path: Path, out: Path, model: dict | None) -> Non
 
     from hmum.data.schema import Schema
     from hmum.data.validate import load_experiment
-    from hmum.training.estimator import HUMEstimator
+    from hmum.models.hum import HUMEstimator
 
     schema = Schema.from_json(schema_path)
     data = load_experiment(users, schema)
@@ -63,7 +63,7 @@ def _model_only(model: str, users: str, threads: int) -> float:
     import torch
 
     torch.set_num_threads(threads)
-    from hmum.training.estimator import load_estimator
+    from hmum.models.registry import load_estimator
 
     est = load_estimator(model)
     x = est.encode(pq.read_table(users, columns=est.schema.feature_names))

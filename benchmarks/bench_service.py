@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from hmum.data.simulator import SimulatorConfig, simulate_requests
+from hmum.models.value_weight import ValueWeightEstimator
 from hmum.serving.config import ServiceConfig
 from hmum.serving.service import DecideRequest, DecisionService, _dumps
 from hmum.serving.store import (
@@ -61,7 +62,6 @@ from hmum.serving.store import (
     open_store,
     stop_process,
 )
-from hmum.training.value_weight import ValueWeightEstimator
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}

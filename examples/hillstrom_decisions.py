@@ -63,12 +63,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     from hmum.data.datasets import load_hillstrom
     from hmum.data.split import split_indices
-    from hmum.ddm_pipeline import hum_deltas, ope_markdown
     from hmum.decision.evaluation import off_policy_table
     from hmum.decision.guardrails import fit_rule, parse_guardrail
     from hmum.decision.policies import logged_arm, population_policy, random_policy
-    from hmum.decision.rules import DecisionConfigError, DecisionRule, save_rule
-    from hmum.training.estimator import HUMEstimator
+    from hmum.decision.rules import DecisionRule, save_rule
+    from hmum.exceptions import DecisionConfigError
+    from hmum.models.hum import HUMEstimator
+    from hmum.workflows.ddm import hum_deltas, ope_markdown
 
     args = parse_args(argv)
     try:

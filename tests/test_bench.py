@@ -7,12 +7,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import hmum.bench as bench
-from hmum import cli_bench
-from hmum.bench import ModelSpec, aggregate_cells, bench_tables, run_bench
-from hmum.pipeline import split_data
-from hmum.training.causalml_learners import CausalMLTLearner, causalml_available
-from hmum.training.estimator import HUMEstimator, NeuralUpliftEstimator
+import hmum.workflows.bench as bench
+from hmum.cli import bench as cli_bench
+from hmum.models.base import NeuralUpliftEstimator
+from hmum.models.causalml import CausalMLTLearner, causalml_available
+from hmum.models.hum import HUMEstimator
+from hmum.models.registry import ModelEntry
+from hmum.workflows.bench import aggregate_cells, bench_tables, run_bench
+from hmum.workflows.train import split_data
 from tests.synth import make_experiment
 
 TINY = {"epochs": 1, "batch_size": 256, "threads": 1}
@@ -87,20 +89,27 @@ def test_interrupted_run_resumes_without_refitting_finished_cells(tmp_path, monk
 
 def test_failed_model_is_reported_and_the_run_goes_on(tmp_path, monkeypatch):
     counter = FitCounter(monkeypatch, HUMEstimator)
-    broken = ModelSpec("broken", "hum", {"no_such_field": 1}, "Broken")
-    ghost = ModelSpec("ghost", "no_such_model_type", {}, "Ghost")
+    class GhostEstimator(HUMEstimator):
+        """A model whose backend cannot be loaded: building it raises."""
+
+        model_type = "ghost_test"
+
+        def __init__(self, *a, **k):
+            raise ImportError("the ghost backend is not installed")
+
+    broken = ModelEntry("broken", HUMEstimator, {"no_such_field": 1}, "Broken")
+    ghost = ModelEntry("ghost", GhostEstimator, {}, "Ghost")
     res = run_bench("toy", [broken, ghost, "hum"], 2, tmp_path, loader=tiny_loader(), **TINY)
     status = {(c["model"], c["seed"]): c["status"] for c in res.cells}
     assert status == {("broken", 0): "failed", ("ghost", 0): "failed", ("hum", 0): "ok",
                       ("broken", 1): "failed", ("ghost", 1): "failed", ("hum", 1): "ok"}
     errors = {c["model"]: c["error"] for c in res.cells if c["status"] == "failed"}
     assert errors["broken"].startswith("ValidationError: ") and "no_such_field" in errors["broken"]
-    assert errors["ghost"].startswith(
-        "ModelUnavailable: model_type 'no_such_model_type' of model 'ghost' is not registered")
+    assert errors["ghost"] == "ImportError: the ghost backend is not installed"
     assert counter.n == 4  # broken's fit was called (and raised) on both seeds, hum's too
     lines = res.markdown.splitlines()
     assert any(line.startswith("| Broken | failed: ValidationError: ") for line in lines)
-    assert any(line.startswith("| Ghost | failed: ModelUnavailable: ") for line in lines)
+    assert any(line.startswith("| Ghost | failed: ImportError: ") for line in lines)
     csv = pd.read_csv(res.files["csv"])
     row = csv[csv["model"] == "broken"].iloc[0]
     assert row["status"] == "failed" and row["error"].startswith("ValidationError")
@@ -116,8 +125,6 @@ def test_failed_model_is_reported_and_the_run_goes_on(tmp_path, monkeypatch):
 
 
 def test_single_treatment_model_is_na_without_fitting(tmp_path, monkeypatch):
-    from hmum.training import estimator
-
     class OneArm(NeuralUpliftEstimator):
         model_type = "one_arm_test"
         max_treatments = 1
@@ -125,8 +132,7 @@ def test_single_treatment_model_is_na_without_fitting(tmp_path, monkeypatch):
         def fit(self, *a, **k):  # pragma: no cover - must not be called
             raise AssertionError("fit called")
 
-    monkeypatch.setitem(estimator._REGISTRY, "one_arm_test", OneArm)
-    res = run_bench("toy", [ModelSpec("one", "one_arm_test", label="OneArm")], 1, tmp_path,
+    res = run_bench("toy", [ModelEntry("one", OneArm, label="OneArm")], 1, tmp_path,
                     loader=tiny_loader(), **TINY)
     assert res.cells[0]["status"] == "n/a"
     assert ("| OneArm | 0/1 | — | n/a (single-treatment model; this dataset has K=2 "
@@ -139,7 +145,7 @@ def test_unknown_model_name_is_refused_before_training(tmp_path):
 
 
 def test_metrics_match_evaluate_estimator_and_per_seed_values_are_kept(tmp_path):
-    from hmum.pipeline import evaluate_estimator
+    from hmum.workflows.train import evaluate_estimator
 
     load = tiny_loader()
     res = run_bench("toy", ["hum"], [4], tmp_path, loader=load, **TINY)
@@ -262,7 +268,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch):
     load = tiny_loader()
     monkeypatch.setattr(bench, "load_dataset_splits", load)
     app = typer.Typer()
-    cli_bench.register(app)
+    app.command(name="bench")(cli_bench.bench)
     app.command("noop")(lambda: None)  # two commands: Typer then needs the command name
     out = tmp_path / "out"
     args = ["bench", "--dataset", "toy", "--models", "hum,causalml_t", "--seeds", "2",
@@ -284,7 +290,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch):
 def test_cli_bad_input(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "load_dataset_splits", tiny_loader())
     app = typer.Typer()
-    cli_bench.register(app)
+    app.command(name="bench")(cli_bench.bench)
     app.command("noop")(lambda: None)
     res = CliRunner().invoke(app, ["bench", "--dataset", "toy", "--models", "hum,nope",
                                    "--out", str(tmp_path)])

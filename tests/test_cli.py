@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from hmum.cli import app
+from hmum.cli.app import app
 
 runner = CliRunner()
 
@@ -228,7 +228,7 @@ def test_test_split_refuses_a_subset_or_superset_of_the_training_file(sim, model
 def test_test_split_refuses_an_artifact_without_fingerprint(sim, model, tmp_path):
     import shutil
 
-    from hmum.training.artifacts import sha256_file
+    from hmum.models.artifacts import sha256_file
 
     old = tmp_path / "old"
     shutil.copytree(model, old)
@@ -306,7 +306,7 @@ def test_schema_typo_is_one_line_naming_file_and_field(sim, tmp_path):
 def test_model_with_encoder_of_another_schema_refused(sim, model, tmp_path):
     import shutil
 
-    from hmum.training.artifacts import sha256_file
+    from hmum.models.artifacts import sha256_file
 
     bad = tmp_path / "bad"
     shutil.copytree(model, bad)
@@ -346,15 +346,15 @@ def test_long_error_is_not_wrapped(tmp_path):
 
 def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
     """The boundary turns expected failures into one line, not bugs: a TypeError stays."""
-    import hmum.pipeline
+    import hmum.workflows.train
 
     def broken(*a, **k):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(hmum.pipeline, "train_hum", broken)
-    monkeypatch.setattr("hmum.cli.check_out_artifact", lambda *a: None)
-    monkeypatch.setattr("hmum.cli._load", lambda *a, **k: (None, None))
-    monkeypatch.setattr("hmum.cli._schema_path", lambda *a: tmp_path)
+    monkeypatch.setattr(hmum.workflows.train, "train_hum", broken)
+    monkeypatch.setattr("hmum.cli.train.check_out_artifact", lambda *a: None)
+    monkeypatch.setattr("hmum.cli.train._load", lambda *a, **k: (None, None))
+    monkeypatch.setattr("hmum.cli.train._schema_path", lambda *a: tmp_path)
     res = runner.invoke(app, ["train", "--data", "d.parquet", "--out", str(tmp_path / "m")])
     assert isinstance(res.exception, TypeError)
 

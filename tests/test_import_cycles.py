@@ -1,4 +1,12 @@
-"""No import cycles among hmum's modules, function-level imports included (DESIGN.md §4)."""
+"""One-way imports (DESIGN.md §4), function-level imports included: no cycles, and no
+module imports a layer above its own.
+
+The layers, bottom to top. ``hmum.training``'s loop (trainer, DDP primitives)
+sits below ``hmum.models`` because every estimator's ``fit`` calls it; its
+launcher (``hmum.training.distributed``), which builds estimators, sits above.
+``hmum`` itself (the public API) re-exports from every layer and only the
+command line is above it.
+"""
 
 import ast
 from pathlib import Path
@@ -65,6 +73,53 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+#: (layer, module prefixes) bottom to top; a module belongs to its longest matching prefix
+LAYERS = [
+    ("base", ["hmum._version", "hmum.exceptions"]),
+    ("decision", ["hmum.decision"]),  # arrays only
+    ("metrics", ["hmum.metrics"]),  # arrays only (delta from hmum.decision.core)
+    ("data", ["hmum.data"]),
+    ("nn", ["hmum.nn"]),
+    ("training loop", ["hmum.training"]),
+    ("models", ["hmum.models"]),
+    ("launcher", ["hmum.training.distributed"]),
+    ("serving", ["hmum.serving"]),
+    ("workflows", ["hmum.workflows"]),
+    ("api", ["hmum"]),
+    ("cli", ["hmum.cli", "hmum.__main__"]),
+]
+
+
+def _layer(module: str) -> int:
+    best, rank = -1, None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best:
+                best, rank = len(p), i
+    if rank is None:
+        raise AssertionError(f"{module} is in no layer of LAYERS: add it")
+    return rank
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """'a (layer) -> b (layer)' for every import of a higher layer."""
+    return sorted(f"{a} ({LAYERS[_layer(a)][0]}) -> {b} ({LAYERS[_layer(b)][0]})"
+                  for a, targets in graph.items() for b in targets if _layer(b) > _layer(a))
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    graph = {"hmum.data.io": {"hmum.models.hum"}, "hmum.models.hum": {"hmum.nn.links"},
+             "hmum.training.distributed": {"hmum.models.registry"},
+             "hmum.models.base": {"hmum.training.trainer"}}
+    assert _upward(graph) == ["hmum.data.io (data) -> hmum.models.hum (models)"]
+
+
+def test_imports_follow_the_layer_order():
+    graph = _graph()
+    assert len(graph) > 60 and all(_layer(m) is not None for m in graph)
+    assert _upward(graph) == []
 
 
 def test_the_checker_finds_a_planted_cycle():

@@ -20,7 +20,7 @@ from hmum.data.datasets import (
     load_starbucks,
     shared_data_dir,
 )
-from hmum.data.io import DataError
+from hmum.exceptions import DataError
 
 
 def write_csv(path, header, rows, *, gz=False):

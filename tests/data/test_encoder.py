@@ -3,8 +3,8 @@ import pyarrow as pa
 import pytest
 
 from hmum.data.encoder import MISSING, OOV, FeatureEncoder
-from hmum.data.io import DataError
 from hmum.data.schema import FeatureSpec
+from hmum.exceptions import DataError
 
 FIELDS = [FeatureSpec(name="city", kind="categorical"), FeatureSpec(name="x", kind="numeric")]
 

@@ -60,7 +60,7 @@ def test_schema_file_not_json(tmp_path):
 
 
 def test_schema_file_errors_are_one_line_naming_file_and_field(tmp_path):
-    from hmum.errors import ConfigError
+    from hmum.exceptions import ConfigError
 
     raw = make_schema().model_dump()
     raw["responses"][0]["kind"] = "continous"

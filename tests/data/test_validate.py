@@ -5,8 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hmum.data.io import DataError, iter_batches, read_table
+from hmum.data.io import iter_batches, read_table
 from hmum.data.validate import load_experiment, validate_table
+from hmum.exceptions import DataError
 from tests.data.test_schema import make_schema
 
 
@@ -262,7 +263,7 @@ def test_fractional_count_refused():
 
 
 def test_drop_hint_names_the_cli_flag_under_cli_flags():
-    from hmum.errors import cli_flags
+    from hmum.exceptions import cli_flags
 
     y = np.ones(12)
     y[3] = np.nan

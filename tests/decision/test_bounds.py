@@ -69,8 +69,8 @@ def test_bootstrap_rows_seeded():
 def test_branch_member_deltas_average_back_to_hums_estimate():
     from hmum.data.simulator import SimulatorConfig, simulate_users, simulation_schema
     from hmum.data.validate import validate_table
-    from hmum.ddm_pipeline import branch_member_deltas
-    from hmum.training.estimator import HUMEstimator
+    from hmum.models.hum import HUMEstimator
+    from hmum.workflows.ddm import branch_member_deltas
 
     cfg = SimulatorConfig(n_users=2000, seed=1)
     d = validate_table(simulate_users(cfg), simulation_schema(cfg))
@@ -92,8 +92,8 @@ def test_branch_member_deltas_average_back_to_hums_estimate():
 def test_branch_member_deltas_need_several_branches():
     from hmum.data.simulator import SimulatorConfig, simulate_users, simulation_schema
     from hmum.data.validate import validate_table
-    from hmum.ddm_pipeline import branch_member_deltas
-    from hmum.training.estimator import HUMEstimator
+    from hmum.models.hum import HUMEstimator
+    from hmum.workflows.ddm import branch_member_deltas
 
     cfg = SimulatorConfig(n_users=500, seed=1)
     d = validate_table(simulate_users(cfg), simulation_schema(cfg))

@@ -7,17 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from hmum.data.io import DataError
 from hmum.data.simulator import SimulatorConfig, simulate
 from hmum.data.validate import load_experiment
-from hmum.ddm_pipeline import (
-    arm_set_labels,
-    decide,
-    join_users,
-    policy_eval,
-    user_mean_weights,
-)
-from hmum.training.value_weight import ValueWeightEstimator
+from hmum.exceptions import DataError
+from hmum.models.value_weight import ValueWeightEstimator
+from hmum.workflows.ddm import arm_set_labels, decide, join_users, policy_eval, user_mean_weights
 
 SMALL_VW = {"embed_dim": 8, "n_experts": 2, "expert_sizes": [16, 8], "tower_sizes": [8]}
 SMALL_HUM = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
@@ -92,7 +86,7 @@ def test_decide_unknown_users(sim):
 
 
 def test_decide_unknown_users_message_names_the_python_or_cli_option(sim):
-    from hmum.errors import cli_flags
+    from hmum.exceptions import cli_flags
 
     users = sim["users"].take(np.arange(100, 3000))
     req = sim["requests"].slice(0, 1000)
@@ -136,7 +130,7 @@ def test_policy_eval_without_requests_uses_equal_weights(sim, tmp_path):
 
 @pytest.fixture(scope="module")
 def cli_app():
-    from hmum.cli import app  # with the CLI's error boundary
+    from hmum.cli.app import app
 
     return app
 
@@ -144,7 +138,7 @@ def cli_app():
 def test_cli_train_decide_policy_eval(sim, tmp_path, cli_app):
     pytest.importorskip("onnx")
     res, users = sim["res"], sim["users"]
-    from hmum.pipeline import train_hum
+    from hmum.workflows.train import train_hum
 
     # train_hum records the split and the table it split, so --test-split can check both
     hum, _ = train_hum(users, model=SMALL_HUM, trainer={"max_epochs": 1, "batch_size": 512})
@@ -174,7 +168,7 @@ def test_cli_train_decide_policy_eval(sim, tmp_path, cli_app):
 def test_cli_decide_unknown_users(sim, tmp_path, cli_app):
     """`pass missing='drop'` named a Python parameter; the CLI names its flag, and the flag
     says how many requests it dropped."""
-    from hmum.pipeline import train_hum
+    from hmum.workflows.train import train_hum
 
     res, users = sim["res"], sim["users"]
     hum, _ = train_hum(users, model=SMALL_HUM, trainer={"max_epochs": 1, "batch_size": 1024})
@@ -208,7 +202,7 @@ def test_cli_decide_bad_mode(cli_app, tmp_path):
 
 def test_run_ddm_demo_stage(sim, tmp_path):
     pytest.importorskip("onnxruntime")
-    from hmum.ddm_pipeline import run_ddm_demo_stage
+    from hmum.workflows.demo import run_ddm_demo_stage
 
     users_test = sim["users"].take(np.arange(0, 3000, 10))
     res = run_ddm_demo_stage(tmp_path, sim["res"], TruthModel(), users_test, sim["requests"],
@@ -257,7 +251,7 @@ def test_policy_eval_on_logs_without_ground_truth(sim, tmp_path):
 
 
 def test_policy_eval_reports_what_personalization_adds(sim, tmp_path):
-    from hmum.ddm_pipeline import DIAG_FIXED, DIAG_HMUM, DIAG_TRUE, true_user_weights
+    from hmum.workflows.ddm import DIAG_FIXED, DIAG_HMUM, DIAG_TRUE, true_user_weights
 
     users = sim["users"]
     cfg = SimulatorConfig.model_validate_json(sim["res"].config_path.read_text())

@@ -18,11 +18,8 @@ from tests.serving.helpers import (
 
 TestClient = require_service()
 
-from hmum.decision.rules import (  # noqa: E402
-    DecisionConfigError,
-    DecisionRule,
-    rule_to_version_extra,
-)
+from hmum.decision.rules import DecisionRule, rule_to_version_extra  # noqa: E402
+from hmum.exceptions import DecisionConfigError  # noqa: E402
 from hmum.serving.config import ServiceConfig  # noqa: E402
 from hmum.serving.scoring import run_scoring  # noqa: E402
 from hmum.serving.service import create_app  # noqa: E402
@@ -118,7 +115,7 @@ def test_scoring_freezes_the_rule_into_the_new_version(vw, tmp_path):
 def test_cli_score_decision_config_errors_name_the_flag(tmp_path):
     from typer.testing import CliRunner
 
-    from hmum.cli import app
+    from hmum.cli.app import app
 
     r = CliRunner().invoke(app, ["score", "--model", str(tmp_path / "m"), "--input",
                                  str(tmp_path / "u.parquet"), "--decision-config",

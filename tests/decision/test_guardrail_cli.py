@@ -7,10 +7,10 @@ from typer.testing import CliRunner
 
 from hmum.data.simulator import CONTESTED_WORLD, SimulatorConfig, simulate
 from hmum.data.validate import load_experiment
-from hmum.ddm_pipeline import fit_guardrail_rule, hum_deltas
 from hmum.decision.guardrails import Guardrail
 from hmum.decision.rules import load_rule
-from hmum.training.value_weight import ValueWeightEstimator
+from hmum.models.value_weight import ValueWeightEstimator
+from hmum.workflows.ddm import fit_guardrail_rule, hum_deltas
 
 SMALL_VW = {"embed_dim": 8, "n_experts": 2, "expert_sizes": [16, 8], "tower_sizes": [8]}
 SMALL_HUM = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
@@ -66,7 +66,7 @@ def test_fit_guardrail_rule_auto_uses_dr_on_logged_data(sim):
 
 @pytest.fixture(scope="module")
 def models(sim, tmp_path_factory):
-    from hmum.pipeline import train_hum
+    from hmum.workflows.train import train_hum
 
     out = tmp_path_factory.mktemp("gmodels")
     hum, _ = train_hum(sim["users"], model=SMALL_HUM, trainer={"max_epochs": 1,
@@ -86,7 +86,7 @@ def _args(sim, models, out, *extra):
 
 
 def test_cli_decide_with_guardrail_freezes_and_reapplies_the_rule(sim, models, tmp_path):
-    from hmum.cli import app
+    from hmum.cli.app import app
 
     runner = CliRunner()
     r = runner.invoke(app, _args(sim, models, tmp_path / "a.parquet", "--guardrail",
@@ -117,7 +117,7 @@ def test_cli_decide_with_guardrail_freezes_and_reapplies_the_rule(sim, models, t
     (["--guardrail", "video_views>=0", "--guardrail-estimate", "dr"], "mode exclusive"),
 ])
 def test_cli_guardrail_errors_are_one_line(sim, models, tmp_path, extra, needle):
-    from hmum.cli import app
+    from hmum.cli.app import app
 
     r = CliRunner().invoke(app, _args(sim, models, tmp_path / "x.parquet", *extra))
     assert r.exit_code == 2, r.output
@@ -128,7 +128,7 @@ def test_cli_guardrail_errors_are_one_line(sim, models, tmp_path, extra, needle)
 def test_cli_simulate_contested_world(tmp_path):
     import json
 
-    from hmum.cli import app
+    from hmum.cli.app import app
 
     r = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "s"), "--users", "2000",
                                  "--requests", "100", "--candidates", "20", "--contested-world"])

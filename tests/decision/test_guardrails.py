@@ -15,13 +15,8 @@ from hmum.decision.guardrails import (
     predicted_effects,
 )
 from hmum.decision.policies import decide
-from hmum.decision.rules import (
-    DecisionConfigError,
-    DecisionRule,
-    decide_margin,
-    load_rule,
-    save_rule,
-)
+from hmum.decision.rules import DecisionRule, decide_margin, load_rule, save_rule
+from hmum.exceptions import DecisionConfigError
 
 R2, T2 = ["usage_time", "video_views"], ["t1", "t2"]
 

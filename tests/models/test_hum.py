@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from hmum.models.hum import HUM, HUMConfig
-from hmum.training.losses import control_gate_kl, hum_loss
+from hmum.models.hum import HUM, HUMConfig, control_gate_kl, hum_loss
 
 
 def build(K=2, R=2, M=4, bpt=None, card=(4, 6, 3)):
@@ -120,7 +119,7 @@ def test_hand_computed_loss():
 
 def _dense_reference_loss(m: HUM, x, arm, y, kl_weight):
     """eq. 5 on the full forward (every pass on every row), masked afterwards."""
-    from hmum.models.links import deviance
+    from hmum.nn.links import deviance
     out = m(x)
     yy = y.unsqueeze(1)
     d_t = deviance(out.y_treated, yy, m.losses, m.y_mean, m.y_std).sum(-1)  # (N, B)

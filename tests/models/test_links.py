@@ -1,4 +1,4 @@
-"""Links and response losses (hmum.models.links): hand-computed values and choices."""
+"""Links and response losses (hmum.nn.links): hand-computed values and choices."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hmum.data.schema import ResponseSpec
-from hmum.models.links import LossConfig, apply_link, deviance, link_bias, resolve_heads
+from hmum.nn.links import LossConfig, apply_link, deviance, link_bias, resolve_heads
 
 MEAN, STD = torch.tensor([4.0]), torch.tensor([2.0])
 

@@ -5,14 +5,14 @@ import pyarrow as pa
 import pytest
 import torch
 
-from hmum.data.io import DataError
 from hmum.data.simulator import SimulatorConfig, simulate_requests
-from hmum.models.value_weight import ValueWeightConfig, ValueWeightGraph, ValueWeightModel
-from hmum.training.artifacts import ArtifactError
-from hmum.training.estimator import NotFittedError
-from hmum.training.value_weight import (
+from hmum.exceptions import ArtifactError, DataError, NotFittedError
+from hmum.models.value_weight import (
     OnnxValueWeights,
+    ValueWeightConfig,
     ValueWeightEstimator,
+    ValueWeightGraph,
+    ValueWeightModel,
     load_value_weight_model,
 )
 
@@ -132,7 +132,7 @@ def test_tampered_artifact_refused(tmp_path, fitted):
 
 
 def test_wrong_artifact_kind_refused(tmp_path):
-    from hmum.training.artifacts import write_artifact
+    from hmum.models.artifacts import write_artifact
 
     write_artifact(tmp_path / "x", json_files={"config": {"model_type": "hum"}},
                    tensors={"a": torch.zeros(1)})

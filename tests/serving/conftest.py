@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hmum.models.hum import HUMEstimator
 from hmum.serving.scoring import run_scoring
 from hmum.serving.store import RedisStore, SQLiteStore, local_redis_server
-from hmum.training.estimator import HUMEstimator
 from tests.serving.helpers import CFG, build_model, fill_store, snapshot
 from tests.synth import make_experiment
 

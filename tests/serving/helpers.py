@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import typer
 
-from hmum.cli_serving import score, store_app
+from hmum.cli.store import score, store_app
 from hmum.data.simulator import SimulatorConfig, simulate_requests
 from hmum.serving import scoring
 
@@ -117,7 +117,7 @@ def require_service():
 def build_model(root: Path, seed: int = 0, sim: SimulatorConfig = SIM, model=None):
     """(artifact folder, onnx path, estimator, request table) of a tiny value-weight model
     (``model``: SMALL_VW by default) trained one epoch on ``sim``'s requests."""
-    from hmum.training.value_weight import ValueWeightEstimator
+    from hmum.models.value_weight import ValueWeightEstimator
 
     table = simulate_requests(sim)
     est = ValueWeightEstimator(model=model or SMALL_VW,

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from hmum.data.io import DataError
+from hmum.exceptions import DataError
 from hmum.serving import scoring
 from hmum.serving.scoring import StoreSink, run_scoring
 from hmum.serving.store import SQLiteStore

@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hmum.data.io import DataError
 from hmum.decision.core import relative_uplift
+from hmum.exceptions import DataError, ScoringError, StoreError
+from hmum.models.registry import load_estimator
 from hmum.serving import scoring
 from hmum.serving.scoring import (
     InputPlan,
-    ScoringError,
     model_version_of,
     record_columns,
     record_delta,
@@ -25,8 +25,7 @@ from hmum.serving.scoring import (
     run_scoring,
     score_table,
 )
-from hmum.serving.store import SQLiteStore, StoreError
-from hmum.training.estimator import load_estimator
+from hmum.serving.store import SQLiteStore
 from tests.serving.conftest import N_USERS, users_table
 from tests.serving.helpers import CFG, DAY, Boom, ConstantModel, assert_same, fail_on, snapshot
 

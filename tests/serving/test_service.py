@@ -22,11 +22,15 @@ from tests.serving.helpers import (
 
 TestClient = require_service()
 
-from hmum.errors import ConfigError  # noqa: E402
+from hmum.exceptions import (  # noqa: E402
+    ConfigError,  # noqa: E402
+    ModelCheckError,
+    StoreTimeout,
+)
+from hmum.models.value_weight import OnnxValueWeights  # noqa: E402
 from hmum.serving.config import load_config  # noqa: E402
-from hmum.serving.service import CircuitBreaker, ModelCheckError, create_app  # noqa: E402
-from hmum.serving.store import SQLiteStore, StoreTimeout  # noqa: E402
-from hmum.training.value_weight import OnnxValueWeights  # noqa: E402
+from hmum.serving.service import CircuitBreaker, create_app  # noqa: E402
+from hmum.serving.store import SQLiteStore  # noqa: E402
 
 
 @pytest.fixture

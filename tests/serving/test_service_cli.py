@@ -24,7 +24,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from hmum.cli_service import serve  # noqa: E402
+from hmum.cli.serve import serve  # noqa: E402
 from hmum.serving.store import SQLiteStore  # noqa: E402
 from tests.serving.helpers import USERS, fill_store, request_body  # noqa: E402
 
@@ -201,7 +201,7 @@ def test_the_real_command_prints_the_reason_and_exits(vw, store_path, tmp_path):
     answered 413. Now it exits 2 before serving, with one line on stderr."""
     bad = tampered(vw, tmp_path)
     p = subprocess.run(
-        [sys.executable, "-c", "from hmum.cli import app; app(prog_name='hmum')", "serve",
+        [sys.executable, "-c", "from hmum.cli.app import app; app(prog_name='hmum')", "serve",
          "--model", str(bad), "--store", str(store_path), "--port", "1"],
         env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stdout + p.stderr

@@ -26,17 +26,13 @@ httpx = pytest.importorskip("httpx")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from hmum.errors import ConfigError  # noqa: E402
+from hmum.exceptions import (  # noqa: E402
+    ConfigError,  # noqa: E402
+    ModelCheckError,
+)
 from hmum.serving import service as service_mod  # noqa: E402
 from hmum.serving.config import ServiceConfig, is_loopback, load_config  # noqa: E402
-from hmum.serving.service import (  # noqa: E402
-    MAX_ERRORS,
-    ModelCheckError,
-    _RateLimit,
-    _request_spans,
-    _Unscannable,
-    create_app,
-)
+from hmum.serving.service import MAX_ERRORS, _RateLimit, _request_spans, _Unscannable, create_app  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"
 

@@ -6,11 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from hmum.exceptions import StoreError, StoreTimeout
 from hmum.serving.store import (
     RedisStore,
     SQLiteStore,
-    StoreError,
-    StoreTimeout,
     VersionInfo,
     decode_values,
     encode_values,

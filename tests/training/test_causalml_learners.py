@@ -6,13 +6,13 @@ import pytest
 
 from hmum.data.schema import ResponseSpec
 from hmum.data.validate import ExperimentData
-from hmum.training.causalml_learners import (
+from hmum.exceptions import NotFittedError
+from hmum.models.causalml import (
     CausalMLSLearner,
     CausalMLTLearner,
     CausalMLXLearner,
     causalml_available,
 )
-from hmum.training.estimator import NotFittedError
 from tests.synth import make_experiment
 
 pytestmark = pytest.mark.skipif(not causalml_available(), reason="needs hmum[causalml]")

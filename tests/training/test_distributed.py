@@ -19,13 +19,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from hmum.cli import app
-from hmum.data.io import DataError, iter_shard, row_group_pieces
+from hmum.cli.app import app
+from hmum.data.io import iter_shard, row_group_pieces
 from hmum.data.split import hash_split
 from hmum.data.validate import load_experiment
-from hmum.pipeline import SPLIT, held_out_indices
+from hmum.exceptions import DataError
+from hmum.models.hum import HUMEstimator
+from hmum.models.registry import load_estimator
 from hmum.training import distributed as hd
-from hmum.training.estimator import HUMEstimator, load_estimator
+from hmum.workflows.train import SPLIT, held_out_indices
 from tests.synth import make_experiment
 
 N_ROWS = 3000
@@ -246,11 +248,11 @@ def test_cli_nproc_2_equals_library_run(runs, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_runs_the_same_entry(runs, tmp_path):
-    """`torchrun --nproc-per-node 2 -m hmum.cli train` (no --nproc) = the spawned run."""
+    """`torchrun --nproc-per-node 2 -m hmum.cli.app train` (no --nproc) = the spawned run."""
     root, data = runs
     out = tmp_path / "torchrun_model"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", "-m", "hmum.cli", "train", "--data", str(data), "--out", str(out),
+           "2", "-m", "hmum.cli.app", "train", "--data", str(data), "--out", str(out),
            "--epochs", "3", "--batch-size", "256", "--lr", "3e-3", "--seed", "0"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from hmum.training.artifacts import ArtifactError
-from hmum.training.estimator import HUMEstimator, NotFittedError, load_estimator
+from hmum.exceptions import ArtifactError, NotFittedError
+from hmum.models.hum import HUMEstimator
+from hmum.models.registry import load_estimator
 from tests.synth import make_experiment
 
 SMALL = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
@@ -170,7 +171,7 @@ def test_ema_weights_resume_equals_uninterrupted(tmp_path, data):
 
 
 def test_held_out_split_is_recorded_in_the_artifact(tmp_path):
-    from hmum.pipeline import held_out_indices, test_indices, train_hum
+    from hmum.workflows.train import held_out_indices, test_indices, train_hum
 
     d = make_experiment(n=300, K=2, R=1)
     est, _ = train_hum(d, trainer={"max_epochs": 1, "batch_size": 128, "seed": 4})
@@ -187,7 +188,7 @@ def test_held_out_split_is_recorded_in_the_artifact(tmp_path):
 
 def _rewrite(artifact, name, payload):
     """Replace one JSON file of an artifact and its manifest sum (a consistent forgery)."""
-    from hmum.training.artifacts import sha256_file
+    from hmum.models.artifacts import sha256_file
 
     (artifact / name).write_text(json.dumps(payload))
     m = json.loads((artifact / "manifest.json").read_text())
@@ -198,9 +199,9 @@ def _rewrite(artifact, name, payload):
 def test_held_out_rows_refuse_a_table_the_model_was_not_split_from(tmp_path):
     """Issue 13 #3: on a subset (or superset) of the training file the recorded rule
     picks training rows as "test" rows; held_out_rows refuses such a table."""
-    from hmum.data.io import DataError
     from hmum.data.split import split_from_record
-    from hmum.pipeline import held_out_rows, train_hum
+    from hmum.exceptions import DataError
+    from hmum.workflows.train import held_out_rows, train_hum
 
     d = make_experiment(n=2000, K=2, R=1)
     est, _ = train_hum(d, trainer={"max_epochs": 1, "batch_size": 512, "seed": 3})
@@ -229,8 +230,8 @@ def test_held_out_rows_refuse_a_table_the_model_was_not_split_from(tmp_path):
 
 
 def test_held_out_rows_refuse_models_without_a_record(tmp_path, fitted, data):
-    from hmum.data.io import DataError
-    from hmum.pipeline import held_out_rows
+    from hmum.exceptions import DataError
+    from hmum.workflows.train import held_out_rows
 
     with pytest.raises(DataError, match="the model records no held-out test rows"):
         held_out_rows(fitted, data)
@@ -245,7 +246,7 @@ def test_held_out_rows_refuse_models_without_a_record(tmp_path, fitted, data):
 
 
 def test_refit_forgets_the_old_split_record(data):
-    from hmum.pipeline import train_hum
+    from hmum.workflows.train import train_hum
 
     est, _ = train_hum(data, model=SMALL, trainer={"max_epochs": 1, "batch_size": 512})
     assert est.data_fingerprint_ is not None
@@ -299,7 +300,7 @@ def test_save_never_replaces_a_folder_that_is_not_an_artifact(tmp_path, fitted):
 
 
 def test_weights_of_another_model_refused_at_load(tmp_path, fitted, data):
-    from hmum.training.artifacts import sha256_file
+    from hmum.models.artifacts import sha256_file
 
     fitted.save(tmp_path / "m")
     fit(data, epochs=1, embed_dim=4).save(tmp_path / "other")
@@ -314,7 +315,7 @@ def test_weights_of_another_model_refused_at_load(tmp_path, fitted, data):
 
 
 def test_model_trainer_defaults_yield_to_an_explicit_ema_setting():
-    from hmum.training.estimator import trainer_config
+    from hmum.models.base import trainer_config
 
     defaults = {"ema_share": 0.1, "batch_size": 1024}
     assert trainer_config(None, defaults).ema_share == 0.1

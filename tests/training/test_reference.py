@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from hmum.exceptions import NotFittedError
 from hmum.metrics import qini_auc_score
-from hmum.training.estimator import NotFittedError
-from hmum.training.reference import ArmMeansEstimator
+from hmum.models.arm_means import ArmMeansEstimator
 from tests.synth import make_experiment
 
 

@@ -8,12 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hmum.data.io import DataError
 from hmum.data.split import hash_split
 from hmum.data.validate import data_fingerprint, load_experiment
-from hmum.pipeline import SPLIT, held_out_rows
+from hmum.exceptions import DataError
+from hmum.models.registry import load_estimator
 from hmum.training import distributed as hd
-from hmum.training.estimator import load_estimator
+from hmum.workflows.train import SPLIT, held_out_rows
 from tests.synth import make_experiment
 
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from hmum.data.io import DataError
 from hmum.data.schema import FeatureSpec
 from hmum.data.validate import numeric_column
+from hmum.exceptions import DataError
 
 MISSING = 0
 OOV = 1

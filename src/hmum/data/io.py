@@ -18,12 +18,12 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from hmum.exceptions import DataError
+
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-class DataError(ValueError):
-    """Input data that does not fit what was expected; the message says where."""
 
 
 def _format_of(path: Path) -> str:

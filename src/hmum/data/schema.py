@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from hmum.errors import ConfigError, format_validation_error
+from hmum.exceptions import ConfigError, format_validation_error
 
 FeatureKind = Literal["categorical", "numeric"]
 ResponseKind = Literal["continuous", "count", "binary"]

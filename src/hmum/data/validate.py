@@ -15,10 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hmum.data.io import DataError
 from hmum.data.schema import ALL_TREATMENTS, Schema
 from hmum.data.split import combine_digests, fingerprint_sums
-from hmum.errors import option_name
+from hmum.exceptions import DataError, option_name
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from hmum.decision.evaluation import ope_terms, received_propensity
-from hmum.decision.rules import DecisionConfigError, DecisionRule, decide_margin
+from hmum.decision.rules import DecisionRule, decide_margin
+from hmum.exceptions import DecisionConfigError
 
 ESTIMATES = ("model", "dr")
 #: sigma of the "treat nobody" rule: above any score (scores are bounded by |delta| w)

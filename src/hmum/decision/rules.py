@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from hmum.errors import HmumError
+from hmum.exceptions import DecisionConfigError
 
 FORMAT = "hmum.decision/1"
 RULE_FILE = "decision.json"
@@ -49,8 +49,6 @@ MANIFEST_FILE = "manifest.json"
 MODES = ("independent", "exclusive")
 
 
-class DecisionConfigError(HmumError, ValueError):
-    """A decision config (or an option building one) that is malformed or tampered with."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Sources, highest priority first:
 4. the defaults below (the only place they are written down).
 
 Unknown keys in the file are refused (a typo must not silently keep a default).
-Invalid settings raise ``hmum.errors.ConfigError`` with one line naming where the
+Invalid settings raise ``hmum.exceptions.ConfigError`` with one line naming where the
 value came from (the file, the ``HMUM_*`` variable or the flag), what was expected
 and what was received.
 
@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from hmum.errors import ConfigError, format_validation_error
+from hmum.exceptions import ConfigError, format_validation_error
 
 #: The config file read by the file source (set by ``load_config`` for one call).
 _CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar(

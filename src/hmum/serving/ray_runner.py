@@ -55,11 +55,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from hmum.data.io import DataError
+from hmum.exceptions import DataError, ScoringError
 from hmum.serving.scoring import (
     InputPlan,
     ScoringConfig,
-    ScoringError,
     ScoringJob,
     ScoringReport,
     ShardResult,
@@ -100,7 +99,7 @@ class ShardScorer:
         # Before the model is loaded: one intra-op pool of `threads` per actor.
         torch.set_num_threads(threads)
         if isinstance(model, str | Path):
-            from hmum.training.estimator import load_estimator
+            from hmum.models.registry import load_estimator
 
             model = load_estimator(model)
         self.est, self.plan = model, plan

@@ -66,16 +66,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from hmum.data.io import DataError
 from hmum.data.schema import Schema
 from hmum.decision.core import relative_uplift
-from hmum.serving.store import (
-    StoreError,
-    UpliftStore,
-    VersionInfo,
-    check_name,
-    open_store,
-)
+from hmum.exceptions import DataError, ScoringError, StoreError
+from hmum.serving.store import UpliftStore, VersionInfo, check_name, open_store
 
 RUN_FILE = "_run.json"
 SUCCESS_FILE = "_SUCCESS"
@@ -83,8 +77,6 @@ LOCK_FILE = "_lock"
 RUN_FORMAT = "hmum-scoring/1"
 
 
-class ScoringError(RuntimeError):
-    """The scoring run cannot go on; the message says why and what to do."""
 
 
 class ScoringConfig(BaseModel):
@@ -206,7 +198,7 @@ def model_version_of(model_path: str | Path) -> str:
 
     The manifest's sums are verified first (ArtifactError when tampered).
     """
-    from hmum.training.artifacts import verify_artifact
+    from hmum.models.artifacts import verify_artifact
 
     files = verify_artifact(model_path)["files"]
     # history.json records training, not the function the model computes.
@@ -502,7 +494,7 @@ def prepare_job(model, input_path: str | Path, out_dir: str | Path,
                 cfg: ScoringConfig) -> ScoringJob:
     """Load the model, plan the input's shards and name the version and partition."""
     if isinstance(model, str | Path):
-        from hmum.training.estimator import load_estimator
+        from hmum.models.registry import load_estimator
 
         est = load_estimator(model)
         model_version = cfg.model_version or model_version_of(model)
@@ -714,7 +706,8 @@ def _decision_extra(cfg: ScoringConfig, schema: Schema) -> dict[str, Any]:
     (``restart`` re-creates it)."""
     if cfg.decision is None:
         return {}
-    from hmum.decision.rules import DecisionConfigError, DecisionRule, rule_to_version_extra
+    from hmum.decision.rules import DecisionRule, rule_to_version_extra
+    from hmum.exceptions import DecisionConfigError
 
     rule = DecisionRule.from_dict(cfg.decision, source="decision config")
     if list(rule.responses) != list(schema.response_names) or \

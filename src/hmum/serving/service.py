@@ -116,9 +116,9 @@ from starlette.authentication import (
     SimpleUser,
 )
 
-from hmum.errors import ConfigError, HmumError
+from hmum.exceptions import ConfigError, ModelCheckError, StoreTimeout
 from hmum.serving.config import ServiceConfig
-from hmum.serving.store import Lookup, StoreTimeout
+from hmum.serving.store import Lookup
 
 try:  # orjson: several times faster serialization on the hot path
     import orjson
@@ -141,8 +141,6 @@ _MAX_MSG, _MAX_LOC_PART = 300, 64  # characters of one error message / one field
 log = logging.getLogger(__name__)
 
 
-class ModelCheckError(HmumError, RuntimeError):
-    """The value-weight model failed its start-up checks (see ``load_model``)."""
 
 # --------------------------------------------------------------------------------------
 # request schema (validated with pydantic; the model-dependent limits afterwards)
@@ -285,9 +283,9 @@ class LoadedModel:
 def load_model(config: ServiceConfig) -> LoadedModel:
     """Verify and load the value-weight model: manifest sums, ONNX metadata, ONNX vs
     PyTorch on ``config.verify_samples`` seeded random requests. Raises ArtifactError."""
+    from hmum.exceptions import ArtifactError
+    from hmum.models.value_weight import OnnxValueWeights, ValueWeightEstimator
     from hmum.serving.scoring import model_version_of
-    from hmum.training.artifacts import ArtifactError
-    from hmum.training.value_weight import OnnxValueWeights, ValueWeightEstimator
 
     path, onnx_path = config.value_weight_model, config.value_weight_onnx
     version = model_version_of(path)  # verifies the manifest's sums
@@ -439,7 +437,8 @@ class DecisionService:
 
     def _version_rule(self, version: str, info) -> str | None:
         """Read the decision rule frozen into a version (if any); its error or None."""
-        from hmum.decision.rules import DecisionConfigError, rule_from_version_extra
+        from hmum.decision.rules import rule_from_version_extra
+        from hmum.exceptions import DecisionConfigError
 
         try:
             rule = rule_from_version_extra(info.extra, source=f"store version {version!r}")

@@ -111,6 +111,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hmum.exceptions import StoreError, StoreTimeout
+
 #: Names of namespaces and versions: they become parts of Redis keys, SQLite
 #: table names and Parquet partition folders, so no ':', '/', '=', quotes or spaces.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -130,12 +132,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 log = logging.getLogger(__name__)
 
 
-class StoreError(RuntimeError):
-    """A store operation that cannot be done; the message says why."""
 
 
-class StoreTimeout(StoreError, TimeoutError):
-    """A read did not finish within its timeout."""
 
 
 def check_name(value: str, what: str) -> str:

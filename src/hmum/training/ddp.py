@@ -21,14 +21,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hmum.data.io import DataError
 from hmum.data.split import _MASK64
+from hmum.exceptions import DataError, DistributedError
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-class DistributedError(RuntimeError):
-    """A worker of a distributed run failed; the message names the worker and the error."""
 
 
 # --------------------------------------------------------------------------------------
@@ -178,7 +176,7 @@ def launch_local(fn, nproc: int, *args: Any) -> None:
         )
     except ProcessRaisedException as e:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
-        # "hmum.data.io.DataError: msg" -> "DataError: msg"
+        # "hmum.exceptions.DataError: msg" -> "DataError: msg"
         last = re.sub(r"^(?:\w+\.)+(\w+:)", r"\1", lines[-1] if lines else "unknown error")
         if re.match(r"^\w+: worker \d+: ", last):  # already names the worker (agreed errors)
             raise DistributedError(last) from None

@@ -4,7 +4,7 @@ One worker process per rank; every rank holds a full copy of the model and only
 its own share of the data. Launch:
 
 * ``hmum train --nproc N ...`` spawns N local workers (``launch_local``);
-* ``torchrun --nnodes .. --nproc-per-node .. -m hmum.cli train ...`` (or
+* ``torchrun --nnodes .. --nproc-per-node .. -m hmum.cli.app train ...`` (or
   ``torchrun $(which hmum) train ...``) runs the same ``train_worker`` in every
   process torchrun starts; it reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
   MASTER_PORT from the environment.
@@ -64,23 +64,24 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hmum.data.encoder import EncoderConfig, FeatureEncoder
-from hmum.data.io import DataError, column_names, iter_shard, row_group_pieces
+from hmum.data.io import column_names, iter_shard, row_group_pieces
 from hmum.data.schema import Schema
 from hmum.data.split import hash_split, hash_uniform
 from hmum.data.validate import file_fingerprint, validate_table
 
 # the primitives live below the trainer; re-exported here for the launcher's callers
+from hmum.exceptions import (
+    DataError,
+    DistributedError,  # noqa: F401
+)
 from hmum.training.ddp import (  # noqa: F401
     DistContext,
-    DistributedError,
     ShardBatches,
     backend_for,
     init_distributed,
     launch_local,
     launched_by_torchrun,
     shutdown,
-    sum_over_ranks,
-    wrap_ddp,
 )
 
 # --------------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def train_worker(job: DistributedJob):
 
     Returns the fitted estimator (every rank holds the same weights).
     """
-    from hmum.training.estimator import registered_estimators
+    from hmum.models.registry import registered_estimators
 
     ctx = init_distributed(job.device)
     try:
@@ -382,7 +383,7 @@ def run(job: DistributedJob, nproc: int | None = None):
                 "--nproc starts local workers; under torchrun set --nproc-per-node instead"
             )
         return train_worker(job)
-    from hmum.training.estimator import load_estimator
+    from hmum.models.registry import load_estimator
 
     if job.out is None:
         raise ValueError("out: spawned workers need an artifact folder to hand the model back")

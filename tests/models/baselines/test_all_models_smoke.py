@@ -9,10 +9,8 @@ K = 1 for all of them.
 import numpy as np
 import pytest
 
-from hmum.bench import MODEL_SPECS, _estimator_classes
 from hmum.data.datasets import load_benchmark
-
-CLASSES, PROBLEM = _estimator_classes()
+from hmum.models.registry import get_entry, list_models
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +19,14 @@ def splits():
             for k in (1, 2)}
 
 
-def test_every_model_the_harness_knows_is_buildable():
-    assert PROBLEM is None
-    missing = [s.name for s in MODEL_SPECS.values() if s.model_type not in CLASSES]
-    assert missing == []
-
-
-@pytest.mark.parametrize("name", list(MODEL_SPECS))
+@pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("k", [1, 2])
 def test_one_epoch_on_simulated_users(name, k, splits):
-    spec = MODEL_SPECS[name]
-    cls = CLASSES[spec.model_type]
+    spec = get_entry(name)
+    cls = spec.cls
     split = splits[k]
-    est = cls(split.train.schema, model=dict(spec.model) or None,
-              trainer={"max_epochs": 1, "batch_size": 128, "num_threads": 1})
+    est = spec.build(split.train.schema,
+                     trainer={"max_epochs": 1, "batch_size": 128, "num_threads": 1})
     limit = getattr(cls, "max_treatments", None)
     if limit is not None and k > limit:
         with pytest.raises(ValueError, match=f"K={k}"):

@@ -7,28 +7,25 @@ import pyarrow as pa
 import pytest
 import torch
 
-import hmum.models.baselines.generative as gen_models
+import hmum.models.generative as gen_models
 from hmum.data.schema import ResponseSpec, Schema
 from hmum.data.validate import validate_table
-from hmum.models.baselines.descn import DESCN, DESCNConfig
-from hmum.models.baselines.generative import (
+from hmum.models.descn import DESCN, DESCNConfig, DESCNEstimator, descn_loss
+from hmum.models.generative import (
     CEVAE,
     GANITE,
     CEVAEConfig,
-    GANITEConfig,
-    reverse_gradient,
-)
-from hmum.training.baselines.descn import DESCNEstimator, descn_loss
-from hmum.training.baselines.generative import (
     CEVAEEstimator,
+    GANITEConfig,
     GANITEEstimator,
     cevae_loss,
     ganite_loss,
     gaussian_kl,
     mean_nll,
     response_nll,
+    reverse_gradient,
 )
-from hmum.training.estimator import load_estimator
+from hmum.models.registry import load_estimator
 from tests.synth import make_experiment
 
 ESTIMATORS = [CEVAEEstimator, GANITEEstimator, DESCNEstimator]

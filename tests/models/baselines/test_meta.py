@@ -7,11 +7,15 @@ import pytest
 import torch
 
 from hmum.data.schema import ResponseSpec
-from hmum.models.baselines.common import BaselineConfig
-from hmum.models.baselines.meta import ConditionedMLP, SLearnerNet, TLearnerNet
-from hmum.training.baselines.common import factual_loss
-from hmum.training.baselines.meta import SLearnerEstimator, TLearnerEstimator
-from hmum.training.estimator import load_estimator
+from hmum.models.baseline import BaselineConfig, factual_loss
+from hmum.models.meta import (
+    ConditionedMLP,
+    SLearnerEstimator,
+    SLearnerNet,
+    TLearnerEstimator,
+    TLearnerNet,
+)
+from hmum.models.registry import load_estimator
 from tests.synth import make_experiment
 
 ONE_EPOCH = {"max_epochs": 1, "batch_size": 128}

@@ -7,30 +7,28 @@ import torch
 
 from hmum.data.schema import FeatureSpec, ResponseSpec, Schema
 from hmum.data.validate import validate_table
-from hmum.models.baselines.multitask import (
+from hmum.models.baseline import factual_loss
+from hmum.models.multitask import (
     EFIN,
     EUEN,
     M3TN,
     EFINConfig,
+    EFINEstimator,
     EUENConfig,
+    EUENEstimator,
     FlexTENet,
     FlexTENetConfig,
+    FlexTENetEstimator,
     M3TNConfig,
+    M3TNEstimator,
     SNet,
     SNetConfig,
-)
-from hmum.training.baselines.common import factual_loss
-from hmum.training.baselines.multitask import (
-    EFINEstimator,
-    EUENEstimator,
-    FlexTENetEstimator,
-    M3TNEstimator,
     SNetEstimator,
     ite_balance_penalty,
     orthogonality_penalty,
     subspace_orthogonality_penalty,
 )
-from hmum.training.estimator import load_estimator, registered_estimators
+from hmum.models.registry import load_estimator, registered_estimators
 from tests.synth import make_experiment
 
 torch.set_num_threads(1)

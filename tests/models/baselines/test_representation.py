@@ -7,20 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from hmum.models.baselines.representation import (
+from hmum.models.baseline import factual_loss
+from hmum.models.registry import load_estimator
+from hmum.models.representation import (
     BNN,
     ArmHeadsNet,
     BNNConfig,
+    BNNEstimator,
     CFRNetConfig,
+    CFRNetEstimator,
     DragonNetConfig,
+    DragonNetEstimator,
     RepOutput,
     TARNetConfig,
-)
-from hmum.training.baselines.common import factual_loss
-from hmum.training.baselines.representation import (
-    BNNEstimator,
-    CFRNetEstimator,
-    DragonNetEstimator,
     TARNetEstimator,
     cfr_loss,
     dragonnet_loss,
@@ -31,7 +30,6 @@ from hmum.training.baselines.representation import (
     nearest_in_other_arm,
     wasserstein_sinkhorn,
 )
-from hmum.training.estimator import load_estimator
 from tests.models.baselines.test_meta import tau_correlations, with_binary
 from tests.synth import make_experiment
 

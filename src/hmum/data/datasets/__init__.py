@@ -40,7 +40,6 @@ from hmum.data.datasets._common import (
     RCT_SPLIT,
     TRAIN_VALID_SPLIT,
     BenchSplit,
-    DatasetNotFoundError,
     TrainTest,
     shared_data_dir,
 )
@@ -63,6 +62,7 @@ from hmum.data.datasets.semisynthetic import (
     load_ihdp,
 )
 from hmum.data.datasets.simulated import bench_simulator, load_simulator
+from hmum.exceptions import DatasetNotFoundError
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hmum.data.io import CSV_SUFFIXES, PARQUET_SUFFIXES, DataError, column_names, read_table
+from hmum.data.io import CSV_SUFFIXES, PARQUET_SUFFIXES, column_names, read_table
 from hmum.data.split import split_indices
 from hmum.data.validate import ExperimentData
+from hmum.exceptions import DataError, DatasetNotFoundError
 
 TABLE_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
 #: seeded 8:1:1 train / valid / test split of a single randomized table (paper §5.1.1;
-#: the same fractions as ``hmum.pipeline.SPLIT``, which the data layer cannot import).
+#: the same fractions as ``hmum.workflows.train.SPLIT``, which the data layer cannot import).
 RCT_SPLIT = (0.8, 0.1, 0.1)
 #: train / valid split of a publisher's training file when a separate test file exists.
 TRAIN_VALID_SPLIT = (0.9, 0.1)
@@ -35,12 +36,6 @@ TRAIN_VALID_SPLIT = (0.9, 0.1)
 CFR_SPLIT = (0.63, 0.27, 0.10)
 
 
-class DatasetNotFoundError(DataError, FileNotFoundError):
-    """A dataset's path, or a file expected in it, does not exist.
-
-    Both a ``DataError`` (a ``ValueError``) and a ``FileNotFoundError``, so either
-    ``except`` catches it.
-    """
 
 
 @dataclass

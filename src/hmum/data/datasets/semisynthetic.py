@@ -44,7 +44,6 @@ import pyarrow.csv as pacsv
 from hmum.data.datasets._common import (
     CFR_SPLIT,
     BenchSplit,
-    DatasetNotFoundError,
     check_columns,
     compact_names,
     find_files,
@@ -56,9 +55,10 @@ from hmum.data.datasets._common import (
     resolve_path,
     split3,
 )
-from hmum.data.io import PARQUET_SUFFIXES, DataError
+from hmum.data.io import PARQUET_SUFFIXES
 from hmum.data.schema import FeatureSpec, ResponseSpec, Schema, ground_truth_column
 from hmum.data.validate import ExperimentData, numeric_column, validate_table
+from hmum.exceptions import DataError, DatasetNotFoundError
 
 PathLike = str | Path
 ARMS = ["control", "treated"]

@@ -16,7 +16,6 @@ from pathlib import Path
 from hmum.data.datasets._common import (
     RCT_SPLIT,
     BenchSplit,
-    DatasetNotFoundError,
     listing,
     require_folder,
     resolve_path,
@@ -25,6 +24,7 @@ from hmum.data.datasets._common import (
 from hmum.data.schema import Schema
 from hmum.data.simulator import SimulatorConfig, simulate_users, simulation_schema
 from hmum.data.validate import ExperimentData, load_experiment, validate_table
+from hmum.exceptions import DatasetNotFoundError
 
 PathLike = str | Path
 _EXPECTED = "a folder written by `hmum simulate` holding users.parquet and schema.json"

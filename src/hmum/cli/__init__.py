@@ -1,0 +1,1 @@
+"""The ``hmum`` command line; the app is ``hmum.cli.app.app``."""

@@ -1,0 +1,145 @@
+"""``hmum bench``: every model on every seed of a benchmark dataset, as the paper's tables.
+
+Registered in ``hmum.cli.app``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hmum.cli.common import console
+from hmum.cli.common import fail as _fail
+from hmum.models.registry import list_models
+from hmum.workflows.bench import BenchCallbacks
+
+
+class RichBenchProgress(BenchCallbacks):
+    """Two rich bars: cells done (model, seed, split) and the current fit's epochs."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self.cells = None
+        self.epochs = None
+
+    def start(self, total_cells: int) -> None:
+        self.cells = self.bar.add_task("cells", total=total_cells, what="")
+        self.epochs = self.bar.add_task("epochs", total=1, what="", visible=False)
+
+    def cell_start(self, model: str, seed: int, split: str, max_epochs: int | None) -> None:
+        what = f"{model} · seed {seed} · {split}"
+        self.bar.update(self.cells, what=what)
+        self.bar.reset(self.epochs, total=max_epochs or 1, what=f"{what} · epoch 0/{max_epochs}",
+                       visible=True)
+
+    def epoch(self, record: dict) -> None:
+        task = self.bar.tasks[self.epochs]
+        e = int(record.get("epoch", task.completed + 1))
+        loss = record.get("valid_loss")
+        base = task.fields["what"].rsplit(" · epoch", 1)[0]
+        what = f"{base} · epoch {e}/{int(task.total)}" + (
+            f" · valid {loss:.4f}" if isinstance(loss, float) else "")
+        self.bar.update(self.epochs, completed=min(e, task.total), what=what)
+
+    def cell_end(self, cell: dict, reused: bool) -> None:
+        self.bar.update(self.epochs, visible=False)
+        self.bar.advance(self.cells)
+        if cell["status"] == "failed" and not reused:
+            self.bar.console.print(
+                f"[red]failed[/] {cell['model']} seed {cell['seed']} {cell['split']}: "
+                f"{cell['error']}", markup=True, highlight=False)
+
+
+def _parse_models(models: list[str] | None) -> list[str] | None:
+    if not models:
+        return None
+    names = [m.strip() for item in models for m in item.split(",") if m.strip()]
+    return names or None
+
+
+def _parse_options(options: list[str] | None) -> dict:
+    """KEY=VALUE pairs; a value is read as JSON when it parses (10, 0.5, true), else a string."""
+    out = {}
+    for o in options or []:
+        key, sep, value = o.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--option: expected KEY=VALUE (e.g. replications=10), got {o!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def bench(
+    dataset: Annotated[str, typer.Option(
+        "--dataset", "-d", help="benchmark dataset: simulator, criteo, lazada, hillstrom, "
+        "starbucks, social_pressure, ihdp, acic2016")],
+    models: Annotated[list[str] | None, typer.Option(
+        "--models", "-m", help="models, comma separated or repeated (default: every model "
+        "that can run on the dataset): " + ", ".join(list_models()))] = None,
+    seeds: Annotated[int, typer.Option(help="seeds 0..N-1 (each: split and model init)")] = 3,
+    out: Annotated[Path | None, typer.Option(
+        help="output folder (default runs/bench/<dataset>)")] = None,
+    path: Annotated[Path | None, typer.Option(
+        help="dataset file or folder (default: the dataset's folder under the shared data)")
+                    ] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help="max epochs of the neural models (default: the paper's)")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="batch size of the neural models (default: the paper's)")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="torch threads and LightGBM n_jobs (default: torch as is, LightGBM 1)")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="reuse cells an earlier run with the same settings finished")] = True,
+    retry_failed: Annotated[bool, typer.Option(
+        help="with --resume: run failed cells again")] = False,
+    options: Annotated[list[str] | None, typer.Option(
+        "--option", "-o", help="dataset option KEY=VALUE, repeatable (e.g. replications=10)")
+                       ] = None,
+) -> None:
+    """Train and evaluate models on every seed; write Qini / AUUC (/ PEHE) tables.
+
+    Writes results.md, results.csv and results.json under --out, and one JSON per
+    finished (model, seed, split) cell under --out/cells: an interrupted run started
+    again resumes without redoing finished cells. A model that fails is reported in
+    the table and the run goes on.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hmum.workflows import bench as bench_lib
+
+    names = _parse_models(models)
+    opts = _parse_options(options)
+    out = out or Path("runs/bench") / dataset
+    for flag, v in (("--seeds", seeds), ("--epochs", epochs), ("--batch-size", batch_size),
+                    ("--threads", threads)):
+        if v is not None and v < 1:
+            _fail(f"{flag}: expected an integer >= 1, got {v}")
+    if names is not None:
+        unknown = [m for m in names if m not in list_models()]
+        if unknown:
+            _fail(f"--models: unknown model name(s) {unknown}; known: {', '.join(list_models())}")
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[what]}"), TimeElapsedColumn(), console=console,
+    )
+    try:
+        with bar:
+            res = bench_lib.run_bench(
+                dataset, names, seeds, out, path=path, epochs=epochs, batch_size=batch_size,
+                threads=threads, options=opts, resume=resume, retry_failed=retry_failed,
+                callbacks=RichBenchProgress(bar),
+            )
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        _fail(f"{type(e).__name__}: {msg}")
+    console.print(res.markdown, markup=False, highlight=False, soft_wrap=True)
+    na = sum(c["status"] == "n/a" for c in res.cells)
+    console.print(
+        f"{res.fitted} cell(s) run, {res.reused} reused, {na} n/a; wrote "
+        + ", ".join(str(p) for p in res.files.values()), highlight=False)
+

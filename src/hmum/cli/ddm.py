@@ -1,0 +1,485 @@
+"""Commands of the decision half (DDM): ``train-value-weights``, ``decide``, ``policy-eval``.
+
+Plain functions with Typer annotations; ``hmum.cli.app`` registers them:
+
+    from hmum.cli.ddm import decide, policy_eval, train_value_weights
+    app.command("train-value-weights")(train_value_weights)
+    app.command("decide")(decide)
+    app.command("policy-eval")(policy_eval)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from hmum.cli.common import (
+    check_out_artifact,
+    check_out_file,
+    check_out_folder,
+    console,
+    validated,
+)
+from hmum.cli.common import fail as _fail
+from hmum.exceptions import cli_flags
+from hmum.workflows.ddm import pct_text as _pct
+
+if TYPE_CHECKING:  # pandas loads lazily: ``hmum --help`` stays fast
+    import pandas as pd
+
+
+MODES = ("independent", "exclusive")
+#: TrainerConfig field -> the flag of train-value-weights that sets it
+TRAINER_FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+                 "seed": "--seed", "num_threads": "--threads"}
+#: Python parameters whose messages name these flags instead (hmum.exceptions.option_name)
+DDM_FLAGS = {"missing": "--drop-unknown-users", "test_split": "--test-split",
+             "drop_invalid_responses": "--drop-invalid-responses"}
+
+
+
+
+def _epoch_line(rec: dict) -> None:
+    console.print(f"epoch {rec['epoch']}: train MSE {rec['train_loss']:.4f}, valid MSE "
+                  f"{rec['valid_loss']:.4f} ({rec['seconds']:.1f}s)")
+
+
+# --------------------------------------------------------------------------------------
+# rich tables (also usable by ``hmum demo``)
+# --------------------------------------------------------------------------------------
+
+
+def strategy_rich_table(table: pd.DataFrame, response_names, title: str | None = None) -> Table:
+    """The ground-truth strategy table as a rich Table (changes in %)."""
+    t = Table(title=title or "Strategies on ground truth: true change vs everyone in control")
+    t.add_column("strategy")
+    shares = [c for c in table.columns if c.startswith("share_")]
+    for c in shares:
+        t.add_column(c[6:], justify="right")
+    for r in response_names:
+        t.add_column(f"Δ {r}", justify="right")
+    t.add_column("value", justify="right")
+    if "oracle_share" in table:
+        t.add_column("oracle share", justify="right")
+    for _, row in table.iterrows():
+        both_up = all(row[f"change_{r}"] > 0 for r in response_names)
+        name = f"[bold]{row['strategy']}[/]" if both_up else str(row["strategy"])
+        cells = [name, *[f"{row[c]:.2f}" for c in shares],
+                 *[_pct(row[f"change_{r}"]) for r in response_names],
+                 f"{100 * row['value']:+.4f}%"]
+        if "oracle_share" in table:
+            cells.append(f"{row['oracle_share']:.2f}")
+        t.add_row(*cells)
+    return t
+
+
+def ope_rich_table(table: pd.DataFrame, response_names, title: str | None = None) -> Table:
+    """The off-policy table (IPW / DR with bootstrap intervals) as a rich Table."""
+    t = Table(title=title or "Off-policy estimates: change vs everyone in control [95% CI]")
+    t.add_column("strategy")
+    t.add_column("estimator")
+    for r in response_names:
+        t.add_column(f"Δ {r}", justify="right")
+        if f"true_change_{r}" in table:
+            t.add_column(f"true Δ {r}", justify="right")
+    for _, row in table.iterrows():
+        cells = [str(row["strategy"]), str(row["estimator"])]
+        for r in response_names:
+            cells.append(f"{_pct(row[f'change_{r}'])} [{_pct(row[f'change_{r}_lo'])}, "
+                         f"{_pct(row[f'change_{r}_hi'])}]")
+            if f"true_change_{r}" in table:
+                cells.append(_pct(row[f"true_change_{r}"]))
+        t.add_row(*cells)
+    return t
+
+
+# --------------------------------------------------------------------------------------
+# loading helpers
+# --------------------------------------------------------------------------------------
+
+
+def _load_hum(path: Path):
+    from hmum.exceptions import ArtifactError
+    from hmum.models.registry import load_estimator
+
+    try:
+        return load_estimator(path)
+    except ArtifactError as e:
+        _fail(str(e))
+
+
+def _load_vw(path: Path):
+    from hmum.exceptions import ArtifactError
+    from hmum.models.value_weight import load_value_weight_model
+
+    try:
+        return load_value_weight_model(path)
+    except ArtifactError as e:
+        _fail(str(e))
+
+
+def _read_requests(path: Path, vw=None):
+    """The request table; with a fitted model only the columns it needs (+ ids)."""
+    from hmum.data.io import column_names, read_table
+    from hmum.exceptions import DataError
+
+    try:
+        if vw is None:
+            return read_table(path)
+        names = column_names(path)
+        cols = [c for c in ("request_id", "user_id") if c in names]
+        cols += [f"cand_{f}" for f in vw.cand_fields_] + [f"recent_{f}" for f in vw.recent_fields_]
+        missing = [c for c in cols if c not in names]
+        if missing:
+            _fail(f"{path}: missing request column(s) {missing} the value-weight model needs")
+        return read_table(path, columns=cols)
+    except (DataError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+# --------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------
+
+
+def train_value_weights(
+    requests: Annotated[Path, typer.Option(help="request logs with o_<response> labels")],
+    out: Annotated[Path, typer.Option(help="value-weight model artifact folder")],
+    onnx: Annotated[Path | None, typer.Option(help="also export the ONNX graph here")] = None,
+    epochs: Annotated[int, typer.Option(help="maximum epochs")] = 30,
+    batch_size: Annotated[int, typer.Option()] = 512,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing model at --out")] = False,
+) -> None:
+    """Train the value-weight model (paper eqs. 8-10) on request logs."""
+    from hmum.models.value_weight import ValueWeightEstimator
+    from hmum.training.trainer import TrainerConfig
+
+    # every option and output path is checked before any row is read
+    check_out_artifact(out, "--out", force)
+    if onnx is not None:
+        check_out_file(onnx, "--onnx", (".onnx",))
+    trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+               "num_threads": threads}
+    validated(TrainerConfig, TRAINER_FLAGS, **trainer)
+    table = _read_requests(requests)
+    t0 = time.perf_counter()
+    est = ValueWeightEstimator(trainer=trainer).fit(table, log=_epoch_line)
+    est.save(out)
+    h = est.history_
+    console.print(f"saved {out} (best epoch {h.best_epoch}, valid MSE {h.best_valid_loss:.4f}, "
+                  f"responses {est.responses_}, {time.perf_counter() - t0:.0f}s)")
+    if onnx is not None:
+        console.print(f"ONNX graph: {est.export_onnx(onnx)}")
+
+
+def decide(
+    requests: Annotated[Path, typer.Option(help="request table (Parquet/CSV) with user_id")],
+    users: Annotated[Path, typer.Option(help="users' features (Parquet/CSV) with user_id")],
+    hum_model: Annotated[Path, typer.Option(help="HUM model artifact folder")],
+    value_model: Annotated[Path, typer.Option(help="value-weight model artifact folder")],
+    out: Annotated[Path, typer.Option(help="decisions file (.parquet or .csv)")] = Path(
+        "runs/decisions.parquet"),
+    sigma: Annotated[float, typer.Option(help="enable k where phi^k > sigma")] = 0.0,
+    mode: Annotated[str, typer.Option(
+        help="independent (any subset, the paper) or exclusive (best arm or none)")]
+    = "independent",
+    drop_unknown_users: Annotated[bool, typer.Option(
+        help="skip requests whose user is not in --users (default: error)")] = False,
+    guardrail: Annotated[list[str] | None, typer.Option(
+        help="RESPONSE>=FLOOR: the response's population change must stay >= FLOOR (a "
+             "fraction, or percent with '%'), e.g. video_views>=-0.0; repeatable")] = None,
+    max_share: Annotated[list[str] | None, typer.Option(
+        help="TREATMENT=SHARE: at most SHARE of users get it, e.g. t2=0.3; repeatable")] = None,
+    guardrail_estimate: Annotated[str, typer.Option(
+        help="how the guarded change is estimated on the calibration users: model (the "
+             "uplift model), dr (doubly robust lower bound from the logged arm and "
+             "responses; exclusive mode) or auto (dr when possible)")] = "auto",
+    guardrail_confidence: Annotated[float, typer.Option(
+        help="one-sided confidence of the dr lower bound")] = 0.9,
+    guardrail_margin: Annotated[float, typer.Option(
+        help="with the model estimate: added to every floor (a fraction)")] = 0.0,
+    calibration_share: Annotated[float, typer.Option(
+        help="share of --users the guardrail rule is fitted on (seeded); the rest checks it")]
+    = 0.5,
+    seed: Annotated[int, typer.Option(help="seed of the calibration split")] = 0,
+    decision_config: Annotated[Path | None, typer.Option(
+        help="apply this frozen decision config (written by --decision-config-out) instead "
+             "of --sigma / --mode / guardrails")] = None,
+    decision_config_out: Annotated[Path | None, typer.Option(
+        help="write the decision config (mode, sigma per treatment, guardrail bonuses) to "
+             "this folder (decision.json + sha256 manifest), for hmum serve")] = None,
+) -> None:
+    """Per-request value weights, balanced scores phi and decisions (paper eqs. 6-11).
+
+    With --guardrail / --max-share the per-treatment thresholds and one multiplier per
+    guarded response are fitted on a calibration split of --users (best predicted value
+    subject to the guardrails and caps), checked on the rest, and frozen into the
+    decision config.
+    """
+    from hmum.data.validate import load_experiment
+    from hmum.workflows.ddm import decide as run_decide
+
+    if mode not in MODES:
+        _fail(f"--mode must be one of {MODES}, got {mode!r}")
+    if guardrail_estimate not in ("auto", "model", "dr"):
+        _fail(f"--guardrail-estimate: expected one of auto, model, dr, got {guardrail_estimate!r}")
+    fitting = bool(guardrail or max_share)
+    if fitting and decision_config is not None:
+        _fail("--decision-config applies a frozen rule; it cannot be combined with --guardrail "
+              "or --max-share (which fit a new one)")
+    check_out_file(out, "--out", (".parquet", ".csv"))
+    if decision_config_out is not None:
+        check_out_folder(decision_config_out, "--decision-config-out")
+    hum = _load_hum(hum_model)
+    vw = _load_vw(value_model)
+    rule = None
+    if decision_config is not None:
+        from hmum.decision.rules import load_rule
+
+        rule = load_rule(decision_config)
+    rn_, tn_ = hum.schema.response_names, hum.schema.arms[1:]
+    guards, caps = [], {}
+    if fitting:
+        from hmum.decision.guardrails import parse_guardrail, parse_max_share
+
+        guards = [parse_guardrail(g, rn_) for g in guardrail or []]
+        caps = dict(parse_max_share(c, tn_) for c in max_share or [])
+    req = _read_requests(requests, vw)
+    with cli_flags(**DDM_FLAGS, calibration_share="--calibration-share"):
+        logged = False
+        if fitting:  # the logged arm, responses and any ground truth check the rule
+            from hmum.data.io import column_names
+
+            names = set(column_names(users))
+            logged = {hum.schema.arm_column, *hum.schema.response_names} <= names
+        u = load_experiment(users, hum.schema, require_arm=logged, require_responses=logged,
+                            require_all_arms=False)
+        if not fitting and u.user_id is not None and "user_id" in req.column_names:
+            # score only the users that have requests (the users file may be large)
+            u = u.take(np.flatnonzero(np.isin(u.user_id, req.column("user_id").to_numpy())))
+        t0 = time.perf_counter()
+        deltas = None
+        if fitting:
+            rule, deltas = _fit_guardrails(u, hum, vw, req, guards, caps, mode, sigma,
+                                           guardrail_estimate, guardrail_confidence,
+                                           guardrail_margin, calibration_share, seed)
+        df = run_decide(req, u, hum, vw, sigma=sigma, mode=mode, out_path=out, deltas=deltas,
+                        missing="drop" if drop_unknown_users else "error", rule=rule)
+    if decision_config_out is not None:
+        from hmum.decision.rules import DecisionRule, save_rule
+
+        rule = rule or DecisionRule(rn_, tn_, mode=mode, sigma=[sigma] * len(tn_))
+        console.print(f"decision config: {save_rule(rule, decision_config_out)}")
+    if df.attrs.get("n_dropped"):
+        console.print(f"--drop-unknown-users: dropped {df.attrs['n_dropped']:,} of "
+                      f"{req.num_rows:,} request(s) whose user is not in --users")
+    tn = hum.schema.arms[1:]
+    rn = vw.responses_
+    how = (f"decision config, {rule.mode} mode, sigma {[round(x, 6) for x in rule.sigma]}"
+           if rule is not None else f"sigma {sigma}, {mode} mode")
+    t = Table(title=f"Decisions for {len(df):,} requests ({how})")
+    t.add_column("")
+    t.add_column("value", justify="right")
+    for r in rn:
+        t.add_row(f"mean w {r}", f"{df[f'w_{r}'].mean():.3f}")
+    for k in tn:
+        t.add_row(f"mean phi {k}", f"{df[f'phi_{k}'].mean():+.4f}")
+        t.add_row(f"share enabling {k}", f"{df[f'enable_{k}'].mean():.3f}")
+    for arms, share in df["arms"].value_counts(normalize=True).items():
+        t.add_row(f"arm set {arms}", f"{share:.3f}")
+    console.print(t)
+    console.print(f"wrote {out} ({time.perf_counter() - t0:.1f}s)")
+
+
+def _fit_guardrails(u, hum, vw, req, guards, caps, mode, sigma, estimate, confidence, margin,
+                    calibration_share, seed):
+    """Fit the guardrail rule on a calibration split of the users; print its report."""
+    from hmum.workflows.ddm import (
+        fit_guardrail_rule,
+        hum_deltas,
+        join_users,
+        request_weights,
+        user_mean_weights,
+    )
+
+    if u.user_id is None or "user_id" not in req.column_names:
+        _fail("--guardrail needs user ids in --users and --requests to give users their weights")
+    deltas = hum_deltas(hum, u)
+    idx = join_users(req.column("user_id").to_numpy(), u.user_id)
+    w_user, _ = user_mean_weights(idx, request_weights(vw, req), len(u))
+    rule, rep = fit_guardrail_rule(
+        u, deltas, w_user, guardrails=guards, max_share=caps, mode=mode, sigma=sigma,
+        estimate=estimate, confidence=confidence, margin=margin,
+        calibration_share=calibration_share, seed=seed)
+    console.print(guardrail_rich_table(rep, u.schema.response_names, guards))
+    for line in guardrail_lines(rep, guards):
+        console.print(line)
+    return rule, deltas
+
+
+def guardrail_lines(rep: dict, guards) -> list[str]:
+    """Plain sentences of the held-out check (the table cells wrap in narrow terminals)."""
+    hc, hf = rep["held_out"]["chosen"], rep["held_out"]["unconstrained"]
+    out = []
+    for g in guards:
+        if hc.get("true_change") is not None:
+            v = hc["true_change"][g.response]
+            out.append(f"guardrail {g.text()}: true change on the held-out users {_pct(v)}, "
+                       + ("held" if hc["held"][g.response] else "NOT held"))
+        elif "dr_change" in hc:
+            out.append(f"guardrail {g.text()}: dr estimate on the held-out users "
+                       f"{_pct(hc['dr_change'][g.response])} (lower bound "
+                       f"{_pct(hc['dr_lower'][g.response])})")
+    if "true_value" in hc and "true_value" in hf:
+        out.append(f"cost of the guardrails on the truth: value {100 * hc['true_value']:+.4f}% "
+                   f"vs {100 * hf['true_value']:+.4f}% unconstrained")
+    return out
+
+
+def guardrail_rich_table(rep: dict, response_names, guards) -> Table:
+    """The guardrail fit: chosen vs unconstrained rule, on calibration and held-out users."""
+    fit, held = rep["fit"], rep["held_out"]
+    t = Table(title=f"Guardrail rule ({rep['estimate']} estimate; fitted on "
+                    f"{rep['n_calibration']:,} calibration users, checked on "
+                    f"{held['n_users']:,} others)")
+    t.add_column("")
+    t.add_column("chosen", justify="right")
+    t.add_column("unconstrained", justify="right")
+    ch, fr = fit["chosen"], fit["unconstrained"]
+    t.add_row("multiplier per response", ", ".join(f"{b:.3g}" for b in ch["response_bonus"]),
+              "0")
+    t.add_row("sigma per treatment", ", ".join(f"{x:.4g}" for x in ch["sigma"]),
+              ", ".join(f"{x:.4g}" for x in fr["sigma"]))
+    t.add_row("calibration: predicted value", f"{100 * ch['value']:+.4f}%",
+              f"{100 * fr['value']:+.4f}%")
+    for r in response_names:
+        t.add_row(f"calibration: predicted Δ {r}", _pct(ch["change"][r]), _pct(fr["change"][r]))
+        if "dr_lower" in ch:
+            t.add_row(f"calibration: dr lower bound Δ {r}", _pct(ch["dr_lower"][r]),
+                      _pct(fr["dr_lower"][r]))
+    hc, hf = held["chosen"], held["unconstrained"]
+    for key, label in (("predicted_change", "held-out: predicted Δ"),
+                       ("dr_change", "held-out: dr Δ"), ("true_change", "held-out: true Δ")):
+        if hc.get(key) is not None:
+            for r in response_names:
+                other = hf.get(key) or {}
+                t.add_row(f"{label} {r}", _pct(hc[key][r]),
+                          _pct(other[r]) if r in other else "n/a")
+    if "true_value" in hc:
+        t.add_row("held-out: true value", f"{100 * hc['true_value']:+.4f}%",
+                  f"{100 * hf.get('true_value', float('nan')):+.4f}%")
+        for g in guards:
+            t.add_row(f"held-out: guardrail {g.text()} held on the truth",
+                      "yes" if hc["held"][g.response] else "NO",
+                      "yes" if hf.get("held", {}).get(g.response) else "no")
+    for k, v in hc["share"].items():
+        t.add_row(f"share enabling {k}", f"{v:.3f}", f"{hf['share'][k]:.3f}")
+    return t
+
+
+def _world_of(users: Path) -> str | None:
+    """The simulated world of --users, from the simulation.json written beside it."""
+    from hmum.data.simulator import SimulatorConfig
+    from hmum.workflows.ddm import world_label
+
+    cfg = (users if users.is_dir() else users.parent) / "simulation.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return world_label(SimulatorConfig.model_validate_json(cfg.read_text()))
+    except ValueError:  # not a simulation's config: no world to name
+        return None
+
+
+def policy_eval(
+    users: Annotated[Path, typer.Option(help="experiment data (Parquet/CSV): arm, responses, "
+                                              "ground truth if simulated")],
+    hum_model: Annotated[Path, typer.Option(help="HUM model artifact folder")],
+    requests: Annotated[Path | None, typer.Option(help="request table for personal weights")]
+    = None,
+    value_model: Annotated[Path | None, typer.Option(help="value-weight model artifact")] = None,
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/policy_eval"),
+    schema: Annotated[Path | None, typer.Option(help="schema JSON (default: the model's)")]
+    = None,
+    test_split: Annotated[bool, typer.Option(
+        help="evaluate on the test rows that train held out of --users (the split recorded "
+        "in the model; --users must be the very table the model was trained from)"
+    )] = False,
+    seed: Annotated[int, typer.Option(help="seed of the random policy and the bootstrap")]
+    = 0,
+    sigma: Annotated[float, typer.Option(help="decision threshold")] = 0.0,
+    fixed_weights: Annotated[str | None, typer.Option(
+        help="global weights of the fixed-weight strategy, e.g. '0.5,0.5' (default: the mean "
+             "predicted weight)")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples of the off-policy CIs")]
+    = 500,
+    drop_invalid_responses: Annotated[bool, typer.Option(
+        help="drop rows whose response is NaN, inf, missing or beyond float32 (default: "
+             "error); the number dropped is printed")] = False,
+) -> None:
+    """The strategy table (paper Tables 3 and 4) with the trade-off plot and a report."""
+    from hmum.data.io import column_names, read_table
+    from hmum.data.schema import Schema
+    from hmum.data.validate import load_experiment
+    from hmum.workflows.ddm import policy_eval as run_policy_eval
+    from hmum.workflows.train import held_out_rows
+
+    if (requests is None) != (value_model is None):
+        _fail("--requests and --value-model go together (personal weights need both)")
+    if n_boot < 1:
+        _fail(f"--n-boot: expected an integer >= 1, got {n_boot}")
+    check_out_folder(out, "--out")
+    hum = _load_hum(hum_model)
+    s = Schema.from_json(schema) if schema is not None else hum.schema
+    fw = None
+    if fixed_weights is not None:
+        try:
+            fw = [float(v) for v in fixed_weights.split(",")]
+        except ValueError:
+            _fail(f"--fixed-weights must be comma-separated numbers, got {fixed_weights!r}")
+    with cli_flags(**DDM_FLAGS):
+        d = load_experiment(users, s, drop_invalid_responses=drop_invalid_responses)
+        if d.n_dropped:
+            console.print(f"--users: dropped {d.n_dropped:,} row(s) with invalid responses "
+                          "(--drop-invalid-responses)")
+        # the simulator's latent weights, when written, define the value and the oracle
+        names = column_names(users)
+        wcols = [f"true_w_{r}" for r in s.response_names]
+        w_true = None
+        if all(c in names for c in wcols):
+            if d.n_dropped:
+                _fail("--drop-invalid-responses: not supported on simulated data with true "
+                      f"weights {wcols} (their rows would no longer line up)")
+            wt = read_table(users, columns=wcols)
+            w_true = np.stack([wt.column(c).to_numpy() for c in wcols], axis=1)
+        if test_split:
+            idx = held_out_rows(hum, d, source=f"--users {users}")
+            d = d.take(idx)
+            w_true = None if w_true is None else w_true[idx]
+        vw = _load_vw(value_model) if value_model is not None else None
+        req = _read_requests(requests, vw) if requests is not None else None
+        t0 = time.perf_counter()
+        res = run_policy_eval(d, hum, out, requests=req, vw_estimator=vw, w_true=w_true,
+                              sigma=sigma, fixed_weights=fw, n_boot=n_boot, seed=seed,
+                              world=_world_of(users))
+    rn = s.response_names
+    if res["strategy_table"] is not None:
+        console.print(strategy_rich_table(res["strategy_table"], rn))
+    if res.get("personalization") is not None:
+        from hmum.workflows.ddm import personalization_lines
+
+        for line in personalization_lines(res["personalization"], rn)[2:]:
+            if line:
+                console.print(line)
+    if res["ope_table"] is not None:
+        console.print(ope_rich_table(res["ope_table"], rn))
+    console.print(f"report: {res['report']}" + (f", plot: {res['plot']}" if res["plot"] else "")
+                  + f" ({time.perf_counter() - t0:.1f}s)")

@@ -1,0 +1,2 @@
+"""Building blocks of the networks: field embeddings, block MLPs, MMoE, selectors,
+and the one owner of output links and response losses (``hmum.nn.links``)."""
