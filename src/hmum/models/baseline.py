@@ -101,6 +101,10 @@ class BaselineNet(nn.Module):
         """Raw head outputs z (..., R) on the standardized scale -> responses (..., R)."""
         return apply_link(z, self.links, self.y_mean, self.y_std)
 
+    def standardize(self, y: torch.Tensor) -> torch.Tensor:
+        """Responses (..., R) -> (y - mean) / std with the training statistics."""
+        return (y - self.y_mean) / self.y_std
+
     def start_at_mean(self, bias: torch.Tensor, blocks: int = 1) -> None:
         """Set a last-layer bias so every head starts at the training mean.
 

@@ -148,10 +148,6 @@ class CEVAE(BaselineNet):
         self.start_at_mean(self.p_y_heads.layers[-1].bias, blocks=A)
 
     # --- pieces ------------------------------------------------------------------
-    def standardize(self, y: torch.Tensor) -> torch.Tensor:
-        """Responses (..., R) -> (y - mean) / std, the scale the encoder reads."""
-        return (y - self.y_mean) / self.y_std
-
     def aux_outcomes(self, e: torch.Tensor) -> torch.Tensor:
         """Auxiliary q(y|x,t) raw outputs for every arm, e (N, F*d) -> (A, N, R)."""
         return self.q_y_heads(_per_arm(self.q_y_body(e), self.A))
@@ -299,9 +295,6 @@ class GANITE(BaselineNet):
         if sample:
             return torch.rand(n, self.noise_dim, device=ref.device) * 2 - 1
         return ref.new_zeros(n, self.noise_dim)  # the noise's mean
-
-    def standardize(self, y: torch.Tensor) -> torch.Tensor:
-        return (y - self.y_mean) / self.y_std
 
     def ite_raw(self, e: torch.Tensor, sample: bool) -> torch.Tensor:
         """I(x, z_I): e (N, F*d) -> raw outputs (N, A, R)."""

@@ -53,6 +53,7 @@ from hmum.decision.core import value_weights
 from hmum.exceptions import ArtifactError, DataError, NotFittedError
 from hmum.models.artifacts import read_artifact, write_artifact
 from hmum.nn.layers import BlockMMoE, FieldEmbedding
+from hmum.nn.links import apply_link, link_bias
 from hmum.training.trainer import Trainer, TrainerConfig, TrainingHistory
 
 
@@ -129,10 +130,8 @@ class ValueWeightModel(nn.Module):
         )
         if label_mean is not None:
             m = torch.as_tensor(list(label_mean), dtype=torch.float32)
-            if cfg.link == "sigmoid":
-                m = torch.logit(m.clamp(1e-3, 1 - 1e-3))
             with torch.no_grad():  # start every tower at the mean label
-                self.mmoe.towers.layers[-1].bias.copy_(m.view(-1, 1, 1))
+                self.mmoe.towers.layers[-1].bias.copy_(self._unit_link_bias(m).view(-1, 1, 1))
 
     def _codes(self, x: torch.Tensor, card: torch.Tensor, offsets: torch.Tensor):
         """x (N, F, L) -> flat table rows (N, F*L), out-of-range codes -> the bucket."""
@@ -162,7 +161,20 @@ class ValueWeightModel(nn.Module):
         e = self.pooled(cand, recent)
         z, _ = self.mmoe(e.unsqueeze(0).unsqueeze(0))  # (1, 1, N, R)
         z = z[0, 0]
-        return torch.sigmoid(z) if self.link == "sigmoid" else z
+        return self.shares(z)
+
+    # shares o_r live in (0, 1) on their own scale: the links of hmum.nn.links with
+    # mean 0 and std 1 (identity -> z, sigmoid -> sigmoid(z))
+    def shares(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw tower outputs z (N, R) -> predicted shares o_hat (N, R)."""
+        zero = torch.zeros(z.shape[-1], dtype=z.dtype, device=z.device)
+        return apply_link(z, [self.link] * z.shape[-1], zero, zero + 1)
+
+    def _unit_link_bias(self, m: torch.Tensor) -> torch.Tensor:
+        """The raw output (R,) whose share is the mean label m (R,)."""
+        if self.link == "identity":
+            return m
+        return link_bias([self.link] * m.shape[0], m, torch.ones_like(m))
 
 
 class ValueWeightGraph(nn.Module):
@@ -238,7 +250,7 @@ class ValueWeightGraph(nn.Module):
 
     def forward(self, cand: torch.Tensor, recent: torch.Tensor):
         z = self._mmoe(self._pool(cand, recent))
-        o_hat = torch.sigmoid(z) if self.model.link == "sigmoid" else z
+        o_hat = self.model.shares(z)
         return o_hat, value_weights(o_hat)
 
 
