@@ -1,20 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from hmum.data.schema import FeatureSpec, ResponseSpec, Schema, ground_truth_column
-
-
-def make_schema(**kw):
-    base = dict(
-        features=[FeatureSpec(name="region", kind="categorical"),
-                  FeatureSpec(name="age", kind="numeric")],
-        arms=["control", "t1", "t2"],
-        responses=[ResponseSpec(name="usage_time", kind="continuous"),
-                   ResponseSpec(name="views", kind="count")],
-        user_id="user_id",
-    )
-    base.update(kw)
-    return Schema(**base)
+from hmum.data.schema import ResponseSpec, Schema, ground_truth_column
+from tests.data.helpers import make_schema
 
 
 def test_sizes_and_columns():

@@ -8,7 +8,7 @@ import pytest
 from hmum.data.io import iter_batches, read_table
 from hmum.data.validate import load_experiment, validate_table
 from hmum.exceptions import DataError
-from tests.data.test_schema import make_schema
+from tests.data.helpers import make_schema
 
 
 def make_table(n=12, **overrides):

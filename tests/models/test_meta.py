@@ -1,12 +1,9 @@
 """S-learner and T-learner: smoke, artifacts, gradient masking, arm conditioning, recovery."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from hmum.data.schema import ResponseSpec
 from hmum.models.baseline import BaselineConfig, factual_loss
 from hmum.models.meta import (
     ConditionedMLP,
@@ -16,28 +13,11 @@ from hmum.models.meta import (
     TLearnerNet,
 )
 from hmum.models.registry import load_estimator
+from tests.models.helpers import tau_correlations, with_binary
 from tests.synth import make_experiment
 
 ONE_EPOCH = {"max_epochs": 1, "batch_size": 128}
 ESTIMATORS = {"slearner": SLearnerEstimator, "tlearner": TLearnerEstimator}
-
-
-def with_binary(d):
-    """The same rows with response y1 turned into a 0/1 outcome (above its median)."""
-    responses = [d.schema.responses[0], ResponseSpec(name=d.schema.responses[1].name,
-                                                     kind="binary")]
-    schema = d.schema.model_copy(update={"responses": responses})
-    y = d.y.copy()
-    y[:, 1] = (y[:, 1] > np.median(y[:, 1])).astype(float)
-    return dataclasses.replace(d, schema=schema, y=y)
-
-
-def tau_correlations(est, d):
-    """Correlation of predicted and true uplift per (treatment, response)."""
-    tau = est.predict_uplift(d)
-    K, R = d.tau.shape[1:]  # noqa: N806
-    return np.array([[np.corrcoef(tau[:, k, r], d.tau[:, k, r])[0, 1] for r in range(R)]
-                     for k in range(K)])
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))

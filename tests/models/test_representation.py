@@ -30,7 +30,7 @@ from hmum.models.representation import (
     nearest_in_other_arm,
     wasserstein_sinkhorn,
 )
-from tests.models.baselines.test_meta import tau_correlations, with_binary
+from tests.models.helpers import tau_correlations, with_binary
 from tests.synth import make_experiment
 
 ONE_EPOCH = {"max_epochs": 1, "batch_size": 128}
