@@ -374,12 +374,70 @@ def test_registry_and_shared_dir(tmp_path, monkeypatch):
     assert set(DATASETS) == {"simulator", "criteo", "lazada", "hillstrom", "starbucks",
                              "social_pressure", "ihdp", "acic2016"}
     assert DATASETS["ihdp"].ground_truth and not DATASETS["criteo"].ground_truth
-    monkeypatch.setenv("HMUM_SHARED_DATA", str(tmp_path))
+    monkeypatch.setenv("HMUM_DATA", str(tmp_path))
     assert shared_data_dir() == tmp_path
     with pytest.raises(DatasetNotFoundError, match="criteo_uplift_sample10k"):
         load_criteo()
-    monkeypatch.setenv("HMUM_SHARED_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("HMUM_DATA", str(tmp_path / "nowhere"))
     assert shared_data_dir() is None
+
+
+def _isolated(monkeypatch, cwd):
+    """No data-home variable set; the current folder is ``cwd``."""
+    monkeypatch.delenv("HMUM_DATA", raising=False)
+    monkeypatch.delenv("HMUM_SHARED_DATA", raising=False)
+    monkeypatch.chdir(cwd)
+
+
+def test_data_home_order_path_then_env_then_dev_default(tmp_path, monkeypatch):
+    """Issue 14 #7: path=, then $HMUM_DATA, then ../shared/data relative to the current
+    folder; nothing relative to where hmum is installed."""
+    rows, header = criteo_rows(), CRITEO_HEADER
+    homes = {}
+    for name in ("env", "dev", "explicit"):
+        folder = tmp_path / name / "shared" / "data" / "criteo_uplift_sample10k"
+        folder.mkdir(parents=True)
+        write_csv(folder / "criteo.csv", header, rows[: {"env": 40, "dev": 30,
+                                                         "explicit": 20}[name]])
+        homes[name] = folder.parent
+    work = tmp_path / "dev" / "checkout"
+    work.mkdir()
+    _isolated(monkeypatch, work)
+    # 3. the development default, relative to the current folder
+    assert shared_data_dir() == homes["dev"]
+    assert len(load_criteo()) == 30
+    # 2. $HMUM_DATA wins over it (and its older name still works)
+    monkeypatch.setenv("HMUM_SHARED_DATA", str(homes["env"]))
+    assert shared_data_dir() == homes["env"]
+    monkeypatch.delenv("HMUM_SHARED_DATA")
+    monkeypatch.setenv("HMUM_DATA", str(homes["env"]))
+    assert shared_data_dir() == homes["env"] and len(load_criteo()) == 40
+    # 1. an explicit path wins over both
+    assert len(load_criteo(homes["explicit"] / "criteo_uplift_sample10k")) == 20
+
+
+def test_no_data_home_names_all_three_places(tmp_path, monkeypatch):
+    _isolated(monkeypatch, tmp_path)  # no ../shared/data beside tmp_path
+    assert shared_data_dir() is None
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_criteo()
+    msg = str(e.value)
+    assert "criteo: no data folder found" in msg
+    assert "--path on the command line, path= in Python" in msg
+    assert "$HMUM_DATA is not set" in msg
+    assert f"{(tmp_path / '..' / 'shared' / 'data').resolve()} does not exist" in msg
+    monkeypatch.setenv("HMUM_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetNotFoundError, match=r"\$HMUM_DATA is .*nowhere, which is not a "
+                       "folder"):
+        load_criteo()
+
+
+def test_data_home_without_the_dataset_names_the_folder(tmp_path, monkeypatch):
+    _isolated(monkeypatch, tmp_path)
+    monkeypatch.setenv("HMUM_DATA", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match=r"starbucks_promotion does not exist .*"
+                       r"from \$HMUM_DATA"):
+        load_starbucks()
 
 
 # --------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Public benchmark datasets and the simulator, loaded into ``ExperimentData``.
 
-Paths are passed in (or default to the folder ``shared_data_dir()``); nothing is
-ever downloaded. Every loader reads the publisher's format, checks its columns
+Paths are passed in (``path=``; ``hmum bench --path``) or default to the dataset's
+folder under the data home ``shared_data_dir()``: ``$HMUM_DATA``, else
+``../shared/data`` relative to the current folder (a development checkout's
+neighbour); nothing is ever downloaded, and nothing depends on where hmum is
+installed. Every loader reads the publisher's format, checks its columns
 (a file that does not fit raises ``DataError`` naming the dataset, the expected
 and the found columns; a missing path or file raises ``DatasetNotFoundError``,
 both a ``DataError`` and a ``FileNotFoundError``) and validates the values with

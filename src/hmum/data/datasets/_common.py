@@ -67,22 +67,57 @@ class TrainTest:
 # --------------------------------------------------------------------------------------
 
 
+#: the environment variable naming the folder of public datasets (the data home)
+DATA_ENV = "HMUM_DATA"
+#: its older name, still read when DATA_ENV is unset
+LEGACY_DATA_ENV = "HMUM_SHARED_DATA"
+#: the development default, relative to the current folder: a checkout's neighbour
+DEV_DATA_DIR = Path("..") / "shared" / "data"
+
+
+def _data_env() -> tuple[str, str] | None:
+    """(variable, value) of the data-home variable that is set, if any."""
+    for var in (DATA_ENV, LEGACY_DATA_ENV):
+        value = os.environ.get(var)
+        if value:
+            return var, value
+    return None
+
+
 def shared_data_dir() -> Path | None:
-    """The folder of public datasets: ``$HMUM_SHARED_DATA`` if set, else
-    ``<repository>/../shared/data``; None when that folder does not exist."""
-    env = os.environ.get("HMUM_SHARED_DATA")
-    if env:
-        p = Path(env).expanduser()
-        return p if p.is_dir() else None
-    # src/hmum/data/datasets/_common.py -> parents[4] is the repository root.
-    p = Path(__file__).resolve().parents[4].parent / "shared" / "data"
-    return p if p.is_dir() else None
+    """The data home, the folder of public datasets: ``$HMUM_DATA`` when set
+    (``$HMUM_SHARED_DATA``, its older name, when only that is), else
+    ``../shared/data`` relative to the current folder (a development checkout's
+    neighbour); None when that folder does not exist. Nothing here depends on where
+    hmum is installed."""
+    env = _data_env()
+    p = Path(env[1]).expanduser() if env else DEV_DATA_DIR
+    return p.resolve() if p.is_dir() else None
+
+
+def _no_data_home(dataset: str, expected: str) -> str:
+    """The error when no data folder is found: the three places, in order, and why
+    each failed."""
+    env = _data_env()
+    where = (f"${env[0]} is {env[1]}, which is not a folder" if env
+             else f"${DATA_ENV} is not set")
+    dev = (Path.cwd() / DEV_DATA_DIR).resolve()
+    return (f"{dataset}: no data folder found. Looked for, in order: (1) an explicit path "
+            f"(--path on the command line, path= in Python): none given; (2) the folder of "
+            f"public datasets in ${DATA_ENV}: {where}; (3) the development default "
+            f"{DEV_DATA_DIR} relative to the current folder: {dev} does not exist. Pass "
+            f"path= (--path) pointing to {expected}, or set {DATA_ENV}")
 
 
 def resolve_path(
     dataset: str, path: str | Path | None, default: str | None, expected: str
 ) -> Path:
-    """``path``, or the dataset's default folder under ``shared_data_dir()``; must exist.
+    """The dataset's file or folder; must exist.
+
+    In order: ``path`` when given; else the dataset's folder ``default`` under the data
+    home (``shared_data_dir()``: ``$HMUM_DATA``, else ``../shared/data`` relative to
+    the current folder). DatasetNotFoundError names all three places when none holds
+    the data.
 
     Args:
         expected: what the path should hold, for the error message
@@ -92,16 +127,20 @@ def resolve_path(
         if default is None:
             raise DataError(
                 f"{dataset}: no copy of this dataset ships with hmum (nothing is downloaded); "
-                f"pass path= pointing to the publisher's data: {expected}"
+                f"pass path= (--path on the command line) pointing to the publisher's data: "
+                f"{expected}"
             )
         root = shared_data_dir()
         if root is None:
-            where = os.environ.get("HMUM_SHARED_DATA") or "<repository>/../shared/data"
+            raise DatasetNotFoundError(_no_data_home(dataset, expected))
+        p = root / default
+        if not p.exists():
+            env = _data_env()
+            src = f"${env[0]}" if env else f"the development default {DEV_DATA_DIR}"
             raise DatasetNotFoundError(
-                f"{dataset}: path=None means the shared data folder {where}, which does not "
-                f"exist; pass path= pointing to {expected} (or set $HMUM_SHARED_DATA)"
-            )
-        path = root / default
+                f"{dataset}: {p} does not exist (the folder {default} of the data home {root}, "
+                f"from {src}); expected {expected} there, or pass path= (--path)")
+        return p
     p = Path(path).expanduser()
     if not p.exists():
         raise DatasetNotFoundError(f"{dataset}: path {p} does not exist; expected {expected}")
