@@ -53,8 +53,8 @@ def strong_effect_experiment(n: int, K: int, seed: int = 0) -> ExperimentData:  
     x = rng.normal(size=n)
     arm = rng.permutation(np.arange(n) % (K + 1))
     g = 1.0 + 0.7 * (2.0 * (seg == 1) - 1.0) + 0.3 * np.tanh(x)  # (n,) in [0, 2]
-    base = np.stack([8.0 + 0.8 * x, 30.0 + 2.0 * np.tanh(x), np.full(n, 0.5)], axis=1)  # (n, R)
-    size = np.array([2.0, 10.0, 0.2])
+    base = np.stack([8.0 + 0.8 * x, 100.0 + 5.0 * np.tanh(x), np.full(n, 0.5)], axis=1)  # (n, R)
+    size = np.array([2.0, 30.0, 0.2])
     tau = effect_signs(K)[None] * size[None, None] * g[:, None, None]  # (n, K, R)
     mu = np.concatenate([base[:, None], base[:, None] + tau], axis=1)  # (n, K+1, R)
     m = mu[np.arange(n), arm]  # (n, R) the received arm's means
@@ -62,7 +62,7 @@ def strong_effect_experiment(n: int, K: int, seed: int = 0) -> ExperimentData:  
         "seg": pa.array(np.array(["a", "b", "c"])[seg]),
         "x": pa.array(x),
         "arm": pa.array(arm),
-        "time": pa.array(m[:, 0] * np.exp(0.1 * rng.standard_normal(n) - 0.1**2 / 2)),
+        "time": pa.array(m[:, 0] * np.exp(0.05 * rng.standard_normal(n) - 0.05**2 / 2)),
         "views": pa.array(rng.poisson(m[:, 1]).astype(np.float64)),
         "click": pa.array((rng.random(n) < m[:, 2]).astype(np.float64)),
     }
