@@ -15,6 +15,7 @@ from hmum.models.hum import HUMEstimator
 from hmum.models.registry import ModelEntry
 from hmum.workflows.bench import aggregate_cells, bench_tables, run_bench
 from hmum.workflows.train import split_data
+from tests.cli_output import flat
 from tests.synth import make_experiment
 
 TINY = {"epochs": 1, "batch_size": 256, "threads": 1}
@@ -276,15 +277,15 @@ def test_cli_end_to_end(tmp_path, monkeypatch):
             "--option", "replications=3"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "| HUM |" in res.output and "| causalml T (LightGBM) |" in res.output
-    assert "4 cell(s) run" in res.output
+    assert "| HUM |" in flat(res) and "| causalml T (LightGBM) |" in flat(res)
+    assert "4 cell(s) run" in flat(res)
     assert {p.name for p in out.iterdir()} == {"cells", "results.md", "results.csv",
                                                "results.json"}
     assert load.calls[0] == ("toy", 0, {"replications": 3})  # option parsed as JSON
     md = (out / "results.md").read_text()
     assert "## Qini" in md and "## PEHE" in md
     again = CliRunner().invoke(app, args)
-    assert again.exit_code == 0 and "0 cell(s) run, 4 reused, 0 n/a" in again.output
+    assert again.exit_code == 0 and "0 cell(s) run, 4 reused, 0 n/a" in flat(again)
 
 
 def test_cli_bad_input(tmp_path, monkeypatch):
@@ -294,7 +295,32 @@ def test_cli_bad_input(tmp_path, monkeypatch):
     app.command("noop")(lambda: None)
     res = CliRunner().invoke(app, ["bench", "--dataset", "toy", "--models", "hum,nope",
                                    "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "unknown model name(s) ['nope']" in res.output
+    assert res.exit_code == 2 and "unknown model name(s) ['nope']" in flat(res)
     res = CliRunner().invoke(app, ["bench", "--dataset", "toy", "--option", "replications",
                                    "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "expected KEY=VALUE" in res.output
+    assert res.exit_code == 2 and "expected KEY=VALUE" in flat(res)
+
+
+def test_models_command_lists_the_registry():
+    """`hmum models` prints the registry (the names --models takes), which `bench --help`
+    points to instead of listing it (listing imports every model: help stayed slow)."""
+    from hmum.cli.app import app as hmum_app
+    from hmum.models.registry import get_entry, list_models
+
+    res = CliRunner().invoke(hmum_app, ["models"])
+    assert res.exit_code == 0, res.output
+    text = flat(res)
+    for name in list_models():
+        e = get_entry(name)
+        assert f" {name} {e.display} {e.model_type} " in text, name
+    assert "descn DESCN descn 1 baseline" in text and "hum HUM hum any HUM" in text
+    rows = json.loads(CliRunner().invoke(hmum_app, ["models", "--json"]).output)
+    assert [r["name"] for r in rows] == list_models()
+    assert {r["name"]: r["max_treatments"] for r in rows}["cevae"] == 1
+    assert "hmum models" in flat(CliRunner().invoke(hmum_app, ["bench", "--help"]))
+
+
+def test_bench_help_names_every_dataset():
+    from hmum.data.datasets import DATASETS
+
+    assert cli_bench.DATASET_NAMES == tuple(DATASETS)

@@ -6,24 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hmum.cli.app import app
+from tests.cli_output import assert_one_line_error, flat
 
 runner = CliRunner()
-
-
-def flat(res) -> str:
-    """CLI output with every run of whitespace as one space: matches never depend on the
-    terminal width or the length of a temporary path."""
-    return " ".join(res.output.split())
-
-
-def assert_one_line_error(res, *parts: str) -> None:
-    """Exit code 2 and one unwrapped line ``error: ...`` holding every part, no traceback."""
-    assert res.exit_code == 2, res.output
-    text = res.output.strip()
-    assert text.startswith("error: ") and "\n" not in text, res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
-    for p in parts:
-        assert p in flat(res), (p, res.output)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +17,7 @@ def sim(tmp_path_factory):
     res = runner.invoke(app, ["simulate", "--out", str(out), "--users", "3000",
                               "--requests", "200", "--seed", "1"])
     assert res.exit_code == 0, res.output
-    assert "oracle personalized" in res.output
+    assert "oracle personalized" in flat(res)
     return out
 
 
@@ -71,7 +56,7 @@ def test_train_missing_schema(tmp_path):
     data.write_bytes(b"")
     res = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m")])
     assert res.exit_code == 2
-    assert "schema not found" in res.output
+    assert "schema not found" in flat(res)
 
 
 def test_evaluate_refuses_tampered_model(sim, tmp_path):
@@ -82,7 +67,7 @@ def test_evaluate_refuses_tampered_model(sim, tmp_path):
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "m"), "--data",
                               str(sim / "users.parquet")])
     assert res.exit_code == 2
-    assert "does not match its sha256" in res.output
+    assert "does not match its sha256" in flat(res)
 
 
 def test_simulate_bad_parameter(tmp_path):
@@ -95,7 +80,7 @@ def test_demo_small(tmp_path):
     res = runner.invoke(app, ["demo", "--out", str(tmp_path), "--users", "4000",
                               "--epochs", "1"])
     assert res.exit_code == 0, res.output
-    assert "demo finished" in res.output
+    assert "demo finished" in flat(res)
     assert (tmp_path / "report" / "report.md").is_file()
     assert (tmp_path / "models" / "HUM" / "manifest.json").is_file()
 
@@ -371,3 +356,140 @@ def test_usage_errors_are_one_line_naming_the_flag(args, parts):
     res = runner.invoke(app, args)
     assert_one_line_error(res, *parts)
     assert "╭" not in res.output  # no boxed panel
+
+
+# --------------------------------------------------------------------------------------
+# issue 14 #8: a CLI that reads well anywhere
+# --------------------------------------------------------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+#: run the command as the ``hmum`` entry point does, then report what got imported
+ENTRY = """
+import json, sys
+sys.argv[0] = "hmum"
+from hmum.cli.app import app
+try:
+    app(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in ("torch", "pandas", "pyarrow", "sklearn", "hmum.models.registry",
+                           "hmum.workflows") if m in sys.modules)
+print("IMPORTED " + json.dumps(heavy), file=sys.__stdout__)
+sys.exit(code)
+"""
+
+
+def _run_entry(args, tmp_path, **env):
+    import os
+    import subprocess
+    import sys
+
+    full = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **env}
+    return subprocess.run([sys.executable, "-c", ENTRY, *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=full, timeout=120)
+
+
+def _long_dir(tmp_path):
+    """A folder whose path is over 150 characters long."""
+    deep = tmp_path / ("long-" + "x" * 60) / ("path-" + "y" * 60) / ("z" * 40)
+    deep.mkdir(parents=True)
+    assert len(str(deep)) > 150
+    return deep
+
+
+def test_error_is_one_line_in_a_narrow_terminal_with_a_long_tmpdir(tmp_path):
+    """The error of a fresh process, under COLUMNS=60 and a 150+ character TMPDIR, is one
+    line on stderr naming the whole path, and no model code is imported to find it."""
+    deep = _long_dir(tmp_path)
+    missing = deep / "missing.parquet"
+    p = _run_entry(["train", "--data", str(missing), "--out", str(deep / "m")], tmp_path,
+                   COLUMNS="60", TMPDIR=str(deep))
+    assert p.returncode == 2, p.stdout + p.stderr
+    (line,) = p.stderr.splitlines()
+    assert line == f"error: --data: data file not found: {missing}"
+    assert p.stdout.strip() == "IMPORTED []", p.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["bench", "--help"],
+                                  ["decide", "--help"]])
+def test_help_imports_no_model_code(tmp_path, args):
+    """`hmum --help` and `hmum CMD --help` are fast: no torch, pandas, pyarrow, models or
+    workflows imported (benchmarks/bench_cli_startup.py measures the time)."""
+    p = _run_entry(args, tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith("IMPORTED []"), p.stdout[-500:]
+
+
+def _all_commands():
+    import typer.main
+
+    root = typer.main.get_command(app)
+    out = []
+
+    def walk(cmd, path):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            if getattr(sub, "commands", None):
+                walk(sub, [*path, name])
+            out.append(([*path, name], sub))
+
+    walk(root, [])
+    return [([], root), *out]
+
+
+HELPS = """
+import contextlib, io, json, sys
+from hmum.cli.app import app
+out = {}
+for path in json.loads(sys.argv[1]):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            app([*path, "--help"], prog_name="hmum")
+        except SystemExit:
+            pass
+    out[" ".join(["hmum", *path])] = buf.getvalue()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_every_help_is_legible(columns, tmp_path):
+    """Every option name whole (no 'drop-unknown-us…'), no '<bool>' label on flags, no line
+    wider than the terminal, at 80 and 60 columns (a fresh process: the width is the
+    terminal's, which CliRunner would fix at 80)."""
+    import os
+    import subprocess
+    import sys
+
+    commands = _all_commands()
+    p = subprocess.run([sys.executable, "-c", HELPS, json.dumps([c for c, _ in commands])],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src"),
+                            "COLUMNS": str(columns)})
+    assert p.returncode == 0, p.stderr
+    helps = json.loads(p.stdout)
+    for path, cmd in commands:
+        where = " ".join(["hmum", *path])
+        text = helps[where]
+        assert text.startswith("Usage: " + where), (where, text)
+        assert "…" not in text and "<bool>" not in text, (where, text)
+        too_wide = [ln for ln in text.splitlines() if len(ln) > columns]
+        assert not too_wide, (where, too_wide)
+        words = set(text.replace(",", " ").split())
+        for param in cmd.params:
+            for opt in [*param.opts, *param.secondary_opts]:
+                if opt.startswith("-"):
+                    assert opt in words, (where, opt, text)
+
+
+def test_tables_written_to_a_pipe_keep_their_width(tmp_path):
+    """Off a terminal, rich squeezed tables to 80 columns ("HMUM (indep…"): now a table
+    written to a pipe keeps its natural width whatever COLUMNS says."""
+    p = _run_entry(["simulate", "--out", str(tmp_path / "s"), "--users", "1000", "--requests",
+                    "50", "--candidates", "10"], tmp_path, COLUMNS="30")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert "Ground truth: relative change vs control when applied to everyone" in lines
+    assert any(ln.startswith("│ oracle personalized │") for ln in lines), p.stdout
+    assert any(ln.startswith(f"wrote {tmp_path / 's' / 'users.parquet'}, ") for ln in lines)
+    assert not p.stdout.startswith("\n")  # no blank line left by a progress bar

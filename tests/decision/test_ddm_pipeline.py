@@ -12,6 +12,7 @@ from hmum.data.validate import load_experiment
 from hmum.exceptions import DataError
 from hmum.models.value_weight import ValueWeightEstimator
 from hmum.workflows.ddm import arm_set_labels, decide, join_users, policy_eval, user_mean_weights
+from tests.cli_output import flat
 
 SMALL_VW = {"embed_dim": 8, "n_experts": 2, "expert_sizes": [16, 8], "tower_sizes": [8]}
 SMALL_HUM = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
@@ -154,7 +155,7 @@ def test_cli_train_decide_policy_eval(sim, tmp_path, cli_app):
                                 "--value-model", str(tmp_path / "vw"), "--out",
                                 str(tmp_path / "dec.csv"), "--mode", "exclusive"])
     assert r.exit_code == 0, r.output
-    assert "share enabling t1" in r.output
+    assert "share enabling t1" in flat(r)
     dec = (tmp_path / "dec.csv").read_text().splitlines()
     assert len(dec) == 1500 + 1
     r = runner.invoke(cli_app, ["policy-eval", "--users", str(res.users_path), "--hum-model",
@@ -162,7 +163,7 @@ def test_cli_train_decide_policy_eval(sim, tmp_path, cli_app):
                                 "--value-model", str(tmp_path / "vw"), "--out",
                                 str(tmp_path / "pe"), "--n-boot", "20", "--test-split"])
     assert r.exit_code == 0, r.output
-    assert "oracle" in r.output and (tmp_path / "pe" / "report.md").is_file()
+    assert "oracle" in flat(r) and (tmp_path / "pe" / "report.md").is_file()
 
 
 def test_cli_decide_unknown_users(sim, tmp_path, cli_app):
@@ -181,7 +182,7 @@ def test_cli_decide_unknown_users(sim, tmp_path, cli_app):
             "--value-model", str(tmp_path / "vw"), "--out", str(tmp_path / "dec.parquet")]
     r = CliRunner().invoke(cli_app, args)
     assert r.exit_code == 2, r.output
-    text = " ".join(r.output.split())
+    text = flat(r)
     assert "pass --drop-unknown-users to skip those requests" in text
     assert "missing=" not in text
     r = CliRunner().invoke(cli_app, [*args, "--drop-unknown-users"])
@@ -190,14 +191,14 @@ def test_cli_decide_unknown_users(sim, tmp_path, cli_app):
                          users.user_id[:100]).sum())
     assert n_lost > 0
     assert (f"--drop-unknown-users: dropped {n_lost:,} of 1,500 request(s) whose user is not "
-            "in --users") in " ".join(r.output.split())
+            "in --users") in flat(r)
     assert pq.read_table(tmp_path / "dec.parquet").num_rows == 1500 - n_lost
 
 
 def test_cli_decide_bad_mode(cli_app, tmp_path):
     r = CliRunner().invoke(cli_app, ["decide", "--requests", "x", "--users", "y", "--hum-model",
                                      "z", "--value-model", "v", "--mode", "both"])
-    assert r.exit_code == 2 and "--mode must be one of" in r.output
+    assert r.exit_code == 2 and "--mode must be one of" in flat(r)
 
 
 def test_run_ddm_demo_stage(sim, tmp_path):

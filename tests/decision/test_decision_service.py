@@ -116,10 +116,11 @@ def test_cli_score_decision_config_errors_name_the_flag(tmp_path):
     from typer.testing import CliRunner
 
     from hmum.cli.app import app
+    from tests.cli_output import flat
 
     r = CliRunner().invoke(app, ["score", "--model", str(tmp_path / "m"), "--input",
                                  str(tmp_path / "u.parquet"), "--decision-config",
                                  str(tmp_path / "nothing")])
     assert r.exit_code == 2
-    assert "--decision-config:" in " ".join(r.output.split())
-    assert "no decision config folder" in " ".join(r.output.split())
+    assert "--decision-config:" in flat(r)
+    assert "no decision config folder" in flat(r)

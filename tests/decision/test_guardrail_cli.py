@@ -11,6 +11,7 @@ from hmum.decision.guardrails import Guardrail
 from hmum.decision.rules import load_rule
 from hmum.models.value_weight import ValueWeightEstimator
 from hmum.workflows.ddm import fit_guardrail_rule, hum_deltas
+from tests.cli_output import flat
 
 SMALL_VW = {"embed_dim": 8, "n_experts": 2, "expert_sizes": [16, 8], "tower_sizes": [8]}
 SMALL_HUM = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
@@ -94,7 +95,7 @@ def test_cli_decide_with_guardrail_freezes_and_reapplies_the_rule(sim, models, t
                                  "exclusive", "--guardrail-estimate", "model",
                                  "--decision-config-out", str(tmp_path / "dc")))
     assert r.exit_code == 0, r.output
-    text = " ".join(r.output.split())
+    text = flat(r)
     assert "Guardrail rule (model estimate; fitted on 2,000 calibration users" in text
     assert "guardrail video_views>=-0.5%: true change on the held-out users" in text
     assert "cost of the guardrails on the truth: value" in text
@@ -121,7 +122,7 @@ def test_cli_guardrail_errors_are_one_line(sim, models, tmp_path, extra, needle)
 
     r = CliRunner().invoke(app, _args(sim, models, tmp_path / "x.parquet", *extra))
     assert r.exit_code == 2, r.output
-    text = " ".join(r.output.split())
+    text = flat(r)
     assert needle in text and "Traceback" not in text
 
 
@@ -137,4 +138,4 @@ def test_cli_simulate_contested_world(tmp_path):
     assert cfg["contested_share"] == 0.4 and cfg["weight_taste"] == 1.0
     r = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "t"), "--users", "100",
                                  "--contested-share", "1.5"])
-    assert r.exit_code == 2 and "--contested-share" in " ".join(r.output.split())
+    assert r.exit_code == 2 and "--contested-share" in flat(r)

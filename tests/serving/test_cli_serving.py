@@ -4,6 +4,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from hmum.serving.store import SQLiteStore
+from tests.cli_output import assert_one_line_error, flat
 from tests.serving.helpers import app
 
 runner = CliRunner()
@@ -19,7 +20,7 @@ def test_score_then_store_commands(model_dir, model_dir_b, users_path, tmp_path)
               "--shard-rows", 1000, "--date", "2024-01-02"]
     r = run("score", "--model", model_dir, *common)
     assert r.exit_code == 0, r.output
-    assert "scored 3,000 users in 3 shard(s)" in r.output
+    assert "scored 3,000 users in 3 shard(s)" in flat(r)
     r = run("score", "--model", model_dir_b, "--model-version", "b2", *common)
     assert r.exit_code == 0, r.output
 
@@ -28,7 +29,7 @@ def test_score_then_store_commands(model_dir, model_dir_b, users_path, tmp_path)
     assert (st["current"], st["previous"]) == ("20240102-b2", st["versions"][0]["version"])
     first = st["previous"]
     r = run("store", "status", "--store", db)
-    assert r.exit_code == 0 and "current" in r.output and "previous" in r.output
+    assert r.exit_code == 0 and "current" in flat(r) and "previous" in flat(r)
 
     r = run("store", "get", 1000, 1003, 42, "--store", db, "--json")
     assert r.exit_code == 0, r.output
@@ -39,45 +40,36 @@ def test_score_then_store_commands(model_dir, model_dir_b, users_path, tmp_path)
         want = s.get([1003]).delta[0]
     assert np.float32(got["users"][1]["delta"]["t2"]["y1"]) == want[1, 1]
     r = run("store", "get", 1000, "--store", db)
-    assert "t1 / y0" in r.output
+    assert "t1 / y0" in flat(r)
 
-    assert "current=" + first in run("store", "rollback", "--store", db).output
+    assert "current=" + first in flat(run("store", "rollback", "--store", db))
     r = run("store", "rollback", "--store", db)
-    assert r.exit_code == 2 and "no previous version" in r.output
+    assert r.exit_code == 2 and "no previous version" in flat(r)
     assert run("store", "switch", "20240102-b2", "--store", db).exit_code == 0
     r = run("store", "switch", "nope", "--store", db)
-    assert r.exit_code == 2 and "version 'nope' not found" in r.output
+    assert r.exit_code == 2 and "version 'nope' not found" in flat(r)
     r = run("store", "cleanup", "--store", db)
-    assert r.exit_code == 0 and "deleted 0 version(s)" in r.output
+    assert r.exit_code == 0 and "deleted 0 version(s)" in flat(r)
     r = run("store", "get", "abc", "--store", db)
-    assert r.exit_code == 2 and "stores integer user ids" in r.output
+    assert r.exit_code == 2 and "stores integer user ids" in flat(r)
 
 
 def test_score_bad_date(model_dir, users_path, tmp_path):
     r = run("score", "--model", model_dir, "--input", users_path, "--date", "02/01/2024",
             "--store", tmp_path / "s.db", "--out", tmp_path / "o")
-    assert r.exit_code == 2 and "expected YYYY-MM-DD" in r.output
+    assert r.exit_code == 2 and "expected YYYY-MM-DD" in flat(r)
 
 
 def test_score_missing_model(users_path, tmp_path):
     r = run("score", "--model", tmp_path / "none", "--input", users_path,
             "--store", tmp_path / "s.db", "--out", tmp_path / "o")
-    assert r.exit_code == 2 and "model artifact not found" in r.output
-
-
-def flat(r) -> str:
-    """The output on one line: rich wraps at the terminal's width."""
-    return " ".join(r.output.split())
+    assert r.exit_code == 2 and "model artifact not found" in flat(r)
 
 
 def one_error_line(r, *needles) -> str:
     """Exit 2, no traceback, one 'error:' message holding every needle."""
-    out = flat(r)
-    assert r.exit_code == 2, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
-    assert "Traceback" not in r.output and out.startswith("error:") and out.count("error:") == 1
-    for n in needles:
-        assert n in out, out
+    out = assert_one_line_error(r, *needles)
+    assert out.count("error:") == 1, out
     return out
 
 

@@ -19,6 +19,7 @@ from hmum.exceptions import DataError
 from hmum.serving import scoring
 from hmum.serving.scoring import StoreSink, run_scoring
 from hmum.serving.store import SQLiteStore
+from tests.cli_output import flat
 from tests.serving.conftest import N_USERS, users_table
 from tests.serving.helpers import CFG, Boom, app, assert_same, fail_on, snapshot
 
@@ -88,8 +89,8 @@ def test_cli_ray_resumes_a_broken_local_run(ray_address, reference, model_dir, u
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output
     # scored: 1, 3, 4, 5; loaded: 2 (from its record), 3, 4, 5
-    assert "scored 3,000 users in 6 shard(s) (4 scored, 4 loaded now)" in r.output
-    assert "ray workers: pid" in r.output and "peak RSS" in r.output
+    assert "scored 3,000 users in 6 shard(s) (4 scored, 4 loaded now)" in flat(r)
+    assert "ray workers: pid" in flat(r) and "peak RSS" in flat(r)
     assert_same(snapshot(part, st, reference[0].store_version), reference[1])
     st.close()
 
@@ -159,11 +160,11 @@ def test_cli_engine_errors(model_dir, users_path, tmp_path):
     args = ["score", "--model", model_dir, "--input", users_path, "--out", tmp_path / "out",
             "--store", tmp_path / "s.sqlite"]
     r = CliRunner().invoke(app, [str(a) for a in [*args, "--engine", "spark"]])
-    assert r.exit_code == 2 and "spark" in r.output
+    assert r.exit_code == 2 and "spark" in flat(r)
     r = CliRunner().invoke(app, [str(a) for a in [*args, "--ray-address", "x"]])
-    assert r.exit_code == 2 and "--ray-address needs --engine ray" in r.output
+    assert r.exit_code == 2 and "--ray-address needs --engine ray" in flat(r)
     r = CliRunner().invoke(app, [str(a) for a in [*args, "--engine", "ray", "--workers", 0]])
-    assert r.exit_code == 2 and "--workers: expected at least 1, got 0" in r.output
+    assert r.exit_code == 2 and "--workers: expected at least 1, got 0" in flat(r)
 
 
 def test_missing_ray_names_the_extra(monkeypatch, model_dir, users_path, tmp_path):
@@ -176,7 +177,7 @@ def test_missing_ray_names_the_extra(monkeypatch, model_dir, users_path, tmp_pat
     r = CliRunner().invoke(app, [str(a) for a in [
         "score", "--model", model_dir, "--input", users_path, "--out", tmp_path / "out",
         "--store", tmp_path / "s.db", "--engine", "ray"]])
-    assert r.exit_code == 2 and "hmum[ray]" in r.output
+    assert r.exit_code == 2 and "hmum[ray]" in flat(r)
 
 
 def test_bad_worker_count(model_dir, users_path, tmp_path):

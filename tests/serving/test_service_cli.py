@@ -26,6 +26,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from hmum.cli.serve import serve  # noqa: E402
 from hmum.serving.store import SQLiteStore  # noqa: E402
+from tests.cli_output import flat  # noqa: E402
 from tests.serving.helpers import USERS, fill_store, request_body  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,10 +37,6 @@ def _app():
     app.command()(serve)
     app.command("noop")(lambda: None)  # two commands: `serve` stays a subcommand
     return app
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +89,7 @@ def test_serve_help_lists_the_settings():
     assert r.exit_code == 0
     for flag in ("--config", "--model", "--store", "--port", "--sigma", "--token-file",
                  "--rate-limit", "--keep-serving-on-error"):
-        assert flag in r.output
+        assert flag in flat(r)
 
 
 def test_serve_refuses_a_bad_config_file(tmp_path, runs):
@@ -100,7 +97,7 @@ def test_serve_refuses_a_bad_config_file(tmp_path, runs):
     f.write_text("store_timeout_ms: abc\n")
     r = invoke("--config", str(f))
     assert r.exit_code == 2 and not runs
-    out = one_line(r.output)
+    out = flat(r)
     assert out.startswith("error: ") and out.endswith(
         "config.yaml: store_timeout_ms: expected a valid number, unable to parse string as "
         "a number, got 'abc'")
@@ -112,18 +109,18 @@ def test_serve_refuses_a_bad_config_file(tmp_path, runs):
 def test_serve_names_the_variable_and_the_flag(runs, monkeypatch):
     monkeypatch.setenv("HMUM_STORE_TIMEOUT_MS", "abc")
     r = invoke()
-    assert r.exit_code == 2 and "HMUM_STORE_TIMEOUT_MS: expected a valid number" in r.output
+    assert r.exit_code == 2 and "HMUM_STORE_TIMEOUT_MS: expected a valid number" in flat(r)
     monkeypatch.delenv("HMUM_STORE_TIMEOUT_MS")
     r = invoke("--port", "70000")
     assert r.exit_code == 2
-    assert one_line(r.output) == "error: --port: expected a number <= 65535, got 70000"
+    assert flat(r) == "error: --port: expected a number <= 65535, got 70000"
     assert not runs
 
 
 def test_serve_refuses_a_public_bind_without_a_token(vw, store_path, runs):
     r = invoke("--model", str(vw[0]), "--store", str(store_path), "--host", "0.0.0.0")
     assert r.exit_code == 2 and not runs
-    assert one_line(r.output).startswith("error: host '0.0.0.0' is not a loopback address: "
+    assert flat(r).startswith("error: host '0.0.0.0' is not a loopback address: "
                                          "a bearer token is required")
 
 
@@ -133,7 +130,7 @@ def test_serve_with_a_token_file(vw, store_path, tmp_path, runs):
     r = invoke("--model", str(vw[0]), "--store", str(store_path), "--host", "0.0.0.0",
                "--token-file", str(token), "--rate-limit", "50")
     assert r.exit_code == 0, r.output
-    assert "bearer token required, 50 requests/s per client (burst 50)" in one_line(r.output)
+    assert "bearer token required, 50 requests/s per client (burst 50)" in flat(r)
     (app, kw), = runs
     assert kw["host"] == "0.0.0.0" and kw["factory"] is False
     body = request_body(vw[3], 0, int(USERS[0]))
@@ -148,10 +145,10 @@ def test_serve_stops_on_a_model_failing_its_checks(vw, store_path, tmp_path, run
     for workers in ("1", "2"):
         r = invoke("--model", str(bad), "--store", str(store_path), "--workers", workers)
         assert r.exit_code == 2 and not runs
-        out = one_line(r.output)
+        out = flat(r)
         assert out.startswith(f"error: value-weight model {bad} failed its start-up checks: ")
         assert "weights.safetensors" in out and "--keep-serving-on-error" in out
-        assert len(r.output.strip().splitlines()) <= 3  # one line (wrapped at most)
+        assert len(r.output.strip().splitlines()) == 1  # one line, never wrapped
 
 
 def test_keep_serving_on_error_answers_503(vw, store_path, tmp_path, runs):
@@ -205,7 +202,7 @@ def test_the_real_command_prints_the_reason_and_exits(vw, store_path, tmp_path):
          "--model", str(bad), "--store", str(store_path), "--port", "1"],
         env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stdout + p.stderr
-    out = one_line(p.stderr)
+    out = flat(p.stderr)
     assert out.startswith(f"error: value-weight model {bad} failed its start-up checks")
     assert "Traceback" not in p.stderr and "hmum serve: http" not in p.stdout
 
@@ -219,7 +216,7 @@ def test_uvicorn_factory_exits_with_one_line(vw, store_path, tmp_path):
         env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 3, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
-    assert one_line(p.stderr).startswith(f"error: value-weight model {bad} failed its "
+    assert flat(p.stderr).startswith(f"error: value-weight model {bad} failed its "
                                          "start-up checks")
 
 
@@ -229,6 +226,6 @@ def test_serve_warns_when_the_store_is_missing(vw, tmp_path, runs):
     missing = tmp_path / "typo.sqlite"
     r = invoke("--model", str(vw[0]), "--store", str(missing))
     assert r.exit_code == 0, r.output
-    out = one_line(r.output)
+    out = flat(r)
     assert f"warning: store {missing}:" in out and "no store at" in out
     assert not missing.exists() and len(runs) == 1

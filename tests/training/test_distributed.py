@@ -28,6 +28,7 @@ from hmum.models.hum import HUMEstimator
 from hmum.models.registry import load_estimator
 from hmum.training import distributed as hd
 from hmum.workflows.train import SPLIT, held_out_indices
+from tests.cli_output import flat
 from tests.synth import make_experiment
 
 N_ROWS = 3000
@@ -239,7 +240,7 @@ def test_cli_nproc_2_equals_library_run(runs, tmp_path):
         "--batch-size", "256", "--lr", "3e-3", "--seed", "0",
     ])
     assert res.exit_code == 0, res.output
-    assert "data-parallel, 2 workers" in res.output
+    assert "data-parallel, 2 workers" in flat(res)
     est = load_estimator(out)
     assert len(est.history_.epochs) == 3
     for k, v in _weights(root, "cli").items():
@@ -325,7 +326,7 @@ def test_too_few_row_groups_refused_before_spawning(tmp_path):
     res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m"),
                                    "--nproc", "8"])
     assert res.exit_code == 2
-    assert "row group(s) for 8 workers" in res.output
+    assert "row group(s) for 8 workers" in flat(res)
 
 
 def test_csv_refused_for_sharding(tmp_path):
@@ -354,7 +355,7 @@ def test_bad_rows_in_one_workers_share_stop_every_worker(tmp_path):
     res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m"),
                                    "--nproc", "2", "--epochs", "1"])
     assert res.exit_code == 2
-    msg = " ".join(res.output.split())
+    msg = flat(res)
     assert "worker 1: " in msg and "rows 700..1399" in msg, msg
     assert "expected finite numbers" in msg and "rows [100]" in msg, msg
     assert not (tmp_path / "m").exists()

@@ -1,6 +1,7 @@
 """``hmum bench``: every model on every seed of a benchmark dataset, as the paper's tables.
 
-Registered in ``hmum.cli.app``.
+Registered in ``hmum.cli.app``. The registry and the harness (torch, pandas) load
+only when the command runs; ``hmum models`` lists the model names.
 """
 
 from __future__ import annotations
@@ -13,44 +14,51 @@ import typer
 
 from hmum.cli.common import console
 from hmum.cli.common import fail as _fail
-from hmum.models.registry import list_models
-from hmum.workflows.bench import BenchCallbacks
+
+#: the benchmark datasets (hmum.data.datasets.DATASETS), named here so --help stays fast
+DATASET_NAMES = ("simulator", "criteo", "lazada", "hillstrom", "starbucks", "social_pressure",
+                 "ihdp", "acic2016")
 
 
-class RichBenchProgress(BenchCallbacks):
-    """Two rich bars: cells done (model, seed, split) and the current fit's epochs."""
+def rich_bench_progress(bar):
+    """Two rich bars: cells done (model, seed, split) and the current fit's epochs
+    (a ``hmum.workflows.bench.BenchCallbacks``)."""
+    from hmum.workflows.bench import BenchCallbacks
 
-    def __init__(self, bar) -> None:
-        self.bar = bar
-        self.cells = None
-        self.epochs = None
+    class RichBenchProgress(BenchCallbacks):
+        def __init__(self, bar) -> None:
+            self.bar = bar
+            self.cells = None
+            self.epochs = None
 
-    def start(self, total_cells: int) -> None:
-        self.cells = self.bar.add_task("cells", total=total_cells, what="")
-        self.epochs = self.bar.add_task("epochs", total=1, what="", visible=False)
+        def start(self, total_cells: int) -> None:
+            self.cells = self.bar.add_task("cells", total=total_cells, what="")
+            self.epochs = self.bar.add_task("epochs", total=1, what="", visible=False)
 
-    def cell_start(self, model: str, seed: int, split: str, max_epochs: int | None) -> None:
-        what = f"{model} · seed {seed} · {split}"
-        self.bar.update(self.cells, what=what)
-        self.bar.reset(self.epochs, total=max_epochs or 1, what=f"{what} · epoch 0/{max_epochs}",
-                       visible=True)
+        def cell_start(self, model: str, seed: int, split: str, max_epochs: int | None) -> None:
+            what = f"{model} · seed {seed} · {split}"
+            self.bar.update(self.cells, what=what)
+            self.bar.reset(self.epochs, total=max_epochs or 1,
+                           what=f"{what} · epoch 0/{max_epochs}", visible=True)
 
-    def epoch(self, record: dict) -> None:
-        task = self.bar.tasks[self.epochs]
-        e = int(record.get("epoch", task.completed + 1))
-        loss = record.get("valid_loss")
-        base = task.fields["what"].rsplit(" · epoch", 1)[0]
-        what = f"{base} · epoch {e}/{int(task.total)}" + (
-            f" · valid {loss:.4f}" if isinstance(loss, float) else "")
-        self.bar.update(self.epochs, completed=min(e, task.total), what=what)
+        def epoch(self, record: dict) -> None:
+            task = self.bar.tasks[self.epochs]
+            e = int(record.get("epoch", task.completed + 1))
+            loss = record.get("valid_loss")
+            base = task.fields["what"].rsplit(" · epoch", 1)[0]
+            what = f"{base} · epoch {e}/{int(task.total)}" + (
+                f" · valid {loss:.4f}" if isinstance(loss, float) else "")
+            self.bar.update(self.epochs, completed=min(e, task.total), what=what)
 
-    def cell_end(self, cell: dict, reused: bool) -> None:
-        self.bar.update(self.epochs, visible=False)
-        self.bar.advance(self.cells)
-        if cell["status"] == "failed" and not reused:
-            self.bar.console.print(
-                f"[red]failed[/] {cell['model']} seed {cell['seed']} {cell['split']}: "
-                f"{cell['error']}", markup=True, highlight=False)
+        def cell_end(self, cell: dict, reused: bool) -> None:
+            self.bar.update(self.epochs, visible=False)
+            self.bar.advance(self.cells)
+            if cell["status"] == "failed" and not reused:
+                self.bar.console.print(
+                    f"[red]failed[/] {cell['model']} seed {cell['seed']} {cell['split']}: "
+                    f"{cell['error']}", markup=True, highlight=False)
+
+    return RichBenchProgress(bar)
 
 
 def _parse_models(models: list[str] | None) -> list[str] | None:
@@ -76,17 +84,19 @@ def _parse_options(options: list[str] | None) -> dict:
 
 def bench(
     dataset: Annotated[str, typer.Option(
-        "--dataset", "-d", help="benchmark dataset: simulator, criteo, lazada, hillstrom, "
-        "starbucks, social_pressure, ihdp, acic2016")],
+        "--dataset", "-d", metavar="NAME",
+        help="benchmark dataset: " + ", ".join(DATASET_NAMES))],
     models: Annotated[list[str] | None, typer.Option(
-        "--models", "-m", help="models, comma separated or repeated (default: every model "
-        "that can run on the dataset): " + ", ".join(list_models()))] = None,
+        "--models", "-m", metavar="NAME,...",
+        help="models, comma separated or repeated (default: every model that can run on "
+        "the dataset); `hmum models` lists the names")] = None,
     seeds: Annotated[int, typer.Option(help="seeds 0..N-1 (each: split and model init)")] = 3,
     out: Annotated[Path | None, typer.Option(
         help="output folder (default runs/bench/<dataset>)")] = None,
     path: Annotated[Path | None, typer.Option(
-        help="dataset file or folder (default: the dataset's folder under the shared data)")
-                    ] = None,
+        help="the dataset's file or folder in its publisher's format. Default: its folder "
+        "under $HMUM_DATA (the folder of public datasets), else under ../shared/data "
+        "relative to the current folder (a development checkout)")] = None,
     epochs: Annotated[int | None, typer.Option(
         help="max epochs of the neural models (default: the paper's)")] = None,
     batch_size: Annotated[int | None, typer.Option(
@@ -98,8 +108,8 @@ def bench(
     retry_failed: Annotated[bool, typer.Option(
         help="with --resume: run failed cells again")] = False,
     options: Annotated[list[str] | None, typer.Option(
-        "--option", "-o", help="dataset option KEY=VALUE, repeatable (e.g. replications=10)")
-                       ] = None,
+        "--option", "-o", metavar="KEY=VALUE",
+        help="dataset option, repeatable (e.g. replications=10)")] = None,
 ) -> None:
     """Train and evaluate models on every seed; write Qini / AUUC (/ PEHE) tables.
 
@@ -110,6 +120,7 @@ def bench(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from hmum.models.registry import list_models
     from hmum.workflows import bench as bench_lib
 
     names = _parse_models(models)
@@ -132,7 +143,7 @@ def bench(
             res = bench_lib.run_bench(
                 dataset, names, seeds, out, path=path, epochs=epochs, batch_size=batch_size,
                 threads=threads, options=opts, resume=resume, retry_failed=retry_failed,
-                callbacks=RichBenchProgress(bar),
+                callbacks=rich_bench_progress(bar),
             )
     except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

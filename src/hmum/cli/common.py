@@ -1,6 +1,14 @@
 """What every command module of the ``hmum`` CLI shares: consoles, the error boundary,
 output-path checks and option validation.
 
+Output reads well anywhere: on a terminal rich wraps to its width; written to a
+pipe or a file (``hmum ... | less``, ``> out.txt``, a test's runner) nothing is
+wrapped or squeezed: tables keep their natural width and lines stay whole, so a
+grep never depends on the terminal's width or the length of a path.
+
+Imports stay light (no torch, pandas, pyarrow or pydantic models at import time):
+``hmum --help`` and the error paths should not pay for the models' stack.
+
 The error boundary (``HmumGroup``, the class of the ``hmum`` app): an expected
 failure raised anywhere inside a command (``hmum.exceptions.HmumError``, ``ValueError``
 and so ``DataError``, a pydantic ``ValidationError``, a missing or unwritable
@@ -16,19 +24,54 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.console import Console
+from pydantic import ValidationError
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from hmum.exceptions import HmumError, format_validation_error
 
-console = Console()
-#: errors go to stderr, never wrapped (rich wraps at 80 columns off a terminal)
-err_console = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+#: the width of output written to a pipe or a file: wide enough for any table, never
+#: padded to (tables and text only take the width they need)
+UNWRAPPED_WIDTH = 10_000
+
+
+class OutputConsole(Console):
+    """A rich console that wraps only on a terminal.
+
+    On a terminal: rich's width (the terminal's, or ``COLUMNS``). Elsewhere (a pipe,
+    a file, a test runner's buffer) rich would assume 80 columns (or a terminal's width
+    seen on another stream) and squeeze tables ("HMUM (indep…") and wrap lines; here
+    the width is unbounded and text is not soft-wrapped, so each line comes out whole.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        if self.is_terminal:
+            return dims
+        return ConsoleDimensions(UNWRAPPED_WIDTH, dims.height)
+
+    @size.setter
+    def size(self, new_size) -> None:  # rich's setter, kept with the property
+        Console.size.fset(self, new_size)
+
+    def print(self, *objects, soft_wrap: bool | None = None, **kwargs) -> None:
+        if soft_wrap is None and not self.is_terminal:
+            soft_wrap = True  # no line breaks inserted into text written to a pipe or file
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+
+
+console = OutputConsole()
+#: errors go to stderr, one line, never wrapped (whatever the width or the path length)
+err_console = OutputConsole(stderr=True, soft_wrap=True)
 
 #: OS errors that mean "a path the user gave is wrong", not a bug
 _PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,

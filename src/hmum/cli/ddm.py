@@ -1,6 +1,7 @@
 """Commands of the decision half (DDM): ``train-value-weights``, ``decide``, ``policy-eval``.
 
-Plain functions with Typer annotations; ``hmum.cli.app`` registers them:
+Plain functions with Typer annotations (parse, call ``hmum.workflows.ddm``, print);
+``hmum.cli.app`` registers them:
 
     from hmum.cli.ddm import decide, policy_eval, train_value_weights
     app.command("train-value-weights")(train_value_weights)
@@ -14,7 +15,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -27,7 +27,6 @@ from hmum.cli.common import (
 )
 from hmum.cli.common import fail as _fail
 from hmum.exceptions import cli_flags
-from hmum.workflows.ddm import pct_text as _pct
 
 if TYPE_CHECKING:  # pandas loads lazily: ``hmum --help`` stays fast
     import pandas as pd
@@ -39,9 +38,15 @@ TRAINER_FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "lr": "
                  "seed": "--seed", "num_threads": "--threads"}
 #: Python parameters whose messages name these flags instead (hmum.exceptions.option_name)
 DDM_FLAGS = {"missing": "--drop-unknown-users", "test_split": "--test-split",
-             "drop_invalid_responses": "--drop-invalid-responses"}
+             "drop_invalid_responses": "--drop-invalid-responses", "users": "--users",
+             "requests": "--requests", "guardrails": "--guardrail",
+             "calibration_share": "--calibration-share"}
 
 
+def _pct(v: float) -> str:
+    from hmum.workflows.ddm import pct_text
+
+    return pct_text(v)
 
 
 def _epoch_line(rec: dict) -> None:
@@ -99,50 +104,6 @@ def ope_rich_table(table: pd.DataFrame, response_names, title: str | None = None
 
 
 # --------------------------------------------------------------------------------------
-# loading helpers
-# --------------------------------------------------------------------------------------
-
-
-def _load_hum(path: Path):
-    from hmum.exceptions import ArtifactError
-    from hmum.models.registry import load_estimator
-
-    try:
-        return load_estimator(path)
-    except ArtifactError as e:
-        _fail(str(e))
-
-
-def _load_vw(path: Path):
-    from hmum.exceptions import ArtifactError
-    from hmum.models.value_weight import load_value_weight_model
-
-    try:
-        return load_value_weight_model(path)
-    except ArtifactError as e:
-        _fail(str(e))
-
-
-def _read_requests(path: Path, vw=None):
-    """The request table; with a fitted model only the columns it needs (+ ids)."""
-    from hmum.data.io import column_names, read_table
-    from hmum.exceptions import DataError
-
-    try:
-        if vw is None:
-            return read_table(path)
-        names = column_names(path)
-        cols = [c for c in ("request_id", "user_id") if c in names]
-        cols += [f"cand_{f}" for f in vw.cand_fields_] + [f"recent_{f}" for f in vw.recent_fields_]
-        missing = [c for c in cols if c not in names]
-        if missing:
-            _fail(f"{path}: missing request column(s) {missing} the value-weight model needs")
-        return read_table(path, columns=cols)
-    except (DataError, FileNotFoundError) as e:
-        _fail(str(e))
-
-
-# --------------------------------------------------------------------------------------
 # commands
 # --------------------------------------------------------------------------------------
 
@@ -159,8 +120,9 @@ def train_value_weights(
     force: Annotated[bool, typer.Option(help="replace an existing model at --out")] = False,
 ) -> None:
     """Train the value-weight model (paper eqs. 8-10) on request logs."""
-    from hmum.models.value_weight import ValueWeightEstimator
     from hmum.training.trainer import TrainerConfig
+    from hmum.workflows.ddm import read_requests
+    from hmum.workflows.ddm import train_value_weights as fit_value_weights
 
     # every option and output path is checked before any row is read
     check_out_artifact(out, "--out", force)
@@ -169,9 +131,9 @@ def train_value_weights(
     trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                "num_threads": threads}
     validated(TrainerConfig, TRAINER_FLAGS, **trainer)
-    table = _read_requests(requests)
+    table = read_requests(requests)
     t0 = time.perf_counter()
-    est = ValueWeightEstimator(trainer=trainer).fit(table, log=_epoch_line)
+    est = fit_value_weights(table, trainer=trainer, log=_epoch_line)
     est.save(out)
     h = est.history_
     console.print(f"saved {out} (best epoch {h.best_epoch}, valid MSE {h.best_valid_loss:.4f}, "
@@ -224,8 +186,9 @@ def decide(
     subject to the guardrails and caps), checked on the rest, and frozen into the
     decision config.
     """
-    from hmum.data.validate import load_experiment
-    from hmum.workflows.ddm import decide as run_decide
+    from hmum.models.registry import load_estimator
+    from hmum.models.value_weight import load_value_weight_model
+    from hmum.workflows import ddm as wf
 
     if mode not in MODES:
         _fail(f"--mode must be one of {MODES}, got {mode!r}")
@@ -238,8 +201,8 @@ def decide(
     check_out_file(out, "--out", (".parquet", ".csv"))
     if decision_config_out is not None:
         check_out_folder(decision_config_out, "--decision-config-out")
-    hum = _load_hum(hum_model)
-    vw = _load_vw(value_model)
+    hum = load_estimator(hum_model)
+    vw = load_value_weight_model(value_model)
     rule = None
     if decision_config is not None:
         from hmum.decision.rules import load_rule
@@ -252,27 +215,21 @@ def decide(
 
         guards = [parse_guardrail(g, rn_) for g in guardrail or []]
         caps = dict(parse_max_share(c, tn_) for c in max_share or [])
-    req = _read_requests(requests, vw)
-    with cli_flags(**DDM_FLAGS, calibration_share="--calibration-share"):
-        logged = False
-        if fitting:  # the logged arm, responses and any ground truth check the rule
-            from hmum.data.io import column_names
-
-            names = set(column_names(users))
-            logged = {hum.schema.arm_column, *hum.schema.response_names} <= names
-        u = load_experiment(users, hum.schema, require_arm=logged, require_responses=logged,
-                            require_all_arms=False)
-        if not fitting and u.user_id is not None and "user_id" in req.column_names:
-            # score only the users that have requests (the users file may be large)
-            u = u.take(np.flatnonzero(np.isin(u.user_id, req.column("user_id").to_numpy())))
+    req = wf.read_requests(requests, vw)
+    with cli_flags(**DDM_FLAGS):
+        u = wf.load_decision_users(users, hum.schema, req, for_guardrails=fitting)
         t0 = time.perf_counter()
         deltas = None
         if fitting:
-            rule, deltas = _fit_guardrails(u, hum, vw, req, guards, caps, mode, sigma,
-                                           guardrail_estimate, guardrail_confidence,
-                                           guardrail_margin, calibration_share, seed)
-        df = run_decide(req, u, hum, vw, sigma=sigma, mode=mode, out_path=out, deltas=deltas,
-                        missing="drop" if drop_unknown_users else "error", rule=rule)
+            rule, deltas, rep = wf.fit_request_guardrails(
+                u, hum, vw, req, guards, caps, mode=mode, sigma=sigma,
+                estimate=guardrail_estimate, confidence=guardrail_confidence,
+                margin=guardrail_margin, calibration_share=calibration_share, seed=seed)
+            console.print(guardrail_rich_table(rep, u.schema.response_names, guards))
+            for line in guardrail_lines(rep, guards):
+                console.print(line)
+        df = wf.decide(req, u, hum, vw, sigma=sigma, mode=mode, out_path=out, deltas=deltas,
+                       missing="drop" if drop_unknown_users else "error", rule=rule)
     if decision_config_out is not None:
         from hmum.decision.rules import DecisionRule, save_rule
 
@@ -297,32 +254,6 @@ def decide(
         t.add_row(f"arm set {arms}", f"{share:.3f}")
     console.print(t)
     console.print(f"wrote {out} ({time.perf_counter() - t0:.1f}s)")
-
-
-def _fit_guardrails(u, hum, vw, req, guards, caps, mode, sigma, estimate, confidence, margin,
-                    calibration_share, seed):
-    """Fit the guardrail rule on a calibration split of the users; print its report."""
-    from hmum.workflows.ddm import (
-        fit_guardrail_rule,
-        hum_deltas,
-        join_users,
-        request_weights,
-        user_mean_weights,
-    )
-
-    if u.user_id is None or "user_id" not in req.column_names:
-        _fail("--guardrail needs user ids in --users and --requests to give users their weights")
-    deltas = hum_deltas(hum, u)
-    idx = join_users(req.column("user_id").to_numpy(), u.user_id)
-    w_user, _ = user_mean_weights(idx, request_weights(vw, req), len(u))
-    rule, rep = fit_guardrail_rule(
-        u, deltas, w_user, guardrails=guards, max_share=caps, mode=mode, sigma=sigma,
-        estimate=estimate, confidence=confidence, margin=margin,
-        calibration_share=calibration_share, seed=seed)
-    console.print(guardrail_rich_table(rep, u.schema.response_names, guards))
-    for line in guardrail_lines(rep, guards):
-        console.print(line)
-    return rule, deltas
 
 
 def guardrail_lines(rep: dict, guards) -> list[str]:
@@ -385,20 +316,6 @@ def guardrail_rich_table(rep: dict, response_names, guards) -> Table:
     return t
 
 
-def _world_of(users: Path) -> str | None:
-    """The simulated world of --users, from the simulation.json written beside it."""
-    from hmum.data.simulator import SimulatorConfig
-    from hmum.workflows.ddm import world_label
-
-    cfg = (users if users.is_dir() else users.parent) / "simulation.json"
-    if not cfg.is_file():
-        return None
-    try:
-        return world_label(SimulatorConfig.model_validate_json(cfg.read_text()))
-    except ValueError:  # not a simulation's config: no world to name
-        return None
-
-
 def policy_eval(
     users: Annotated[Path, typer.Option(help="experiment data (Parquet/CSV): arm, responses, "
                                               "ground truth if simulated")],
@@ -426,18 +343,17 @@ def policy_eval(
              "error); the number dropped is printed")] = False,
 ) -> None:
     """The strategy table (paper Tables 3 and 4) with the trade-off plot and a report."""
-    from hmum.data.io import column_names, read_table
     from hmum.data.schema import Schema
-    from hmum.data.validate import load_experiment
-    from hmum.workflows.ddm import policy_eval as run_policy_eval
-    from hmum.workflows.train import held_out_rows
+    from hmum.models.registry import load_estimator
+    from hmum.models.value_weight import load_value_weight_model
+    from hmum.workflows import ddm as wf
 
     if (requests is None) != (value_model is None):
         _fail("--requests and --value-model go together (personal weights need both)")
     if n_boot < 1:
         _fail(f"--n-boot: expected an integer >= 1, got {n_boot}")
     check_out_folder(out, "--out")
-    hum = _load_hum(hum_model)
+    hum = load_estimator(hum_model)
     s = Schema.from_json(schema) if schema is not None else hum.schema
     fw = None
     if fixed_weights is not None:
@@ -446,37 +362,23 @@ def policy_eval(
         except ValueError:
             _fail(f"--fixed-weights must be comma-separated numbers, got {fixed_weights!r}")
     with cli_flags(**DDM_FLAGS):
-        d = load_experiment(users, s, drop_invalid_responses=drop_invalid_responses)
-        if d.n_dropped:
-            console.print(f"--users: dropped {d.n_dropped:,} row(s) with invalid responses "
+        d, w_true, n_dropped = wf.load_policy_eval_users(
+            users, s, hum_estimator=hum, test_split=test_split,
+            drop_invalid_responses=drop_invalid_responses)
+        if n_dropped:
+            console.print(f"--users: dropped {n_dropped:,} row(s) with invalid responses "
                           "(--drop-invalid-responses)")
-        # the simulator's latent weights, when written, define the value and the oracle
-        names = column_names(users)
-        wcols = [f"true_w_{r}" for r in s.response_names]
-        w_true = None
-        if all(c in names for c in wcols):
-            if d.n_dropped:
-                _fail("--drop-invalid-responses: not supported on simulated data with true "
-                      f"weights {wcols} (their rows would no longer line up)")
-            wt = read_table(users, columns=wcols)
-            w_true = np.stack([wt.column(c).to_numpy() for c in wcols], axis=1)
-        if test_split:
-            idx = held_out_rows(hum, d, source=f"--users {users}")
-            d = d.take(idx)
-            w_true = None if w_true is None else w_true[idx]
-        vw = _load_vw(value_model) if value_model is not None else None
-        req = _read_requests(requests, vw) if requests is not None else None
+        vw = load_value_weight_model(value_model) if value_model is not None else None
+        req = wf.read_requests(requests, vw) if requests is not None else None
         t0 = time.perf_counter()
-        res = run_policy_eval(d, hum, out, requests=req, vw_estimator=vw, w_true=w_true,
-                              sigma=sigma, fixed_weights=fw, n_boot=n_boot, seed=seed,
-                              world=_world_of(users))
+        res = wf.policy_eval(d, hum, out, requests=req, vw_estimator=vw, w_true=w_true,
+                             sigma=sigma, fixed_weights=fw, n_boot=n_boot, seed=seed,
+                             world=wf.world_of(users))
     rn = s.response_names
     if res["strategy_table"] is not None:
         console.print(strategy_rich_table(res["strategy_table"], rn))
     if res.get("personalization") is not None:
-        from hmum.workflows.ddm import personalization_lines
-
-        for line in personalization_lines(res["personalization"], rn)[2:]:
+        for line in wf.personalization_lines(res["personalization"], rn)[2:]:
             if line:
                 console.print(line)
     if res["ope_table"] is not None:

@@ -1,5 +1,8 @@
 """``hmum score`` and ``hmum store ...``: the daily scoring job and the uplift store.
 
+Parse, call ``hmum.workflows.store`` or the store, print; store failures become one
+error line naming the store.
+
 Registered in ``hmum.cli.app`` with::
 
     from hmum.cli.store import score, store_app
@@ -12,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import re
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -38,11 +40,7 @@ class Engine(StrEnum):
 
 
 store_app = typer.Typer(help="The versioned uplift store: status, switch, rollback, cleanup, get.",
-                        no_args_is_help=True)
-
-#: An integer user id as typed: plain ASCII decimal, so "007", "+7", " 7" or "٣"
-#: are never read as user 7 or 3 (the service matches ids exactly, too).
-_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)")
+                        no_args_is_help=True, rich_markup_mode=None)
 
 
 def _store_failure(store: str, e: BaseException) -> str:
@@ -102,7 +100,7 @@ def score(
         help="torch threads (with --engine ray: per worker, default 1)")] = None,
     engine: Annotated[Engine, typer.Option(
         help="local: shards one after another in this process; ray: Ray Data actors "
-        "(needs: pip install hmum\\[ray])")] = Engine.local,
+        "(needs: pip install 'hmum[ray]')")] = Engine.local,
     workers: Annotated[int | None, typer.Option(
         help="Ray actors, each with --threads CPUs (default: one per CPU)")] = None,
     ray_address: Annotated[str | None, typer.Option(
@@ -130,8 +128,9 @@ def score(
     from rich.progress import Progress
 
     from hmum.exceptions import ArtifactError, DataError, ScoringError
-    from hmum.serving.scoring import ScoringConfig, run_scoring
+    from hmum.serving.scoring import ScoringConfig
     from hmum.serving.store import store_errors
+    from hmum.workflows.store import run_score
 
     try:
         day = dt.date.fromisoformat(date) if date else None
@@ -150,7 +149,9 @@ def score(
     if engine is Engine.local and ray_address:
         _fail("--ray-address needs --engine ray")
     try:
-        with Progress(console=console, transient=True) as bar:
+        # off a terminal (a pipe, a file) no bar: it would only leave a blank line
+        with Progress(console=console, transient=True,
+                      disable=not console.is_terminal) as bar:
             task = None
 
             def progress(stage: str, done: int, total: int) -> None:
@@ -159,15 +160,9 @@ def score(
                     task = bar.add_task(f"scoring {stage}", total=total)
                 bar.update(task, completed=done)
 
-            if engine is Engine.ray:
-                from hmum.serving.ray_runner import run_scoring_ray
-
-                rep = run_scoring_ray(model, input, out, store, cfg, workers=workers,
-                                      address=ray_address, namespace=namespace,
-                                      progress=progress)
-            else:
-                rep = run_scoring(model, input, out, store, cfg, namespace=namespace,
-                                  progress=progress)
+            rep = run_score(model, input, out, store, cfg, engine=engine.value,
+                            namespace=namespace, workers=workers, address=ray_address,
+                            progress=progress)
     except store_errors() as e:  # Redis down, a file that is not a store, ...
         _fail(_store_failure(store, e))
     except (DataError, ScoringError, ArtifactError, FileNotFoundError, ImportError,
@@ -262,34 +257,21 @@ def store_get(
     On a version of integer ids, each id must be written in plain decimal
     ("7"; not "007", "+7" or " 7"): ids are matched exactly, never converted.
     """
-    import numpy as np
+    from hmum.exceptions import DataError
+    from hmum.workflows.store import read_deltas
 
     with _open(store, namespace) as st:
-        name = version or st.current()
-        if name is None:
-            _fail(f"namespace {namespace!r} has no current version; pass --version")
-        info = st.info(name)
-        ids = np.asarray(user_ids, dtype=object)
-        if info.id_kind == "int":
-            bad = [u for u in user_ids if not _DECIMAL.fullmatch(u)
-                   or not -(2**63) <= int(u) < 2**63]
-            if bad:
-                _fail(f"user ids {bad}: version {name!r} stores integer user ids (int64), "
-                      "written in plain decimal such as 7 (no '+', leading zeros or spaces)")
-            ids = np.asarray([int(u) for u in user_ids], dtype=np.int64)
-        res = st.get(ids, version=name, timeout=timeout)
-    treatments = info.arms[1:]
-    rows = []
-    for u, ok, d in zip(user_ids, res.found.tolist(), res.delta, strict=True):
-        rows.append({"user_id": u, "found": ok, "delta": {
-            t: {r: (float(d[k, j]) if ok else None) for j, r in enumerate(info.responses)}
-            for k, t in enumerate(treatments)}})
+        try:
+            res = read_deltas(st, user_ids, version=version, timeout=timeout)
+        except DataError as e:  # ids or version as typed: the message names them
+            _fail(str(e))
+    rows, treatments, responses = res["users"], res["treatments"], res["responses"]
     if as_json:
-        console.print_json(json.dumps({"version": res.version, "users": rows}))
+        console.print_json(json.dumps({"version": res["version"], "users": rows}))
         return
-    t = Table(title=f"delta (relative uplift) from version {res.version}")
+    t = Table(title=f"delta (relative uplift) from version {res['version']}")
     t.add_column("user")
-    cols = [(tr, r) for tr in treatments for r in info.responses]
+    cols = [(tr, r) for tr in treatments for r in responses]
     for tr, r in cols:
         t.add_column(f"{tr} / {r}", justify="right")
     for row in rows:

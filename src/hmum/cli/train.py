@@ -101,7 +101,9 @@ def simulate(
         **_world_options(contested_world, contested_share, weight_taste),
     )
     t0 = time.perf_counter()
-    with Progress(console=console, transient=True) as bar:
+    # off a terminal (a pipe, a file) no bar: it would only leave a blank line
+    with Progress(console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -121,6 +123,9 @@ def simulate(
 
 
 def _schema_path(data: Path, schema: Path | None) -> Path:
+    """The schema of --data (--schema, else schema.json beside it); both must exist."""
+    if not data.exists():
+        _fail(f"--data: data file not found: {data}")
     path = schema or data.parent / "schema.json"
     if not path.is_file():
         _fail(f"--schema: schema not found at {path} (default: schema.json beside --data); "
@@ -176,16 +181,13 @@ def train(
 ) -> None:
     """Train HUM on experiment data and write a model artifact.
 
-    Several processes or machines: ``--nproc N``, or ``torchrun [--nnodes ..]
-    --nproc-per-node N -m hmum.cli.app train ...`` (same options, without --nproc).
+    Several processes or machines: --nproc N, or torchrun [--nnodes ..]
+    --nproc-per-node N -m hmum.cli.app train ... (same options, without --nproc).
     """
     import os
 
-    from hmum.models.hum import HUMConfig
-    from hmum.training import distributed as hd
-    from hmum.training.trainer import TrainerConfig
-
-    # every option and output path is checked before any row is read or step taken
+    # every option and output path is checked before any row is read or step taken,
+    # the paths first (no torch needed to refuse them)
     check_out_artifact(out, "--out", force)
     if checkpoint_dir is not None:
         check_out_folder(checkpoint_dir, "--checkpoint-dir")
@@ -193,30 +195,29 @@ def train(
         _fail("--resume: needs --checkpoint-dir (the folder to resume from)")
     if valid_data is not None and not valid_data.exists():
         _fail(f"--valid-data: data file not found: {valid_data}")
+    schema_path = _schema_path(data, schema)
+
+    from hmum.models.hum import HUMConfig
+    from hmum.training import distributed as hd
+    from hmum.training.trainer import TrainerConfig
+
     trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                "num_threads": threads, "device": device}
     validated(TrainerConfig, TRAINER_FLAGS, **trainer)
     validated(HUMConfig, {"kl_weight": "--kl-weight"}, kl_weight=kl_weight)
     _check_device(device)
-    schema_path = _schema_path(data, schema)
     if nproc is not None or hd.launched_by_torchrun():
         from hmum.data.schema import Schema
-        from hmum.workflows.train import SPLIT
+        from hmum.workflows.train import train_hum_distributed
 
         if drop_invalid_responses:
             _fail("--drop-invalid-responses: not supported with data-parallel training "
                   "(--nproc, torchrun); clean the file first")
-        if not data.exists():
-            _fail(f"--data: data file not found: {data}")
         try:
-            job = hd.DistributedJob(
-                data=data, data_schema=Schema.from_json(schema_path).model_dump(), out=out,
-                valid_data=valid_data, fractions=SPLIT if split else (0.9, 0.1),
-                model={"kl_weight": kl_weight},
-                trainer={k: v for k, v in trainer.items() if v is not None and k != "device"},
-                device=device, checkpoint_dir=checkpoint_dir, resume=resume, progress=True,
-            )
-            est = hd.run(job, nproc)
+            est = train_hum_distributed(
+                data, Schema.from_json(schema_path), out, nproc=nproc, valid_data=valid_data,
+                kl_weight=kl_weight, trainer=trainer, split=split, device=device,
+                checkpoint_dir=checkpoint_dir, resume=resume, progress=True)
         except hd.DistributedError as e:
             _fail(str(e))
         if os.environ.get("RANK", "0") == "0":
@@ -260,14 +261,15 @@ def evaluate(
 ) -> None:
     """K x R table of normalized Qini/AUUC (+ ground-truth errors), levels per arm, curves
     and a report."""
+    check_out_folder(out, "--out")
+    if not data.exists():
+        _fail(f"--data: data file not found: {data}")
+
     from hmum.data.schema import Schema
     from hmum.data.validate import load_experiment
     from hmum.models.registry import load_estimator
     from hmum.workflows.train import evaluate_models, held_out_rows
 
-    check_out_folder(out, "--out")
-    if not data.exists():
-        _fail(f"--data: data file not found: {data}")
     est = load_estimator(model)
     s = Schema.from_json(schema) if schema is not None else est.schema
     with cli_flags(**DATA_FLAGS):

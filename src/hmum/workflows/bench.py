@@ -51,6 +51,7 @@ __all__ = [
     "aggregate_cells",
     "bench_tables",
     "load_dataset_splits",
+    "model_catalog",
     "resolve_models",
     "run_bench",
 ]
@@ -83,6 +84,21 @@ PAIRED_METRICS = ("pehe", "ate_bias")
 def _single_treatment(cls: type, k: int) -> bool:
     limit = getattr(cls, "max_treatments", None)
     return limit is not None and k > limit
+
+
+def model_catalog() -> list[dict]:
+    """Every registered model in table order, as ``hmum models`` prints it.
+
+    Returns one dict per model: ``name`` (for ``--models`` / ``get_model``), ``label``
+    (the tables' name), ``model_type`` (what an artifact records), ``max_treatments``
+    (the largest K it runs on; None: any K) and ``ours`` (True for the HUM family).
+    """
+    out = []
+    for spec in map(get_entry, list_models()):
+        out.append({"name": spec.name, "label": spec.display, "model_type": spec.model_type,
+                    "max_treatments": getattr(spec.cls, "max_treatments", None),
+                    "ours": spec.ours})
+    return out
 
 
 def resolve_models(

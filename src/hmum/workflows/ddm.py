@@ -825,3 +825,125 @@ def world_label(sim_config) -> str:
 
 
 
+
+
+# --------------------------------------------------------------------------------------
+# the inputs of the decision commands (hmum decide, hmum policy-eval)
+# --------------------------------------------------------------------------------------
+
+
+def read_requests(path: str | Path, vw_estimator=None) -> pa.Table:
+    """The request table at ``path``; with a fitted value-weight model only the columns
+    it reads (``cand_*``, ``recent_*``) plus ``request_id`` / ``user_id`` when present.
+
+    Raises DataError naming the columns the model needs that the file lacks, and
+    FileNotFoundError for a missing file.
+    """
+    from hmum.data.io import column_names, read_table
+
+    if vw_estimator is None:
+        return read_table(path)
+    names = column_names(path)
+    cols = [c for c in ("request_id", "user_id") if c in names]
+    cols += ([f"cand_{f}" for f in vw_estimator.cand_fields_]
+             + [f"recent_{f}" for f in vw_estimator.recent_fields_])
+    missing = [c for c in cols if c not in names]
+    if missing:
+        raise DataError(f"{path}: missing request column(s) {missing} the value-weight model "
+                        "needs")
+    return read_table(path, columns=cols)
+
+
+def load_decision_users(users: str | Path, schema, requests: pa.Table, *,
+                        for_guardrails: bool = False) -> ExperimentData:
+    """The users to decide for: the features of ``users`` (a Parquet/CSV path) under
+    ``schema``.
+
+    for_guardrails: the users a guardrail rule is fitted and checked on: every user,
+    with the arm and responses when the file has the schema's arm and every response
+    column (they check the rule). Otherwise only the features of the users that have
+    requests (the users file may be much larger than the day's requests).
+    """
+    from hmum.data.io import column_names
+    from hmum.data.validate import load_experiment
+
+    logged = False
+    if for_guardrails:
+        logged = {schema.arm_column, *schema.response_names} <= set(column_names(users))
+    u = load_experiment(users, schema, require_arm=logged, require_responses=logged,
+                        require_all_arms=False)
+    if not for_guardrails and u.user_id is not None and "user_id" in requests.column_names:
+        u = u.take(np.flatnonzero(np.isin(u.user_id, requests.column("user_id").to_numpy())))
+    return u
+
+
+def fit_request_guardrails(users: ExperimentData, hum_estimator, vw_estimator,
+                           requests: pa.Table, guardrails=(), max_share: dict | None = None,
+                           **fit_options) -> tuple:
+    """``fit_guardrail_rule`` with each user's weight the mean over their requests.
+
+    users: validated users with ids; requests: their requests (``user_id`` and the
+    value-weight model's columns). ``fit_options``: mode, sigma, estimate,
+    confidence, margin, calibration_share, seed (as ``fit_guardrail_rule``).
+
+    Returns (rule, deltas, report): the fitted ``DecisionRule``, ``hum_deltas`` of
+    the users (reusable by ``decide``) and the fit's report.
+    """
+    if users.user_id is None or "user_id" not in requests.column_names:
+        raise DataError(f"{option_name('guardrails', 'guardrails')} needs user ids in "
+                        f"{option_name('users', 'users')} and "
+                        f"{option_name('requests', 'requests')} to give users their weights")
+    deltas = hum_deltas(hum_estimator, users)
+    idx = join_users(requests.column("user_id").to_numpy(), users.user_id)
+    w_user, _ = user_mean_weights(idx, request_weights(vw_estimator, requests), len(users))
+    rule, report = fit_guardrail_rule(users, deltas, w_user, guardrails=guardrails,
+                                      max_share=max_share, **fit_options)
+    return rule, deltas, report
+
+
+def load_policy_eval_users(users: str | Path, schema, *, hum_estimator=None,
+                           test_split: bool = False, drop_invalid_responses: bool = False,
+                           ) -> tuple[ExperimentData, np.ndarray | None, int]:
+    """The experiment data ``policy_eval`` scores, read from ``users`` under ``schema``.
+
+    The simulator's latent weights (columns ``true_w_<response>``), when present,
+    define the value and the oracle. test_split: keep only the rows the HUM model
+    held out for testing (``hmum.workflows.train.held_out_rows``).
+
+    Returns (users, w_true (N, R) or None, rows dropped by drop_invalid_responses).
+    """
+    from hmum.data.io import column_names, read_table
+    from hmum.data.validate import load_experiment
+    from hmum.workflows.train import held_out_rows
+
+    d = load_experiment(users, schema, drop_invalid_responses=drop_invalid_responses)
+    n_dropped = d.n_dropped
+    wcols = [f"true_w_{r}" for r in schema.response_names]
+    w_true = None
+    if all(c in column_names(users) for c in wcols):
+        if n_dropped:
+            flag = option_name("drop_invalid_responses", "drop_invalid_responses=True")
+            raise DataError(f"{flag}: not supported on simulated data with true weights "
+                            f"{wcols} (their rows would no longer line up)")
+        wt = read_table(users, columns=wcols)
+        w_true = np.stack([wt.column(c).to_numpy() for c in wcols], axis=1)
+    if test_split:
+        idx = held_out_rows(hum_estimator, d, source=f"{option_name('users', 'users')} {users}")
+        d = d.take(idx)
+        w_true = None if w_true is None else w_true[idx]
+    return d, w_true, n_dropped
+
+
+def world_of(users: str | Path) -> str | None:
+    """The simulated world of a users file (``world_label``), from the simulation.json the
+    simulator wrote beside it; None for data that are not a simulation's."""
+    from hmum.data.simulator import SimulatorConfig
+
+    users = Path(users)
+    cfg = (users if users.is_dir() else users.parent) / "simulation.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return world_label(SimulatorConfig.model_validate_json(cfg.read_text()))
+    except ValueError:  # not a simulation's config: no world to name
+        return None

@@ -119,6 +119,41 @@ def train_hum(
     return est, info
 
 
+def train_hum_distributed(
+    data: str | Path,
+    schema,
+    out: str | Path | None,
+    *,
+    nproc: int | None = None,
+    valid_data: str | Path | None = None,
+    kl_weight: float = 1.0,
+    trainer: dict | None = None,
+    split: bool = True,
+    device: str = "cpu",
+    checkpoint_dir=None,
+    resume: bool = False,
+    progress: bool = False,
+):
+    """Data-parallel HUM training (DDP, ``hmum.training.distributed``) of a Parquet file.
+
+    ``nproc`` local workers (None: this process is one worker started by torchrun),
+    each reading only its row groups; without ``valid_data`` the split is a seeded
+    hash of the row index, holding out a test part as ``train_hum`` does with
+    ``split``. ``trainer``: TrainerConfig fields (None values and ``device`` are
+    left out; the device is ``device``). Writes the artifact to ``out`` (rank 0) and
+    returns the fitted estimator. Raises DistributedError when a worker fails.
+    """
+    from hmum.training import distributed as hd
+
+    job = hd.DistributedJob(
+        data=data, data_schema=schema.model_dump(), out=out, valid_data=valid_data,
+        fractions=SPLIT if split else (0.9, 0.1), model={"kl_weight": kl_weight},
+        trainer={k: v for k, v in (trainer or {}).items() if v is not None and k != "device"},
+        device=device, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+    )
+    return hd.run(job, nproc)
+
+
 # --------------------------------------------------------------------------------------
 # evaluation and report
 # --------------------------------------------------------------------------------------
