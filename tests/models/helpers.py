@@ -7,6 +7,17 @@ import pyarrow as pa
 
 from hmum.data.schema import FeatureSpec, ResponseSpec, Schema
 from hmum.data.validate import ExperimentData, validate_table
+from hmum.models.hum import HUMEstimator
+
+#: a small HUM for the estimator tests
+HUM_SMALL = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
+
+
+def fit_hum(d: ExperimentData, seed: int = 0, epochs: int = 3, **model) -> HUMEstimator:
+    """A small HUM (HUM_SMALL over ``model``) fitted on ``d``: batch 128, ``epochs`` epochs."""
+    est = HUMEstimator(d.schema, model={**HUM_SMALL, **model},
+                       trainer={"batch_size": 128, "max_epochs": epochs, "seed": seed})
+    return est.fit(d)
 
 
 def with_binary(d: ExperimentData) -> ExperimentData:

@@ -1,18 +1,23 @@
+"""causalml's S-, T- and X-learners: classifier variants, treatment order, recovery,
+propensity options, fallbacks, features and the optional extra.
+
+Shapes, determinism, the save refusal and the not-fitted error: the common check
+(test_estimator_checks.py)."""
+
 import sys
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from hmum.data.schema import ResponseSpec
 from hmum.data.validate import ExperimentData
-from hmum.exceptions import NotFittedError
 from hmum.models.causalml import (
     CausalMLSLearner,
     CausalMLTLearner,
     CausalMLXLearner,
     causalml_available,
 )
+from tests.models.helpers import with_binary
 from tests.synth import make_experiment
 
 pytestmark = pytest.mark.skipif(not causalml_available(), reason="needs hmum[causalml]")
@@ -21,34 +26,18 @@ LEARNERS = [CausalMLSLearner, CausalMLTLearner, CausalMLXLearner]
 SMALL = {"lgbm": {"n_estimators": 30}}
 
 
-def with_binary_response(d: ExperimentData) -> ExperimentData:
-    """d with its second response replaced by a 0/1 response (y1 above its median)."""
-    y = d.y.copy()
-    y[:, 1] = (y[:, 1] > np.median(y[:, 1])).astype(np.float64)
-    responses = [d.schema.responses[0], ResponseSpec(name="y1", kind="binary")]
-    schema = d.schema.model_copy(update={"responses": responses})
-    return ExperimentData(schema=schema, features=d.features, arm=d.arm, y=y, mu=d.mu)
-
-
 @pytest.fixture(scope="module")
 def mixed():
-    return with_binary_response(make_experiment(n=900, K=2, R=2, effect=1.0))
+    return with_binary(make_experiment(n=900, K=2, R=2, effect=1.0))
 
 
 @pytest.mark.parametrize("cls", LEARNERS)
-def test_shapes_k2_r2_with_binary_response(cls, mixed):
+def test_binary_response_uses_the_classifier_variant(cls, mixed):
     est = cls(mixed.schema, model=SMALL, trainer={"max_epochs": 1, "batch_size": 256}).fit(mixed)
     y_hat = est.predict_outcomes(mixed)
-    assert y_hat.shape == (900, 3, 2)
-    assert np.isfinite(y_hat).all()
-    tau = est.predict_uplift(mixed)
-    assert tau.shape == (900, 2, 2)
-    np.testing.assert_allclose(tau, y_hat[:, 1:] - y_hat[:, :1], atol=1e-9)
     # the binary response goes through the classifier variant: control outcome is a probability
     assert est.classifier_ == [False, True]
     assert ((y_hat[:, 0, 1] >= 0) & (y_hat[:, 0, 1] <= 1)).all()
-    # a raw table with the feature columns gives the same outcomes
-    np.testing.assert_allclose(est.predict_outcomes(mixed.features), y_hat)
 
 
 def test_treatment_order_follows_the_schema_not_causalml_sorting():
@@ -80,12 +69,6 @@ def test_x_learner_propensity_options(propensity):
         assert est.propensity_["t1"] == pytest.approx(share)
 
 
-def test_same_seed_same_predictions(mixed):
-    a = CausalMLSLearner(mixed.schema, model=SMALL, trainer={"seed": 3}).fit(mixed)
-    b = CausalMLSLearner(mixed.schema, model=SMALL, trainer={"seed": 3}).fit(mixed)
-    np.testing.assert_array_equal(a.predict_outcomes(mixed), b.predict_outcomes(mixed))
-
-
 def test_binary_response_with_one_class_in_an_arm_falls_back_to_regression(mixed):
     y = mixed.y.copy()
     y[mixed.arm == 0, 1] = 0.0  # no positive in the control arm: a classifier cannot fit
@@ -99,17 +82,6 @@ def test_log_called_once_with_an_epoch(mixed):
     seen = []
     CausalMLTLearner(mixed.schema, model=SMALL).fit(mixed, log=seen.append)
     assert [r["epoch"] for r in seen] == [1]
-
-
-def test_save_refuses(tmp_path, mixed):
-    est = CausalMLTLearner(mixed.schema, model=SMALL).fit(mixed)
-    with pytest.raises(NotImplementedError, match="only be pickled.*never use pickle"):
-        est.save(tmp_path / "m")
-
-
-def test_predict_before_fit(mixed):
-    with pytest.raises(NotFittedError, match="not fitted yet"):
-        CausalMLSLearner(mixed.schema).predict_outcomes(mixed)
 
 
 def test_missing_arm_in_training_rows(mixed):

@@ -1,15 +1,15 @@
-"""CEVAE, GANITE and DESCN: smoke, artifacts, refusals, hand-computed losses, recovery."""
+"""CEVAE, GANITE and DESCN: hand-computed losses, structure, recovery.
+
+Shapes, ranges, determinism, artifacts and refusals: the common check
+(test_estimator_checks.py)."""
 
 import math
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
 import hmum.models.generative as gen_models
-from hmum.data.schema import ResponseSpec, Schema
-from hmum.data.validate import validate_table
 from hmum.models.descn import DESCN, DESCNConfig, DESCNEstimator, descn_loss
 from hmum.models.generative import (
     CEVAE,
@@ -25,7 +25,6 @@ from hmum.models.generative import (
     response_nll,
     reverse_gradient,
 )
-from hmum.models.registry import load_estimator
 from tests.synth import make_experiment
 
 ESTIMATORS = [CEVAEEstimator, GANITEEstimator, DESCNEstimator]
@@ -38,66 +37,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def _mixed(n=300, seed=0):
-    """K=1 experiment with a positive continuous response and a binary one."""
-    d = make_experiment(n=n, K=1, R=2, seed=seed)
-    rng = np.random.default_rng(seed)
-    p = 1 / (1 + np.exp(-(d.mu[np.arange(n), d.arm, 1] - 4.0)))
-    cols = {name: d.features.column(name) for name in d.features.column_names}
-    cols.update(arm=pa.array(d.arm), y0=pa.array(d.y[:, 0]),
-                y1=pa.array((rng.random(n) < p).astype(np.int64)))
-    schema = Schema(
-        features=d.schema.features, arms=d.schema.arms,
-        responses=[ResponseSpec(name="y0", kind="continuous"),
-                   ResponseSpec(name="y1", kind="binary")],
-    )
-    return validate_table(pa.table(cols), schema)
-
-
-@pytest.fixture(scope="module")
-def mixed():
-    return _mixed()
-
-
-@pytest.fixture(scope="module")
-def fitted(mixed):
-    """Each estimator fitted for one epoch on the mixed data."""
-    out = {}
-    for cls in ESTIMATORS:
-        est = cls(mixed.schema, model=SMALL, trainer={"max_epochs": 1, "batch_size": 128})
-        out[cls.model_type] = est.fit(mixed)
-    return out
-
-
-# --- smoke, determinism, artifacts, refusal ---------------------------------------------
-@pytest.mark.parametrize("name", ["cevae", "ganite", "descn"])
-def test_smoke_shapes_and_ranges(fitted, mixed, name):
-    y_hat = fitted[name].predict_outcomes(mixed)
-    assert y_hat.shape == (len(mixed), 2, 2)
-    assert np.isfinite(y_hat).all()
-    assert ((y_hat[..., 1] > 0) & (y_hat[..., 1] < 1)).all()  # binary: a probability
-    assert (y_hat[..., 0] > 0).all()  # non-negative continuous: softplus link
-
-
-@pytest.mark.parametrize("name", ["cevae", "ganite", "descn"])
-def test_deterministic_and_save_load_identical(fitted, mixed, name, tmp_path):
-    est = fitted[name]
-    first = est.predict_outcomes(mixed)
-    np.testing.assert_array_equal(first, est.predict_outcomes(mixed))
-    est.save(tmp_path / name)
-    back = load_estimator(tmp_path / name)
-    assert type(back) is type(est)
-    np.testing.assert_array_equal(first, back.predict_outcomes(mixed))
-
-
-@pytest.mark.parametrize("cls", ESTIMATORS)
-def test_refuses_more_than_one_treatment(cls):
-    d = make_experiment(n=60, K=2, R=1)
-    est = cls(d.schema, model=SMALL, trainer={"max_epochs": 1})
-    with pytest.raises(ValueError, match=rf"'{cls.model_type}'.*K=2"):
-        est.fit(d)
 
 
 def test_descn_network_refuses_two_treatments():

@@ -1,6 +1,7 @@
-"""S-learner and T-learner: smoke, artifacts, gradient masking, arm conditioning, recovery."""
+"""S-learner and T-learner: gradient masking, arm conditioning, recovery.
 
-import numpy as np
+Shapes, ranges, artifacts and refusals: the common check (test_estimator_checks.py)."""
+
 import pytest
 import torch
 
@@ -12,39 +13,10 @@ from hmum.models.meta import (
     TLearnerEstimator,
     TLearnerNet,
 )
-from hmum.models.registry import load_estimator
-from tests.models.helpers import tau_correlations, with_binary
+from tests.models.helpers import tau_correlations
 from tests.synth import make_experiment
 
-ONE_EPOCH = {"max_epochs": 1, "batch_size": 128}
 ESTIMATORS = {"slearner": SLearnerEstimator, "tlearner": TLearnerEstimator}
-
-
-@pytest.mark.parametrize("name", sorted(ESTIMATORS))
-@pytest.mark.parametrize("binary", [False, True])
-def test_smoke_one_epoch_shapes_and_ranges(name, binary):
-    d = make_experiment(300, K=2, R=2, kinds=["continuous", "count"])
-    if binary:
-        d = with_binary(d)
-    est = ESTIMATORS[name](d.schema, trainer=ONE_EPOCH).fit(d)
-    y_hat = est.predict_outcomes(d)
-    assert y_hat.shape == (300, 3, 2)
-    assert np.isfinite(y_hat).all()
-    if binary:
-        assert ((y_hat[..., 1] > 0) & (y_hat[..., 1] < 1)).all()
-    else:
-        assert (y_hat[..., 1] > 0).all()  # count -> softplus link
-
-
-@pytest.mark.parametrize("name", sorted(ESTIMATORS))
-def test_save_load_gives_identical_predictions(name, tmp_path):
-    d = make_experiment(200, K=2, R=2)
-    est = ESTIMATORS[name](d.schema, model={"hidden_sizes": [16], "head_sizes": [8]},
-                           trainer=ONE_EPOCH).fit(d)
-    est.save(tmp_path / "m")
-    back = load_estimator(tmp_path / "m")
-    assert type(back) is type(est)
-    np.testing.assert_array_equal(back.predict_outcomes(d), est.predict_outcomes(d))
 
 
 def _net(cls, K=2, R=2):  # noqa: N803

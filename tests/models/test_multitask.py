@@ -1,12 +1,12 @@
-"""M³TN, EFIN, EUEN, FlexTENet, SNet: smoke, artifacts, refusals, structure, recovery."""
+"""M³TN, EFIN, EUEN, FlexTENet, SNet: structure, penalties, recovery.
+
+Shapes, ranges, artifacts, refusals and registration: the common check
+(test_estimator_checks.py) and test_registry.py."""
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
-from hmum.data.schema import FeatureSpec, ResponseSpec, Schema
-from hmum.data.validate import validate_table
 from hmum.models.baseline import factual_loss
 from hmum.models.multitask import (
     EFIN,
@@ -28,7 +28,6 @@ from hmum.models.multitask import (
     orthogonality_penalty,
     subspace_orthogonality_penalty,
 )
-from hmum.models.registry import load_estimator, registered_estimators
 from tests.synth import make_experiment
 
 torch.set_num_threads(1)
@@ -41,82 +40,10 @@ MODELS = {
     "flextenet": (FlexTENetEstimator, 1),
     "snet": (SNetEstimator, 1),
 }
-ONE_EPOCH = {"max_epochs": 1, "batch_size": 128}
 SMALL = {"hidden_sizes": [32, 16], "head_sizes": [8], "embed_dim": 8}
 
 
-def binary_experiment(n=300, K=2, seed=0):
-    """A continuous response and a binary one whose rate moves with the arm."""
-    rng = np.random.default_rng(seed)
-    seg = rng.integers(0, 2, n)
-    x1 = rng.normal(size=n)
-    arm = rng.permutation(np.arange(n) % (K + 1))
-    p = 0.3 + 0.4 * (arm > 0) * seg
-    table = pa.table({
-        "seg": pa.array(seg.astype(str)),
-        "x1": pa.array(x1),
-        "arm": pa.array(arm),
-        "time": pa.array(np.abs(3 + x1 + arm * seg + rng.normal(size=n))),
-        "click": pa.array((rng.random(n) < p).astype(float)),
-    })
-    schema = Schema(
-        features=[FeatureSpec(name="seg", kind="categorical"),
-                  FeatureSpec(name="x1", kind="numeric")],
-        arms=["control"] + [f"t{k}" for k in range(1, K + 1)],
-        responses=[ResponseSpec(name="time", kind="continuous"),
-                   ResponseSpec(name="click", kind="binary")],
-    )
-    return validate_table(table, schema)
-
-
 # ----------------------------------------------------------------- every model
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_registered(name):
-    assert registered_estimators()[name] is MODELS[name][0]
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_smoke_one_epoch_shapes_and_finite(name):
-    cls, K = MODELS[name]
-    data = make_experiment(n=300, K=K, R=2)
-    est = cls(data.schema, trainer=ONE_EPOCH).fit(data)
-    y = est.predict_outcomes(data)
-    assert y.shape == (300, K + 1, 2)
-    assert np.isfinite(y).all()
-    assert (y > 0).all()  # non-negative continuous responses use the softplus link
-    assert np.isfinite(est.history_.epochs[0]["valid_loss"])
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_binary_response_in_unit_interval(name):
-    cls, K = MODELS[name]
-    data = binary_experiment(K=K)
-    y = cls(data.schema, model=SMALL, trainer=ONE_EPOCH).fit(data).predict_outcomes(data)
-    assert y.shape == (300, K + 1, 2)
-    assert np.isfinite(y).all()
-    assert ((y[..., 1] > 0) & (y[..., 1] < 1)).all()
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_save_load_identical_predictions(name, tmp_path):
-    cls, K = MODELS[name]
-    data = make_experiment(n=200, K=K, R=2, seed=3)
-    est = cls(data.schema, model=SMALL, trainer=ONE_EPOCH).fit(data)
-    est.save(tmp_path / name)
-    back = load_estimator(tmp_path / name)
-    assert type(back) is cls
-    assert back.model_config_ == est.model_config_
-    np.testing.assert_array_equal(back.predict_outcomes(data), est.predict_outcomes(data))
-
-
-@pytest.mark.parametrize("name", ["euen", "flextenet", "snet"])
-def test_single_treatment_models_refuse_two_treatments(name):
-    cls, _ = MODELS[name]
-    data = make_experiment(n=60, K=2, R=1)
-    with pytest.raises(ValueError, match=rf"{cls.__name__} \('{name}'\).*K=2"):
-        cls(data.schema, trainer=ONE_EPOCH).fit(data)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -1,4 +1,6 @@
-"""TARNet, CFRNet, DragonNet, BNN: smoke, artifacts, refusals, penalties, recovery."""
+"""TARNet, CFRNet, DragonNet, BNN: penalties, losses, structure, recovery.
+
+Shapes, ranges, artifacts and refusals: the common check (test_estimator_checks.py)."""
 
 import math
 from types import SimpleNamespace
@@ -8,7 +10,6 @@ import pytest
 import torch
 
 from hmum.models.baseline import factual_loss
-from hmum.models.registry import load_estimator
 from hmum.models.representation import (
     BNN,
     ArmHeadsNet,
@@ -30,7 +31,7 @@ from hmum.models.representation import (
     nearest_in_other_arm,
     wasserstein_sinkhorn,
 )
-from tests.models.helpers import tau_correlations, with_binary
+from tests.models.helpers import tau_correlations
 from tests.synth import make_experiment
 
 ONE_EPOCH = {"max_epochs": 1, "batch_size": 128}
@@ -40,7 +41,6 @@ ESTIMATORS = {
     "dragonnet": DragonNetEstimator,
     "bnn": BNNEstimator,
 }
-SINGLE = ["bnn", "cfrnet", "dragonnet"]
 
 
 def _k(name):
@@ -48,23 +48,6 @@ def _k(name):
 
 
 # --- estimators ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", sorted(ESTIMATORS))
-@pytest.mark.parametrize("binary", [False, True])
-def test_smoke_one_epoch_shapes_and_ranges(name, binary):
-    K = _k(name)  # noqa: N806
-    d = make_experiment(300, K=K, R=2, kinds=["continuous", "count"])
-    if binary:
-        d = with_binary(d)
-    est = ESTIMATORS[name](d.schema, trainer=ONE_EPOCH).fit(d)
-    y_hat = est.predict_outcomes(d)
-    assert y_hat.shape == (300, K + 1, 2)
-    assert np.isfinite(y_hat).all()
-    if binary:
-        assert ((y_hat[..., 1] > 0) & (y_hat[..., 1] < 1)).all()
-    else:
-        assert (y_hat[..., 1] > 0).all()  # count -> softplus link
 
 
 @pytest.mark.parametrize("model", [{"ipm": "wasserstein"}, {"ipm": "mmd"},
@@ -76,28 +59,6 @@ def test_cfrnet_trains_with_every_ipm(model):
     assert np.isfinite(est.predict_outcomes(d)).all()
     assert rec["valid_ipm"] > 0
     assert rec["valid_loss"] == pytest.approx(rec["valid_mse"] + rec["valid_ipm"], rel=1e-4)
-
-
-@pytest.mark.parametrize("name", sorted(ESTIMATORS))
-def test_save_load_gives_identical_predictions(name, tmp_path):
-    d = make_experiment(200, K=_k(name), R=2)
-    est = ESTIMATORS[name](d.schema, model={"hidden_sizes": [16], "head_sizes": [8]},
-                           trainer=ONE_EPOCH).fit(d)
-    est.save(tmp_path / "m")
-    back = load_estimator(tmp_path / "m")
-    assert type(back) is type(est)
-    a, b = est.predict_all(d), back.predict_all(d)
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
-
-
-@pytest.mark.parametrize("name", SINGLE)
-def test_single_treatment_models_refuse_two_treatments(name):
-    d = make_experiment(60, K=2, R=1)
-    est = ESTIMATORS[name](d.schema, trainer=ONE_EPOCH)
-    with pytest.raises(ValueError, match=rf"'{name}'.*K=2"):
-        est.fit(d)
 
 
 def test_dragonnet_propensity_matches_the_randomized_share():
