@@ -151,16 +151,20 @@ def decide(
         "runs/decisions.parquet"),
     sigma: Annotated[float, typer.Option(help="enable k where phi^k > sigma")] = 0.0,
     mode: Annotated[str, typer.Option(
+        metavar="<independent|exclusive>",
         help="independent (any subset, the paper) or exclusive (best arm or none)")]
     = "independent",
     drop_unknown_users: Annotated[bool, typer.Option(
         help="skip requests whose user is not in --users (default: error)")] = False,
     guardrail: Annotated[list[str] | None, typer.Option(
-        help="RESPONSE>=FLOOR: the response's population change must stay >= FLOOR (a "
-             "fraction, or percent with '%'), e.g. video_views>=-0.0; repeatable")] = None,
+        metavar="RESPONSE>=FLOOR",
+        help="the response's population change must stay >= FLOOR (a fraction, or percent "
+             "with '%'), e.g. video_views>=-0.0; repeatable")] = None,
     max_share: Annotated[list[str] | None, typer.Option(
-        help="TREATMENT=SHARE: at most SHARE of users get it, e.g. t2=0.3; repeatable")] = None,
+        metavar="TREATMENT=SHARE",
+        help="at most SHARE of users get TREATMENT, e.g. t2=0.3; repeatable")] = None,
     guardrail_estimate: Annotated[str, typer.Option(
+        metavar="<auto|model|dr>",
         help="how the guarded change is estimated on the calibration users: model (the "
              "uplift model), dr (doubly robust lower bound from the logged arm and "
              "responses; exclusive mode) or auto (dr when possible)")] = "auto",
@@ -334,8 +338,9 @@ def policy_eval(
     = 0,
     sigma: Annotated[float, typer.Option(help="decision threshold")] = 0.0,
     fixed_weights: Annotated[str | None, typer.Option(
-        help="global weights of the fixed-weight strategy, e.g. '0.5,0.5' (default: the mean "
-             "predicted weight)")] = None,
+        metavar="W1,W2,...",
+        help="global weights of the fixed-weight strategy, e.g. '0.5,0.5' (default: the "
+             "mean predicted weight)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples of the off-policy CIs")]
     = 500,
     drop_invalid_responses: Annotated[bool, typer.Option(
