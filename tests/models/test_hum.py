@@ -52,6 +52,51 @@ def test_y0_star_is_the_mean_of_branch_controls():
     assert (y_hat[:, 0] <= y0b.max(1).values + 1e-6).all()
 
 
+def _hand_output(links):
+    """A HUMOutput with K=2, one branch each, R=len(links), hand-set values (N=1)."""
+    from hmum.models.hum import HUMOutput
+
+    yt = torch.tensor([[[2.0, 0.6, 1.0], [6.0, 0.9, -1.0]]])[..., : len(links)]  # (1, B, R)
+    y0 = torch.tensor([[[4.0, 0.5, 3.0], [2.0, 0.2, 1.0]]])[..., : len(links)]
+    return HUMOutput(yt, y0, torch.zeros(1, 2, len(links), 1))
+
+
+def test_within_branch_uplift_is_each_branchs_own_difference():
+    links = ["softplus", "sigmoid", "identity"]
+    m = HUM([3], 2, links, torch.ones(3), torch.ones(3), HUMConfig(n_experts=1))
+    assert m.uplift == "within_branch"  # the measured default
+    y_hat, y0b = m.potential_outcomes(_hand_output(links))
+    y0 = torch.tensor([3.0, 0.35, 2.0])  # mean of the branches' controls
+    torch.testing.assert_close(y_hat[0, 0], y0)
+    # positive response: ratio y0* y^k / y^{0,k}; binary: y0* + difference, in [0, 1];
+    # signed: y0* + difference
+    torch.testing.assert_close(y_hat[0, 1], torch.tensor([3.0 * 2 / 4, 0.35 + 0.1, 2.0 - 2.0]))
+    torch.testing.assert_close(y_hat[0, 2], torch.tensor([3.0 * 6 / 2, 1.0, 2.0 - 2.0]))
+    torch.testing.assert_close(y0b[0], torch.tensor([[4.0, 0.5, 3.0], [2.0, 0.2, 1.0]]))
+
+
+def test_paper_uplift_is_the_treated_estimate_against_y0_star():
+    links = ["softplus", "sigmoid", "identity"]
+    cfg = HUMConfig(n_experts=1, uplift="paper")
+    m = HUM([3], 2, links, torch.ones(3), torch.ones(3), cfg)
+    y_hat, _ = m.potential_outcomes(_hand_output(links))
+    torch.testing.assert_close(y_hat[0, 1:], torch.tensor([[2.0, 0.6, 1.0], [6.0, 0.9, -1.0]]))
+
+
+def test_artifacts_written_before_the_uplift_option_keep_the_papers_rule(tmp_path, fitted,
+                                                                        data):
+    from hmum.models.artifacts import read_artifact
+
+    jsons, weights = read_artifact(fitted.save(tmp_path / "m"))
+    assert jsons["config"]["model"]["uplift"] == "within_branch"
+    del jsons["config"]["model"]["uplift"]
+    old = HUMEstimator._from_artifact(jsons, weights)
+    assert old.module_.uplift == "paper" and fitted.module_.uplift == "within_branch"
+    paper, within = old.predict_outcomes(data), fitted.predict_outcomes(data)
+    np.testing.assert_allclose(paper[:, 0], within[:, 0])  # same y0*, another uplift rule
+    assert not np.allclose(paper[:, 1:], within[:, 1:])
+
+
 def _block_grad_norms(m: HUM, b: int) -> dict[str, float]:
     """Gradient norms of everything that belongs to branch b only."""
     M, R = m.mmoe.M, m.R

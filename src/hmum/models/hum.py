@@ -62,6 +62,13 @@ class HUMConfig(LossConfig):
         None, ge=1, description="branches per treatment; None: 1 if K > 1, else 3 (paper §5.2.2)"
     )
     kl_weight: float = Field(1.0, ge=0.0, description="weight of the KL term; 0 = HUM w/o KL")
+    uplift: Literal["within_branch", "paper"] = Field(
+        "within_branch", description="paper: y^k is treatment k's branches' treated estimate, "
+        "so tau_k = y^k - y0* mixes branch k's uplift with its disagreement with the other "
+        "branches on the control; within_branch: y^k = y0* + branch k's own treated-minus-"
+        "control difference (a ratio for positive responses), which cancels that disagreement "
+        "(measured better, benchmarks/bench_hum_quality.py)"
+    )
 
     def n_branches_per_treatment(self, n_treatments: int) -> int:
         if self.branches_per_treatment is not None:
@@ -130,6 +137,7 @@ class HUM(nn.Module):
         self.K = n_treatments
         self.R = len(links)
         self.links = list(links)
+        self.uplift = cfg.uplift
         # the response loss of each output; set by the estimator (hmum.nn.links)
         self.losses = ["mse"] * self.R
         bpt = cfg.n_branches_per_treatment(n_treatments)
@@ -216,7 +224,22 @@ class HUM(nn.Module):
         yt = out.y_treated.reshape(n, self.K, bpt, self.R).mean(2)
         y0b = out.y_control.reshape(n, self.K, bpt, self.R).mean(2)
         y0 = out.y_control.mean(1, keepdim=True)
+        if self.uplift == "within_branch":
+            yt = self._within_branch(y0, yt, y0b)
         return torch.cat([y0, yt], dim=1), y0b
+
+    def _within_branch(self, y0: torch.Tensor, yt: torch.Tensor, y0b: torch.Tensor):
+        """y^k = y0* + (y^k_branch - y^{0,k}) per response: y0 (N, 1, R), yt / y0b (N, K, R).
+
+        Positive responses (softplus / exp links) take the ratio form y0* y^k / y^{0,k},
+        which keeps them positive; binary ones stay inside [0, 1].
+        """
+        ratio = torch.tensor([lk in ("softplus", "exp") for lk in self.links], device=yt.device)
+        additive = y0 + (yt - y0b)
+        relative = y0 * yt / y0b.clamp_min(torch.finfo(yt.dtype).tiny)
+        out = torch.where(ratio, relative, additive)
+        binary = torch.tensor([lk == "sigmoid" for lk in self.links], device=yt.device)
+        return torch.where(binary, out.clamp(0.0, 1.0), out)
 
 
 # Gates are softmax outputs; the floor keeps log() finite if one saturates.
@@ -287,8 +310,17 @@ class HUMEstimator(NeuralUpliftEstimator):
     #: weight averaging over a tenth of the planned steps (measured, see the README's
     #: quality section); {"ema_share": None} turns it off (the paper: ``hum_paper``)
     default_trainer: ClassVar[dict] = {"ema_share": 0.1}
-    #: 2: deviance losses and EMA became the defaults (old benchmark cells are stale)
-    defaults_version: ClassVar[int] = 2
+    #: 2: deviance losses and EMA became the defaults; 3: the within-branch uplift
+    #: (a bump makes the old benchmark cells stale)
+    defaults_version: ClassVar[int] = 3
+
+    @classmethod
+    def _from_artifact(cls, jsons: dict, weights: dict) -> HUMEstimator:
+        model = jsons["config"].get("model") or {}
+        if "uplift" not in model:  # written before the option existed: the paper's rule
+            config = {**jsons["config"], "model": {**model, "uplift": "paper"}}
+            jsons = {**jsons, "config": config}
+        return super()._from_artifact(jsons, weights)
 
     def _build(self, cardinalities, links, y_mean, y_std, cfg):
         self._kl_weight, self._tweedie_power = cfg.kl_weight, cfg.tweedie_power

@@ -173,9 +173,9 @@ def load_estimator(path: str | Path) -> UpliftModel:
 # every model hmum ships, in table order
 register("hum", HUMEstimator, label="HUM", ours=True)
 register("hum_nokl", HUMEstimator, model={"kl_weight": 0.0}, label="HUM w/o KL", ours=True)
-# the paper's settings: squared error, no weight averaging
-register("hum_paper", HUMEstimator, model={"loss": "mse"}, label="HUM (paper settings)",
-         ours=True, trainer={"ema_share": None})
+# the paper's settings: squared error, no weight averaging, tau_k = y^k - y0*
+register("hum_paper", HUMEstimator, model={"loss": "mse", "uplift": "paper"},
+         label="HUM (paper settings)", ours=True, trainer={"ema_share": None})
 register("slearner", SLearnerEstimator, label="S-Learner")
 # HUM's two improvements offered to the S-Learner (same loss and averaging)
 register("slearner_plus", SLearnerEstimator, model={"loss": "deviance"},
