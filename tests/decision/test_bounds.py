@@ -66,7 +66,8 @@ def test_bootstrap_rows_seeded():
     assert len(np.unique(a[0])) < 100  # with replacement
 
 
-def test_branch_member_deltas_average_back_to_hums_estimate():
+@pytest.mark.parametrize("rule", ["paper", "within_branch"])
+def test_branch_member_deltas_follow_hums_uplift_rule(rule):
     from hmum.data.simulator import SimulatorConfig, simulate_users, simulation_schema
     from hmum.data.validate import validate_table
     from hmum.models.hum import HUMEstimator
@@ -75,7 +76,7 @@ def test_branch_member_deltas_average_back_to_hums_estimate():
     cfg = SimulatorConfig(n_users=2000, seed=1)
     d = validate_table(simulate_users(cfg), simulation_schema(cfg))
     est = HUMEstimator(d.schema, model={"branches_per_treatment": 3, "expert_sizes": [8],
-                                        "tower_sizes": [4], "embed_dim": 4},
+                                        "tower_sizes": [4], "embed_dim": 4, "uplift": rule},
                        trainer={"max_epochs": 1, "batch_size": 512}).fit(d)
     md = branch_member_deltas(est, d, batch_size=700)  # several batches
     assert md.shape == (3, 2000, 2, 2)
@@ -84,8 +85,13 @@ def test_branch_member_deltas_average_back_to_hums_estimate():
     out = est.module_(__import__("torch").from_numpy(est.encode(d)))
     y0j = out.y_control.detach().double().numpy().reshape(2000, 2, 3, 2).mean(1)  # (N, M, R)
     yt = (md + 1.0) * y0j.transpose(1, 0, 2)[:, :, None, :]  # (M, N, K, R)
-    np.testing.assert_allclose(yt.mean(0), y["y_hat"][:, 1:], rtol=2e-5)
     np.testing.assert_allclose(y0j.mean(1), y["y_hat"][:, 0], rtol=2e-5)
+    if rule == "paper":  # the members average back to HUM's estimate
+        np.testing.assert_allclose(yt.mean(0), y["y_hat"][:, 1:], rtol=2e-5)
+    else:  # usage time and views are positive: member j's ratio y^{k,j} / y^{0,(k,j)}
+        y0b = out.y_control.detach().double().numpy().reshape(2000, 2, 3, 2)
+        ytb = out.y_treated.detach().double().numpy().reshape(2000, 2, 3, 2)
+        np.testing.assert_allclose(md, (ytb / y0b - 1.0).transpose(2, 0, 1, 3), atol=1e-6)
     assert (md.std(axis=0) > 0).mean() > 0.99  # the branches do disagree
 
 

@@ -71,11 +71,15 @@ def branch_member_deltas(hum_estimator, users: ExperimentData, *, floor: float =
                          batch_size: int = 65536) -> np.ndarray:
     """member_delta (M, N, K, R): HUM's branches as M = branches_per_treatment members.
 
-    Member j is branch j of every treatment: y^{k,j} (its treated pass) over its own
-    no-treatment estimate y0*_j = mean_k y^{0,(k,j)} (eq. 6 within the member), eq. 7.
-    Reads the module's forward (``HUMOutput``: y_treated, y_control (N, B, R) with
-    B = K * M, branch b serving treatment b // M + 1), the per-branch treated outputs
-    that ``predict_all`` averages away. Needs a fitted HUMEstimator with M >= 2.
+    Member j is branch j of every treatment, read as a HUM of its own with one branch
+    per treatment: its no-treatment estimate is y0*_j = mean_k y^{0,(k,j)} (eq. 6
+    within the member) and its treated estimate follows the model's uplift rule
+    (``HUMConfig.uplift``): the paper's y^{k,j}, or within_branch's y0*_j + (y^{k,j} -
+    y^{0,(k,j)}) (a ratio for positive responses); delta by eq. 7. Under the paper's
+    rule the members' outcomes average back to HUM's estimate exactly. Reads the
+    module's forward (``HUMOutput``: y_treated, y_control (N, B, R) with B = K * M,
+    branch b serving treatment b // M + 1), the per-branch outputs that ``predict_all``
+    averages away. Needs a fitted HUMEstimator with M >= 2.
     """
     import torch
 
@@ -91,10 +95,14 @@ def branch_member_deltas(hum_estimator, users: ExperimentData, *, floor: float =
         for s in range(0, x.shape[0], batch_size):
             out = mod(x[s:s + batch_size])
             n, _, r = out.y_treated.shape
-            yt = out.y_treated.reshape(n, k, m, r).double().numpy()
-            y0 = out.y_control.reshape(n, k, m, r).double().numpy().mean(axis=1)  # (n, M, R)
-            parts.append(yt / np.maximum(y0, floor)[:, None] - 1.0)  # (n, K, M, R)
-    return np.concatenate(parts).transpose(2, 0, 1, 3)
+            yt = out.y_treated.reshape(n, k, m, r).transpose(1, 2)  # (n, M, K, R)
+            y0b = out.y_control.reshape(n, k, m, r).transpose(1, 2)
+            y0 = y0b.mean(dim=2, keepdim=True)  # (n, M, 1, R): each member's y0*
+            if mod.uplift == "within_branch":
+                yt = mod._within_branch(y0, yt, y0b)
+            y0 = y0.double().numpy()
+            parts.append(yt.double().numpy() / np.maximum(y0, floor) - 1.0)  # (n, M, K, R)
+    return np.concatenate(parts).transpose(1, 0, 2, 3)
 
 
 def ensemble_member_deltas(estimators, users: ExperimentData, *,
