@@ -77,7 +77,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 #: (layer, module prefixes) bottom to top; a module belongs to its longest matching prefix
 LAYERS = [
-    ("base", ["hmum._version", "hmum.exceptions"]),
+    ("base", ["hmum._lazy", "hmum._version", "hmum.exceptions"]),
     ("decision", ["hmum.decision"]),  # arrays only
     ("metrics", ["hmum.metrics"]),  # arrays only (delta from hmum.decision.core)
     ("data", ["hmum.data"]),

@@ -15,9 +15,9 @@ F feature fields, K treatments (arm 0 is control), R responses.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from hmum._lazy import lazy_exports
 from hmum._version import __version__
 
 #: public name -> the module that defines it
@@ -76,17 +76,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hmum' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names

@@ -1,0 +1,42 @@
+"""The public API: every name in ``__all__`` of hmum and of each subpackage resolves, lazily."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGES = ["hmum", "hmum.data", "hmum.nn", "hmum.models", "hmum.training", "hmum.decision",
+            "hmum.metrics", "hmum.serving", "hmum.workflows", "hmum.cli"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_exported_name_resolves(name):
+    pkg = importlib.import_module(name)
+    assert pkg.__all__, f"{name} exports nothing"
+    for export in pkg.__all__:
+        assert getattr(pkg, export) is not None, f"{name}.{export}"
+    assert set(pkg.__all__) <= set(dir(pkg))
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    import hmum
+
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        hmum.no_such_name  # noqa: B018
+
+
+def test_import_hmum_loads_no_torch():
+    code = ("import sys, hmum, hmum.models, hmum.data; "
+            "print(sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_public_names_are_the_defining_objects():
+    import hmum
+    from hmum.models.hum import HUMEstimator
+    from hmum.models.registry import get_model
+
+    assert hmum.HUMEstimator is HUMEstimator and hmum.models.get_model is get_model
