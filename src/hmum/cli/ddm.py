@@ -43,6 +43,86 @@ DDM_FLAGS = {"missing": "--drop-unknown-users", "test_split": "--test-split",
              "calibration_share": "--calibration-share"}
 
 
+WEIGHTS_HELP = ("fixed business weights per response instead of a value-weight model, e.g. "
+                "usage_time=0.7,video_views=0.3 (normalized to sum 1; unnamed responses get 0)")
+WEIGHTS_CONFIG_HELP = ("fixed weights from a JSON file {\"usage_time\": 0.7, ...} (or "
+                       "{\"weights\": {...}}) instead of a value-weight model")
+WEIGHT_COLUMN_HELP = ("per-user weights from columns of --users, e.g. "
+                      "usage_time=w_usage,video_views=w_views (each row normalized to sum 1)")
+
+
+def _check_weights_sources(value_model, weights, weights_config, weight_column, requests, *,
+                           need_requests: bool) -> None:
+    """Exactly one weights source; the learned one needs --requests."""
+    given = [f for f, v in (("--value-model", value_model), ("--weights", weights),
+                            ("--weights-config", weights_config),
+                            ("--weight-column", weight_column or None)) if v is not None]
+    if len(given) != 1:
+        _fail("give exactly one weights source: --value-model (with --requests), --weights, "
+              "--weights-config or --weight-column"
+              + (f"; got {', '.join(given)}" if given else ""))
+    if need_requests and value_model is not None and requests is None:
+        _fail("--value-model predicts weights per request: it needs --requests (or use "
+              "--weights / --weights-config / --weight-column)")
+
+
+def _weights_of(weights, weights_config, weight_column, responses):
+    """(fixed w (R,) or None, {response: column} or None, the source's record)."""
+    from hmum.decision import weights as dw
+
+    if weights is not None:
+        w = dw.parse_weights(weights, responses)
+        return w, None, dw.weights_record("fixed", weights=w, responses=responses)
+    if weights_config is not None:
+        w = dw.load_weights_config(weights_config, responses)
+        return w, None, dw.weights_record("config", weights=w, responses=responses,
+                                          path=str(weights_config))
+    if weight_column:
+        cols = dw.parse_weight_columns(weight_column, responses)
+        return None, cols, dw.weights_record("columns", columns=cols)
+    return None, None, dw.weights_record("value_model")
+
+
+def _user_weights(wf, users_path, u, fixed_w, columns):
+    """w_user (N, R) of the loaded users for the fixed or column sources, else None."""
+    import numpy as np
+
+    if fixed_w is not None:
+        return np.broadcast_to(fixed_w, (len(u), len(fixed_w))).copy()
+    if columns is not None:
+        return wf.read_weight_columns(users_path, u, columns)
+    return None
+
+
+def _request_weights_model(u, fixed_w, w_user, responses):
+    from hmum.decision.weights import FixedWeights, UserColumnWeights
+
+    if fixed_w is not None:
+        return FixedWeights(fixed_w, responses)
+    if u.user_id is None:
+        _fail("--weight-column with --requests needs user ids in --users (the schema's "
+              "user_id) to give each request its user's weights")
+    return UserColumnWeights(u.user_id, w_user, responses)
+
+
+def _with_weights(rule, fixed_w, rec):
+    """The rule with its weights source recorded (and the fixed weights it applies)."""
+    from dataclasses import replace
+
+    fit = {**rule.fit, "weights_source": rec}
+    if fixed_w is not None:
+        return replace(rule, weights="fixed", fixed_weights=[float(v) for v in fixed_w], fit=fit)
+    return replace(rule, fit=fit)
+
+
+def _weights_text(rec: dict) -> str:
+    if rec["source"] in ("fixed", "config"):
+        return "fixed " + ", ".join(f"{r}={v:.3g}" for r, v in rec["weights"].items())
+    if rec["source"] == "columns":
+        return "per-user columns " + ", ".join(f"{r}={c}" for r, c in rec["columns"].items())
+    return "value-weight model"
+
+
 def _pct(v: float) -> str:
     from hmum.workflows.ddm import pct_text
 
@@ -143,10 +223,18 @@ def train_value_weights(
 
 
 def decide(
-    requests: Annotated[Path, typer.Option(help="request table (Parquet/CSV) with user_id")],
     users: Annotated[Path, typer.Option(help="users' features (Parquet/CSV) with user_id")],
     hum_model: Annotated[Path, typer.Option(help="HUM model artifact folder")],
-    value_model: Annotated[Path, typer.Option(help="value-weight model artifact folder")],
+    requests: Annotated[Path | None, typer.Option(
+        help="request table (Parquet/CSV) with user_id; needed with --value-model, optional "
+             "with fixed or per-user weights (without it: one decision per user)")] = None,
+    value_model: Annotated[Path | None, typer.Option(
+        help="value-weight model artifact folder (learned weights per request)")] = None,
+    weights: Annotated[str | None, typer.Option(
+        metavar="RESPONSE=W,...", help=WEIGHTS_HELP)] = None,
+    weights_config: Annotated[Path | None, typer.Option(help=WEIGHTS_CONFIG_HELP)] = None,
+    weight_column: Annotated[list[str] | None, typer.Option(
+        metavar="RESPONSE=COLUMN,...", help=WEIGHT_COLUMN_HELP)] = None,
     out: Annotated[Path, typer.Option(help="decisions file (.parquet or .csv)")] = Path(
         "runs/decisions.parquet"),
     sigma: Annotated[float, typer.Option(help="enable k where phi^k > sigma")] = 0.0,
@@ -185,6 +273,10 @@ def decide(
 ) -> None:
     """Per-request value weights, balanced scores phi and decisions (paper eqs. 6-11).
 
+    Exactly one weights source: --value-model (learned, with --requests), --weights,
+    --weights-config (fixed business weights) or --weight-column (per-user weights from
+    columns of --users). Without --requests the decision is made per user.
+
     With --guardrail / --max-share the per-treatment thresholds and one multiplier per
     guarded response are fitted on a calibration split of --users (best predicted value
     subject to the guardrails and caps), checked on the rest, and frozen into the
@@ -194,6 +286,8 @@ def decide(
     from hmum.models.value_weight import load_value_weight_model
     from hmum.workflows import ddm as wf
 
+    _check_weights_sources(value_model, weights, weights_config, weight_column, requests,
+                           need_requests=True)
     if mode not in MODES:
         _fail(f"--mode must be one of {MODES}, got {mode!r}")
     if guardrail_estimate not in ("auto", "model", "dr"):
@@ -206,7 +300,7 @@ def decide(
     if decision_config_out is not None:
         check_out_folder(decision_config_out, "--decision-config-out")
     hum = load_estimator(hum_model)
-    vw = load_value_weight_model(value_model)
+    vw = load_value_weight_model(value_model) if value_model is not None else None
     rule = None
     if decision_config is not None:
         from hmum.decision.rules import load_rule
@@ -219,12 +313,25 @@ def decide(
 
         guards = [parse_guardrail(g, rn_) for g in guardrail or []]
         caps = dict(parse_max_share(c, tn_) for c in max_share or [])
-    req = wf.read_requests(requests, vw)
+    fixed_w, columns, w_rec = _weights_of(weights, weights_config, weight_column, rn_)
+    req = wf.read_requests(requests, vw) if requests is not None else None
     with cli_flags(**DDM_FLAGS):
         u = wf.load_decision_users(users, hum.schema, req, for_guardrails=fitting)
         t0 = time.perf_counter()
+        w_user = _user_weights(wf, users, u, fixed_w, columns)
+        if vw is None and req is not None:  # fixed / per-user weights for each request
+            vw = _request_weights_model(u, fixed_w, w_user, rn_)
         deltas = None
-        if fitting:
+        if fitting and req is None:
+            deltas = wf.hum_deltas(hum, u)
+            rule, rep = wf.fit_guardrail_rule(
+                u, deltas, w_user, guardrails=guards, max_share=caps, mode=mode, sigma=sigma,
+                estimate=guardrail_estimate, confidence=guardrail_confidence,
+                margin=guardrail_margin, calibration_share=calibration_share, seed=seed)
+            console.print(guardrail_rich_table(rep, u.schema.response_names, guards))
+            for line in guardrail_lines(rep, guards):
+                console.print(line)
+        elif fitting:
             rule, deltas, rep = wf.fit_request_guardrails(
                 u, hum, vw, req, guards, caps, mode=mode, sigma=sigma,
                 estimate=guardrail_estimate, confidence=guardrail_confidence,
@@ -232,21 +339,29 @@ def decide(
             console.print(guardrail_rich_table(rep, u.schema.response_names, guards))
             for line in guardrail_lines(rep, guards):
                 console.print(line)
-        df = wf.decide(req, u, hum, vw, sigma=sigma, mode=mode, out_path=out, deltas=deltas,
-                       missing="drop" if drop_unknown_users else "error", rule=rule)
+        if req is None:
+            df = wf.decide_users(u, hum, w_user, sigma=sigma, mode=mode, out_path=out,
+                                 deltas=deltas, rule=rule)
+        else:
+            df = wf.decide(req, u, hum, vw, sigma=sigma, mode=mode, out_path=out,
+                           deltas=deltas, missing="drop" if drop_unknown_users else "error",
+                           rule=rule)
     if decision_config_out is not None:
         from hmum.decision.rules import DecisionRule, save_rule
 
         rule = rule or DecisionRule(rn_, tn_, mode=mode, sigma=[sigma] * len(tn_))
+        rule = _with_weights(rule, fixed_w, w_rec)
         console.print(f"decision config: {save_rule(rule, decision_config_out)}")
     if df.attrs.get("n_dropped"):
         console.print(f"--drop-unknown-users: dropped {df.attrs['n_dropped']:,} of "
                       f"{req.num_rows:,} request(s) whose user is not in --users")
     tn = hum.schema.arms[1:]
-    rn = vw.responses_
+    rn = rn_
     how = (f"decision config, {rule.mode} mode, sigma {[round(x, 6) for x in rule.sigma]}"
            if rule is not None else f"sigma {sigma}, {mode} mode")
-    t = Table(title=f"Decisions for {len(df):,} requests ({how})")
+    how += f", weights: {_weights_text(w_rec)}"
+    t = Table(title=f"Decisions for {len(df):,} {'requests' if req is not None else 'users'} "
+                    f"({how})")
     t.add_column("")
     t.add_column("value", justify="right")
     for r in rn:
@@ -327,6 +442,11 @@ def policy_eval(
     requests: Annotated[Path | None, typer.Option(help="request table for personal weights")]
     = None,
     value_model: Annotated[Path | None, typer.Option(help="value-weight model artifact")] = None,
+    weights: Annotated[str | None, typer.Option(
+        metavar="RESPONSE=W,...", help=WEIGHTS_HELP)] = None,
+    weights_config: Annotated[Path | None, typer.Option(help=WEIGHTS_CONFIG_HELP)] = None,
+    weight_column: Annotated[list[str] | None, typer.Option(
+        metavar="RESPONSE=COLUMN,...", help=WEIGHT_COLUMN_HELP)] = None,
     out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/policy_eval"),
     schema: Annotated[Path | None, typer.Option(help="schema JSON (default: the model's)")]
     = None,
@@ -347,7 +467,12 @@ def policy_eval(
         help="drop rows whose response is NaN, inf, missing or beyond float32 (default: "
              "error); the number dropped is printed")] = False,
 ) -> None:
-    """The strategy table (paper Tables 3 and 4) with the trade-off plot and a report."""
+    """The strategy table (paper Tables 3 and 4) with the trade-off plot and a report.
+
+    HMUM's weights: learned (--requests with --value-model), fixed (--weights,
+    --weights-config) or per user (--weight-column, columns of --users); at most one
+    source (none: equal weights).
+    """
     from hmum.data.schema import Schema
     from hmum.models.registry import load_estimator
     from hmum.models.value_weight import load_value_weight_model
@@ -355,6 +480,9 @@ def policy_eval(
 
     if (requests is None) != (value_model is None):
         _fail("--requests and --value-model go together (personal weights need both)")
+    if weights is not None or weights_config is not None or weight_column:
+        _check_weights_sources(value_model, weights, weights_config, weight_column, requests,
+                               need_requests=False)
     if n_boot < 1:
         _fail(f"--n-boot: expected an integer >= 1, got {n_boot}")
     check_out_folder(out, "--out")
@@ -375,10 +503,18 @@ def policy_eval(
                           "(--drop-invalid-responses)")
         vw = load_value_weight_model(value_model) if value_model is not None else None
         req = wf.read_requests(requests, vw) if requests is not None else None
+        fixed_w, columns, w_rec = _weights_of(weights, weights_config, weight_column,
+                                              s.response_names)
+        w_user = _user_weights(wf, users, d, fixed_w, columns)
         t0 = time.perf_counter()
         res = wf.policy_eval(d, hum, out, requests=req, vw_estimator=vw, w_true=w_true,
                              sigma=sigma, fixed_weights=fw, n_boot=n_boot, seed=seed,
-                             world=wf.world_of(users))
+                             world=wf.world_of(users), user_weights=w_user,
+                             weights_text=_weights_text(w_rec) if w_user is not None else None)
+        if w_user is not None:
+            import json
+
+            (out / "weights_source.json").write_text(json.dumps(w_rec, indent=2) + "\n")
     rn = s.response_names
     if res["strategy_table"] is not None:
         console.print(strategy_rich_table(res["strategy_table"], rn))

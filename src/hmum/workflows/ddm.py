@@ -325,6 +325,82 @@ def decide(
     return df
 
 
+def decide_users(
+    users: ExperimentData,
+    hum_estimator,
+    w_user: np.ndarray,
+    *,
+    sigma: float = 0.0,
+    mode: str = "independent",
+    out_path: str | Path | None = None,
+    deltas: dict | None = None,
+    rule=None,
+) -> pd.DataFrame:
+    """Per-user decisions without request logs: w_user (N, R) (fixed business weights
+    broadcast, or per-user weight columns; ``hmum.decision.weights``), phi (eq. 11) and
+    the enabled treatments of each of the N users.
+
+    ``rule`` replaces ``sigma`` / ``mode`` as in ``decide``. Returns a DataFrame (N
+    rows): user_id (the row number when the schema has no user id), w_<response>,
+    phi_<treatment>, enable_<treatment> and ``arms``; written to ``out_path`` when given.
+    """
+    s = users.schema
+    rn, tn = s.response_names, s.arms[1:]
+    w_user = np.asarray(w_user, dtype=np.float64)
+    if w_user.shape != (len(users), len(rn)):
+        raise ValueError(f"w_user must have shape (N, R) = {(len(users), len(rn))}, "
+                         f"got {w_user.shape}")
+    deltas = deltas if deltas is not None else hum_deltas(hum_estimator, users)
+    phi, en = decide_arrays(deltas["delta"], w_user, sigma=sigma, mode=mode)
+    if rule is not None:
+        _check_rule(rule, rn, tn)
+        en = rule.decide(deltas["delta"], w_user)
+    uid = users.user_id if users.user_id is not None else np.arange(len(users))
+    df = pd.DataFrame({"user_id": uid})
+    for r, name in enumerate(rn):
+        df[f"w_{name}"] = w_user[:, r]
+    for k, name in enumerate(tn):
+        df[f"phi_{name}"] = phi[:, k]
+    for k, name in enumerate(tn):
+        df[f"enable_{name}"] = en[:, k]
+    df["arms"] = arm_set_labels(en, tn)
+    df.attrs["n_dropped"] = 0
+    if out_path is not None:
+        _write_frame(df, Path(out_path))
+    return df
+
+
+def read_weight_columns(path: str | Path, users: ExperimentData, mapping: dict[str, str], *,
+                        flag: str = "--weight-column") -> np.ndarray:
+    """w_user (N, R) of ``users`` from the weight columns ``mapping`` {response: column}
+    of the users' file at ``path``, normalized per row (``decision.weights.column_weights``).
+
+    Rows line up on the schema's user id when it has one, else by position. Raises
+    DecisionConfigError naming a column the file lacks.
+    """
+    from hmum.data.io import column_names, read_table
+    from hmum.decision.weights import column_weights
+    from hmum.exceptions import DecisionConfigError
+
+    s = users.schema
+    have = column_names(path)
+    missing = [c for c in mapping.values() if c not in have]
+    if missing:
+        raise DecisionConfigError(f"{flag}: column(s) {missing} not in {path}")
+    cols = list(dict.fromkeys(mapping.values()))
+    if s.user_id and users.user_id is not None:
+        t = read_table(path, columns=[s.user_id, *[c for c in cols if c != s.user_id]])
+        idx = join_users(users.user_id, t.column(s.user_id).to_numpy())
+        t = t.take(pa.array(idx))
+    else:
+        t = read_table(path, columns=cols)
+        if t.num_rows != len(users):
+            raise DecisionConfigError(f"{flag}: {path} has {t.num_rows} rows, the users "
+                                      f"{len(users)}; without a user id the rows must line up")
+    vals = {c: t.column(c).to_numpy(zero_copy_only=False) for c in cols}
+    return column_weights(vals, mapping, s.response_names, flag=flag)
+
+
 def _check_rule(rule, responses, treatments) -> None:
     if list(rule.responses) != list(responses) or list(rule.treatments) != list(treatments):
         raise DataError(f"the decision config is for responses {rule.responses} and treatments "
@@ -465,6 +541,8 @@ def policy_eval(
     requests: pa.Table | None = None,
     vw_estimator=None,
     request_w: tuple[np.ndarray, np.ndarray] | None = None,
+    user_weights: np.ndarray | None = None,
+    weights_text: str | None = None,
     w_true: np.ndarray | None = None,
     sigma: float = 0.0,
     fixed_weights: Sequence[float] | None = None,
@@ -482,7 +560,10 @@ def policy_eval(
     Personalized weights: from ``requests`` scored by ``vw_estimator``, or
     precomputed ``request_w`` = (request user ids (Nq,), w (Nq, R)); averaged per
     user (module docstring). Without either, every user gets equal weights and
-    HMUM reduces to the fixed-weight decision. ``extra_policies``: more
+    HMUM reduces to the fixed-weight decision. ``user_weights`` (N, R) gives every
+    user their weights directly instead (fixed business weights broadcast or per-user
+    weight columns, ``hmum.decision.weights``; no requests needed), described in the
+    report by ``weights_text``. ``extra_policies``: more
     {name: enable (N, K)} rows for the tables (e.g. diagnostics).
 
     Ground truth (users.mu, simulated data): ``strategy_table.{csv,json,md}``
@@ -513,7 +594,15 @@ def policy_eval(
         if "user_id" not in requests.column_names:
             raise DataError("requests: column 'user_id' is missing; it joins requests to users")
         request_w = (requests.column("user_id").to_numpy(), request_weights(vw_estimator, requests))
-    if request_w is not None:
+    if user_weights is not None:
+        if requests is not None or request_w is not None:
+            raise ValueError("give one weights source: user_weights or requests / request_w")
+        w_user = np.asarray(user_weights, dtype=np.float64)
+        if w_user.shape != (n, len(rn)):
+            raise ValueError(f"user_weights must have shape (N, R) = {(n, len(rn))}, "
+                             f"got {w_user.shape}")
+        n_req = np.zeros(n, dtype=np.int64)
+    elif request_w is not None:
         if users.user_id is None:
             raise DataError("users: no user id column (set the schema's user_id) to join the "
                             "requests' weights")
@@ -524,13 +613,20 @@ def policy_eval(
     lines = [f"# {title}", ""]
     if preamble:
         lines += [preamble, ""]
-    lines += [
-        f"{n:,} users, {int((n_req > 0).sum()):,} with at least one scored request "
-        f"({int(n_req.sum()):,} requests); the others get the mean predicted weight "
-        f"({', '.join(f'{r} {v:.3f}' for r, v in zip(rn, w_user.mean(0), strict=True))} "
-        f"on average over users). sigma = {sigma}. Decision per user from the mean weight of "
-        "their requests (see README, Decisions).", "",
-    ]
+    if user_weights is not None:
+        lines += [f"{n:,} users; value weights: {weights_text or 'given per user'} (no "
+                  f"request logs; mean over users "
+                  f"{', '.join(f'{r} {v:.3f}' for r, v in zip(rn, w_user.mean(0), strict=True))}"
+                  f"). sigma = {sigma}. Decision per user (see docs/decisions.md, Decisions "
+                  "without request logs).", ""]
+    else:
+        lines += [
+            f"{n:,} users, {int((n_req > 0).sum()):,} with at least one scored request "
+            f"({int(n_req.sum()):,} requests); the others get the mean predicted weight "
+            f"({', '.join(f'{r} {v:.3f}' for r, v in zip(rn, w_user.mean(0), strict=True))} "
+            f"on average over users). sigma = {sigma}. Decision per user from the mean weight "
+            "of their requests (see README, Decisions).", "",
+        ]
     res: dict = {"strategy_table": None, "ope_table": None, "plot": None, "w_user": w_user,
                  "n_requests": n_req}
     truth = users.mu is not None
@@ -862,7 +958,7 @@ def read_requests(path: str | Path, vw_estimator=None) -> pa.Table:
     return read_table(path, columns=cols)
 
 
-def load_decision_users(users: str | Path, schema, requests: pa.Table, *,
+def load_decision_users(users: str | Path, schema, requests: pa.Table | None, *,
                         for_guardrails: bool = False) -> ExperimentData:
     """The users to decide for: the features of ``users`` (a Parquet/CSV path) under
     ``schema``.
@@ -870,7 +966,8 @@ def load_decision_users(users: str | Path, schema, requests: pa.Table, *,
     for_guardrails: the users a guardrail rule is fitted and checked on: every user,
     with the arm and responses when the file has the schema's arm and every response
     column (they check the rule). Otherwise only the features of the users that have
-    requests (the users file may be much larger than the day's requests).
+    requests (the users file may be much larger than the day's requests); every user
+    when ``requests`` is None (fixed or per-user weights decide per user).
     """
     from hmum.data.io import column_names
     from hmum.data.validate import load_experiment
@@ -880,7 +977,8 @@ def load_decision_users(users: str | Path, schema, requests: pa.Table, *,
         logged = {schema.arm_column, *schema.response_names} <= set(column_names(users))
     u = load_experiment(users, schema, require_arm=logged, require_responses=logged,
                         require_all_arms=False)
-    if not for_guardrails and u.user_id is not None and "user_id" in requests.column_names:
+    if (not for_guardrails and requests is not None and u.user_id is not None
+            and "user_id" in requests.column_names):
         u = u.take(np.flatnonzero(np.isin(u.user_id, requests.column("user_id").to_numpy())))
     return u
 
