@@ -344,3 +344,43 @@ def test_file_fingerprint_streamed_equals_loaded(tmp_path, user_id, fmt):
     assert whole["key"] == ("user_id" if user_id else "rows")
     assert file_fingerprint(p, s, batch_rows=33) == whole
     assert file_fingerprint(p, s) == whole
+
+
+def _with_truth(t, schema, joint=("usage_time", "views")):
+    """``t`` plus per-arm truth columns and the 'all' ones of the responses ``joint``."""
+    from hmum.data.schema import ALL_TREATMENTS, ground_truth_column
+
+    cols = {}
+    for i, a in enumerate(schema.arms):
+        for r in schema.response_names:
+            cols[ground_truth_column(a, r)] = np.full(t.num_rows, 1.0 + i)
+    for r in joint:
+        cols[ground_truth_column(ALL_TREATMENTS, r)] = np.full(t.num_rows, 9.0)
+    for name, v in cols.items():
+        t = t.append_column(name, pa.array(v))
+    return t
+
+
+def test_partial_truth_without_the_all_columns_is_accepted():
+    from hmum.data.validate import PARTIAL_TRUTH_NOTE, partial_truth
+
+    schema = make_schema().model_copy(update={"ground_truth": True})
+    d = validate_table(_with_truth(make_table(), schema, joint=()), schema)
+    assert d.mu.shape == (12, 3, 2) and d.mu_all is None and partial_truth(d)
+    assert "mu__all__<response>" in PARTIAL_TRUTH_NOTE
+    full = validate_table(_with_truth(make_table(), schema), schema)
+    assert full.mu_all.shape == (12, 2) and not partial_truth(full)
+
+
+def test_some_but_not_all_of_the_all_columns_is_refused():
+    schema = make_schema().model_copy(update={"ground_truth": True})
+    t = _with_truth(make_table(), schema, joint=("views",))
+    with pytest.raises(DataError, match=r"missing column\(s\) \['mu__all__usage_time'\]"):
+        validate_table(t, schema)
+
+
+def test_per_arm_truth_is_still_required():
+    schema = make_schema().model_copy(update={"ground_truth": True})
+    t = _with_truth(make_table(), schema, joint=()).drop_columns(["mu__t1__views"])
+    with pytest.raises(DataError, match=r"missing column\(s\) \['mu__t1__views'\]"):
+        validate_table(t, schema)

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hmum.data.schema import ALL_TREATMENTS, Schema
+from hmum.data.schema import ALL_TREATMENTS, Schema, ground_truth_column
 from hmum.data.split import combine_digests, fingerprint_sums
 from hmum.exceptions import DataError, option_name
 
@@ -214,8 +214,16 @@ def validate_table(
         needed.append(schema.arm_column)
     if require_responses:
         needed += schema.response_names
+    joint_truth = False
     if schema.ground_truth and require_responses:
-        needed += list(schema.ground_truth_columns().values())
+        gt_cols = schema.ground_truth_columns()
+        needed += [c for (a, _), c in gt_cols.items() if a != ALL_TREATMENTS]
+        joint = [c for (a, _), c in gt_cols.items() if a == ALL_TREATMENTS]
+        # partial ground truth: the per-arm truth without the "all treatments" columns is
+        # accepted (mu_all None; the metrics that need it are skipped); some of them is not
+        joint_truth = bool(joint) and any(c in names for c in joint)
+        if joint_truth:
+            needed += joint
     missing = [c for c in needed if c not in names]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; the data has columns {names}")
@@ -296,14 +304,16 @@ def validate_table(
             ],
             axis=1,
         )
-        if schema.K > 1:
+        if joint_truth:
             mu_all = np.stack(
                 [numeric_column(table.column(gt[(ALL_TREATMENTS, r)]), gt[(ALL_TREATMENTS, r)])
                  for r in schema.response_names],
                 axis=1,
             )
-        if not np.isfinite(mu).all():
+        if not np.isfinite(mu).all() or (mu_all is not None and not np.isfinite(mu_all).all()):
             raise DataError(f"{source}: ground-truth columns contain NaN or inf")
+        if schema.K > 1 and mu_all is None:
+            log.info("%s: %s", source, PARTIAL_TRUTH_NOTE)
 
     user_id = None
     if schema.user_id and schema.user_id in names:
@@ -323,6 +333,21 @@ def validate_table(
         propensity=propensity,
         n_dropped=n_dropped,
     )
+
+
+#: what is said when the per-arm truth is there but not the "all treatments" columns
+_JOINT = ground_truth_column(ALL_TREATMENTS, "<response>")
+PARTIAL_TRUTH_NOTE = (
+    f"partial ground truth: the per-arm truth columns are present but not the "
+    f"'{ALL_TREATMENTS}' ones (every treatment together, {_JOINT}); the metrics that need "
+    f"them (the value of enabling several treatments at once, the oracle over arm sets) "
+    f"are skipped"
+)
+
+
+def partial_truth(d: ExperimentData) -> bool:
+    """True when ``d`` has per-arm ground truth (``mu``) and K > 1 but no ``mu_all``."""
+    return d.mu is not None and d.schema.K > 1 and d.mu_all is None
 
 
 def load_experiment(path, schema: Schema, **kwargs) -> ExperimentData:
