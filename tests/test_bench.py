@@ -280,7 +280,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch):
     assert "| HUM |" in flat(res) and "| causalml T (LightGBM) |" in flat(res)
     assert "4 cell(s) run" in flat(res)
     assert {p.name for p in out.iterdir()} == {"cells", "results.md", "results.csv",
-                                               "results.json"}
+                                               "results.json", "paired.csv"}
     assert load.calls[0] == ("toy", 0, {"replications": 3})  # option parsed as JSON
     md = (out / "results.md").read_text()
     assert "## Qini" in md and "## PEHE" in md

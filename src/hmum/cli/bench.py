@@ -83,9 +83,25 @@ def _parse_options(options: list[str] | None) -> dict:
 
 
 def bench(
-    dataset: Annotated[str, typer.Option(
+    dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", metavar="NAME",
-        help="benchmark dataset: " + ", ".join(DATASET_NAMES))],
+        help="benchmark dataset: " + ", ".join(DATASET_NAMES) + " (or --data)")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", metavar="FILE",
+        help="your own experiment (Parquet or CSV) instead of --dataset; needs --schema. "
+        "Without --test-data: a seeded 8:1:1 train/valid/test split stratified by arm")] = None,
+    schema: Annotated[Path | None, typer.Option(
+        "--schema", metavar="SCHEMA.json",
+        help="with --data: the schema JSON naming the feature, arm, response (and "
+        "ground-truth) columns")] = None,
+    test_data: Annotated[Path | None, typer.Option(
+        "--test-data", metavar="FILE",
+        help="with --data: a separate test file (same schema); --data is then split 9:1 "
+        "into train/valid")] = None,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", metavar="NAME",
+        help="the model the paired differences are taken to (default: the best baseline "
+        "per column, i.e. the best model outside the HUM family)")] = None,
     models: Annotated[list[str] | None, typer.Option(
         "--models", "-m", metavar="NAME,...",
         help="models, comma separated or repeated (default: every model that can run on "
@@ -113,6 +129,10 @@ def bench(
 ) -> None:
     """Train and evaluate models on every seed; write Qini / AUUC (/ PEHE) tables.
 
+    On a benchmark dataset (--dataset) or your own experiment (--data FILE --schema
+    SCHEMA.json). Every table comes with paired differences to the best baseline
+    (or --reference) with bootstrap intervals over the test rows.
+
     Writes results.md, results.csv and results.json under --out, and one JSON per
     finished (model, seed, split) cell under --out/cells: an interrupted run started
     again resumes without redoing finished cells. A model that fails is reported in
@@ -125,7 +145,17 @@ def bench(
 
     names = _parse_models(models)
     opts = _parse_options(options)
-    out = out or Path("runs/bench") / dataset
+    if data is not None and dataset is not None:
+        _fail("--data and --dataset are mutually exclusive: pass one of them")
+    if data is None and dataset is None:
+        _fail("pass --dataset NAME (a benchmark dataset) or --data FILE --schema SCHEMA.json "
+              "(your own experiment)")
+    if data is None and (schema is not None or test_data is not None):
+        _fail("--schema and --test-data go with --data FILE, not with --dataset")
+    if data is not None and schema is None:
+        _fail("--data: needs --schema SCHEMA.json naming the columns' roles")
+    if data is not None and path is not None:
+        _fail("--path goes with --dataset; with --data the file is the path")
     for flag, v in (("--seeds", seeds), ("--epochs", epochs), ("--batch-size", batch_size),
                     ("--threads", threads)):
         if v is not None and v < 1:
@@ -134,6 +164,24 @@ def bench(
         unknown = [m for m in names if m not in list_models()]
         if unknown:
             _fail(f"--models: unknown model name(s) {unknown}; known: {', '.join(list_models())}")
+    if reference is not None and reference not in (names or list_models()):
+        _fail(f"--reference: expected one of the models run, got {reference!r}; known: "
+              + ", ".join(names or list_models()))
+    try:
+        if data is not None:
+            from hmum.data.datasets import UserData
+
+            fractions = opts.pop("fractions", None)
+            if opts:
+                _fail(f"--option: with --data only fractions=[...] is known, got {sorted(opts)}")
+            source = UserData(data, schema, test_path=test_data, fractions=fractions)
+            source.key()  # read and validate the file(s) before the progress bars
+            target = source
+        else:
+            target = dataset
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        _fail(f"{type(e).__name__}: {e}")
+    out = out or Path("runs/bench") / (target if isinstance(target, str) else target.name)
     bar = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[what]}"), TimeElapsedColumn(), console=console,
@@ -141,9 +189,9 @@ def bench(
     try:
         with bar:
             res = bench_lib.run_bench(
-                dataset, names, seeds, out, path=path, epochs=epochs, batch_size=batch_size,
+                target, names, seeds, out, path=path, epochs=epochs, batch_size=batch_size,
                 threads=threads, options=opts, resume=resume, retry_failed=retry_failed,
-                callbacks=rich_bench_progress(bar),
+                callbacks=rich_bench_progress(bar), reference=reference,
             )
     except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

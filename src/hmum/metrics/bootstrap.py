@@ -271,3 +271,56 @@ def _block_area(curve: str, blocks: Blocks) -> float:
     acc = AreaAccumulator((curve,))
     acc.add(blocks)
     return acc.finish()[curve]
+
+
+def uplift_replicates(
+    y,
+    tau_hat,
+    arm,
+    *,
+    kind="auto",
+    n_boot: int = 200,
+    seed: int = 0,
+    negative_effect: bool = True,
+) -> dict[str, np.ndarray]:
+    """Normalized Qini and AUUC of every (treatment, response) under ``n_boot`` resamples.
+
+    Treatment k is scored on the rows with ``arm`` 0 or k (as ``uplift_table``); the
+    resamples are drawn within each arm with ``seed`` and depend only on (arm, seed),
+    so two models scored on the same rows with the same seed are resampled on the
+    *same* rows: the replicate-wise difference is a paired bootstrap. Each replicate
+    is the sort-once fast path of :func:`bootstrap_ci` (no per-row Python).
+
+    Args:
+        y: (N, R) responses; tau_hat: (N, K, R) predicted uplift; arm: (N,) in [0, K].
+        kind: 'auto', 'binary', 'continuous' or 'count', or one per response.
+
+    Returns:
+        {"qini": (n_boot, K, R), "auuc": (n_boot, K, R)}; a cell whose resamples cannot
+        be scored (a response constant in a resample) is NaN.
+    """
+    _check_params(n_boot, alpha=0.05)
+    y = np.asarray(y, dtype=np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    tau_hat = np.asarray(tau_hat, dtype=np.float64)
+    arm = np.asarray(arm)
+    _, k_count, r_count = tau_hat.shape
+    if y.shape[1] != r_count or arm.shape[0] != y.shape[0] or tau_hat.shape[0] != y.shape[0]:
+        raise ValueError(f"y (N, R), tau_hat (N, K, R) and arm (N,) disagree: {y.shape}, "
+                         f"{tau_hat.shape}, {arm.shape}")
+    kinds = [kind] * r_count if isinstance(kind, str) else list(kind)
+    out = {m: np.full((n_boot, k_count, r_count), np.nan) for m in ("qini", "auuc")}
+    for k in range(1, k_count + 1):
+        rows = np.flatnonzero((arm == 0) | (arm == k))
+        t = arm[rows] == k
+        for j in range(r_count):
+            yk = y[rows, j]
+            try:
+                got = _fast_bootstrap(yk, tau_hat[rows, k - 1, j], t, resolve_kind(yk, kinds[j]),
+                                      ("qini", "auuc"), negative_effect, n_boot=n_boot,
+                                      alpha=0.05, seed=seed, stratify=True)
+            except ValueError:
+                continue
+            for m in ("qini", "auuc"):
+                out[m][:, k - 1, j] = got[m].samples
+    return out

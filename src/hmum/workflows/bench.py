@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hmum.data.datasets.user import UserData
+from hmum.data.validate import PARTIAL_TRUTH_NOTE, partial_truth
 from hmum.models.registry import ModelEntry, get_entry, list_models
 
 __all__ = [
@@ -77,8 +79,14 @@ METRICS: dict[str, tuple[str, bool | None]] = {
 METRIC_TARGETS = {"ate_bias": 0.0, "spread_ratio": 1.0}
 #: also kept per cell and in the CSV / JSON, not tabulated in Markdown
 EXTRA_METRICS = ("ate_error", "level_bias_0", "level_bias_k")
+#: ranking metrics with paired bootstrap replicates over the test rows (every dataset)
+RANKING_PAIRED = ("qini", "auuc")
 #: ground-truth metrics with paired bootstrap replicates (hmum.metrics.truth)
-PAIRED_METRICS = ("pehe", "ate_bias")
+TRUTH_PAIRED = ("pehe", "ate_bias")
+#: every metric with a paired-difference table, in report order
+PAIRED_METRICS = (*RANKING_PAIRED, *TRUTH_PAIRED)
+#: the metric that picks the default reference (the best baseline) of each paired metric
+PAIRED_REFERENCE_BY = {"qini": "qini", "auuc": "auuc", "pehe": "pehe", "ate_bias": "pehe"}
 
 
 def _single_treatment(cls: type, k: int) -> bool:
@@ -261,6 +269,7 @@ def _fit_and_score(spec: ModelEntry, split, trainer: dict, callbacks) -> dict:
             m["pehe"] = float(r.pehe)
             m["ate_error"] = float(r.ate_error)
             m["oracle_qini"] = float(r.oracle_qini)
+    _add_ranking_replicates(metrics, split, res["tau_hat"])
     if split.test.mu is not None:
         _add_truth_metrics(metrics, split, res["y_hat"])
     out = {"metrics": metrics, "fit_seconds": fit_s, "eval_seconds": eval_s}
@@ -269,6 +278,29 @@ def _fit_and_score(spec: ModelEntry, split, trainer: dict, callbacks) -> dict:
         out["epochs"] = len(history.epochs)
         out["best_epoch"] = history.best_epoch
     return out
+
+
+def _boot_seed(split) -> int:
+    """The bootstrap seed of a split's test rows: the same for every model of a
+    (seed, split), so their replicates pair up."""
+    return int(hashlib.sha256(f"{split.name}:{len(split.test)}".encode()).hexdigest()[:8], 16)
+
+
+def _add_ranking_replicates(metrics: list[dict], split, tau_hat: np.ndarray) -> None:
+    """Qini and AUUC under BOOT_REPLICATES resamples of the test rows (within each arm),
+    the same resampled rows for every model of the split (``uplift_replicates``)."""
+    from hmum.metrics.bootstrap import uplift_replicates
+
+    test = split.test
+    kinds = [r.kind for r in test.schema.responses]
+    reps = uplift_replicates(test.y, tau_hat, test.arm, kind=kinds, n_boot=BOOT_REPLICATES,
+                             seed=_boot_seed(split))
+    r_count = tau_hat.shape[2]
+    for i, m in enumerate(metrics):
+        k, r = divmod(i, r_count)  # uplift tables are treatment-major
+        got = {p: reps[p][:, k, r] for p in RANKING_PAIRED}
+        m.setdefault("replicates", {}).update(
+            {p: v.round(8).tolist() for p, v in got.items() if np.isfinite(v).all()})
 
 
 def _add_truth_metrics(metrics: list[dict], split, y_hat: np.ndarray) -> None:
@@ -281,15 +313,15 @@ def _add_truth_metrics(metrics: list[dict], split, y_hat: np.ndarray) -> None:
 
     test = split.test
     errs = uplift_errors(test.mu, y_hat)
-    boot_seed = int(hashlib.sha256(f"{split.name}:{len(test)}".encode()).hexdigest()[:8], 16)
-    reps = replicate_errors(test.mu, y_hat, n_boot=BOOT_REPLICATES, seed=boot_seed)
+    reps = replicate_errors(test.mu, y_hat, n_boot=BOOT_REPLICATES, seed=_boot_seed(split))
     r_count = test.mu.shape[2]
     for i, (m, e) in enumerate(zip(metrics, errs.itertuples(index=False), strict=True)):
         k, r = divmod(i, r_count)  # uplift tables are treatment-major
         for name in ("ate_bias", "tau_corr", "spread_ratio", "delta_rmse", "level_bias_0",
                      "level_bias_k"):
             m[name] = float(getattr(e, name))
-        m["replicates"] = {p: reps[p][:, k, r].round(8).tolist() for p in PAIRED_METRICS}
+        m.setdefault("replicates", {}).update(
+            {p: reps[p][:, k, r].round(8).tolist() for p in TRUTH_PAIRED})
 
 
 #: bootstrap replicates per ground-truth cell (paired across models)
@@ -325,7 +357,7 @@ class BenchResult:
 
 
 def run_bench(
-    dataset: str,
+    dataset: str | UserData,
     models: Sequence[str | ModelEntry] | None = None,
     seeds: int | Sequence[int] = 3,
     out_dir: str | Path = "runs/bench",
@@ -340,11 +372,16 @@ def run_bench(
     retry_failed: bool = False,
     callbacks: BenchCallbacks | None = None,
     loader: Callable[..., list] | None = None,
+    reference: str | None = None,
 ) -> BenchResult:
     """Train and evaluate every model on every seed of ``dataset``; write the tables.
 
     Args:
-        dataset: a name of ``hmum.data.datasets.DATASETS`` (e.g. "criteo").
+        dataset: a name of ``hmum.data.datasets.DATASETS`` (e.g. "criteo"), or the
+            user's own experiment, ``hmum.data.datasets.UserData(path, schema,
+            test_path=None)``: a seeded 8:1:1 split stratified by arm (9:1 train / valid
+            with a test file); its cell keys hold the schema and a fingerprint of the
+            files' content, so a changed file never reuses cells.
         models: harness names (keys of ``list_models()``) or ModelEntry objects; None =
             every model that can run on this dataset (see :func:`resolve_models`).
         seeds: N (seeds 0..N-1) or the seeds themselves. A seed sets the split and
@@ -361,6 +398,9 @@ def run_bench(
         callbacks: progress hooks (:class:`BenchCallbacks`).
         loader: ``loader(dataset, path, seed=..., **options) -> list of splits``
             (default :func:`load_dataset_splits`).
+        reference: the model every paired difference is taken to (a name of
+            ``models``); None: per column, the best baseline by the metric (by PEHE for
+            the ATE bias).
 
     Returns:
         BenchResult. Raises ValueError for an unknown model name and what the loader
@@ -378,11 +418,23 @@ def run_bench(
     callbacks = callbacks or BenchCallbacks()
     load = loader or load_dataset_splits
     options = dict(options or {})
+    source_key = None
+    if isinstance(dataset, UserData):
+        if path is not None or loader is not None:
+            raise ValueError("path / loader: not used with user data (UserData holds its files)")
+        source_key = dataset.key()  # reads and validates the files: bad data fails here
+        load = dataset.loader
+        dataset = dataset.name
     out = Path(out_dir)
     cells_dir = out / "cells"
     overrides = {k: v for k, v in {**(trainer or {}), "max_epochs": epochs,
                                    "batch_size": batch_size}.items() if v is not None}
     path_key = str(Path(path).resolve()) if path is not None else None
+    if reference is not None and models is not None:
+        names = [m.name if isinstance(m, ModelEntry) else m for m in models]
+        if reference not in names:
+            raise ValueError(f"reference: expected one of the models run {names}, received "
+                             f"{reference!r}")
 
     old_threads = None
     if threads:
@@ -393,7 +445,7 @@ def run_bench(
     try:
         cells, fitted, specs, skipped, info = _run_cells(
             dataset, models, seed_list, load, path, path_key, options, overrides, threads,
-            cells_dir, resume, retry_failed, callbacks,
+            cells_dir, resume, retry_failed, callbacks, source_key,
         )
     finally:
         if old_threads is not None:
@@ -401,17 +453,27 @@ def run_bench(
 
             torch.set_num_threads(old_threads)
 
+    if reference is not None and reference not in {s.name for s in specs}:
+        raise ValueError(f"reference: expected one of the models run "
+                         f"{[s.name for s in specs]}, received {reference!r}")
     summary = aggregate_cells(cells, specs)
     settings = {"dataset": dataset, "path": path_key, "options": options, "seeds": seed_list,
                 "trainer": overrides, "threads": threads, "harness": HARNESS_VERSION, **info}
-    md = bench_tables(summary, dataset=dataset, settings=settings, skipped=skipped, cells=cells)
-    files = _write_results(out, md, summary, cells, specs, skipped, settings)
+    if source_key is not None:
+        settings["source"] = source_key
+    if reference is not None:
+        settings["reference"] = reference
+    paired = pd.concat([paired_differences(cells, summary, m, reference=reference)
+                        for m in PAIRED_METRICS], ignore_index=True)
+    md = bench_tables(summary, dataset=dataset, settings=settings, skipped=skipped, cells=cells,
+                      reference=reference)
+    files = _write_results(out, md, summary, cells, specs, skipped, settings, paired)
     return BenchResult(cells=cells, summary=summary, markdown=md, files=files, fitted=fitted,
                        reused=sum(bool(c.get("reused")) for c in cells), skipped=skipped)
 
 
 def _run_cells(dataset, models, seed_list, load, path, path_key, options, overrides, threads,
-               cells_dir, resume, retry_failed, callbacks):
+               cells_dir, resume, retry_failed, callbacks, source_key=None):
     cells: list[dict] = []
     fitted = 0
     specs: list[ModelEntry] | None = None
@@ -429,6 +491,7 @@ def _run_cells(dataset, models, seed_list, load, path, path_key, options, overri
                     "responses": list(schema.response_names),
                     "splits_per_seed": len(splits),
                     "ground_truth": splits[0].test.mu is not None,
+                    "partial_truth": partial_truth(splits[0].test),
                     "rows": {"train": len(splits[0].train), "valid": len(splits[0].valid),
                              "test": len(splits[0].test)}}
         elif i and schema.K != info["K"]:
@@ -445,6 +508,8 @@ def _run_cells(dataset, models, seed_list, load, path, path_key, options, overri
                 settings = {"harness": HARNESS_VERSION if truth else 1, "dataset": dataset,
                             "path": path_key, "options": options, "model": model_key,
                             "trainer": overrides, "seed": seed, "split": str(split.name)}
+                if source_key is not None:  # the user's files: their content is the key
+                    settings["source"] = source_key
                 key, file = _cell_file(cells_dir, settings)
                 base = {"key": key, "model": spec.name, "label": spec.display,
                         "ours": spec.ours, "seed": seed, "split": str(split.name)}
@@ -634,15 +699,25 @@ def metric_table(summary: pd.DataFrame, metric: str, *, digits: int = 4) -> str 
     return "\n".join(lines)
 
 
-def paired_differences(cells: list[dict], summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Each model's paired difference of ``metric`` to the best baseline, per column.
+PAIRED_COLUMNS = ["model", "label", "reference", "treatment", "response", "metric", "diff",
+                  "lo", "hi", "n"]
 
-    The reference of a (treatment, response) column is the baseline (``ours`` False)
-    with the lowest mean PEHE there. Cells pair up by (seed, split); the interval is
+
+def paired_differences(cells: list[dict], summary: pd.DataFrame, metric: str, *,
+                       reference: str | None = None) -> pd.DataFrame:
+    """Each model's paired difference of ``metric`` to a reference model, per column.
+
+    ``metric`` is one of ``PAIRED_METRICS``: Qini and AUUC (replicates over resampled
+    test rows, every dataset) or PEHE and the ATE bias (ground truth). The reference
+    of a (treatment, response) column is ``reference`` when given, else the best
+    baseline (``ours`` False) there by ``PAIRED_REFERENCE_BY[metric]`` (the highest
+    mean Qini / AUUC, the lowest mean PEHE). Cells pair up by (seed, split); within a
+    pair both models were scored on the same resampled rows. The interval is
     ``hmum.metrics.truth.paired_difference``'s hierarchical bootstrap over seeds and
-    the evaluation users' replicates (95 %).
+    the replicates (95 %).
 
-    Returns rows (model, label, reference, treatment, response, metric, diff, lo, hi, n).
+    Returns rows (model, label, reference, treatment, response, metric, diff, lo, hi, n);
+    empty when no cell has replicates of ``metric``.
     """
     from hmum.metrics.truth import paired_difference
 
@@ -654,16 +729,22 @@ def paired_differences(cells: list[dict], summary: pd.DataFrame, metric: str) ->
             if metric in m.get("replicates", {}):
                 reps.setdefault((c["model"], m["treatment"], m["response"]), {})[
                     (c["seed"], c["split"])] = np.asarray(m["replicates"][metric])
-    pehe = summary[summary["metric"] == "pehe"]
-    if not reps or pehe.empty:
+    by = PAIRED_REFERENCE_BY.get(metric, metric)
+    higher = METRICS[by][1]
+    picked = summary[summary["metric"] == by]
+    if not reps or picked.empty:
         return pd.DataFrame()
     labels = dict(zip(summary["model"], summary["label"], strict=False))
     rows = []
-    for (t, r), col in pehe.groupby(["treatment", "response"], sort=False):
-        base = col[~col["ours"].astype(bool)]
-        if base.empty:
-            continue
-        ref = str(base.loc[base["mean"].idxmin(), "model"])
+    for (t, r), col in picked.groupby(["treatment", "response"], sort=False):
+        if reference is not None:
+            ref = reference
+        else:
+            base = col[~col["ours"].astype(bool)]
+            if base.empty:
+                continue
+            ref = str(base.loc[base["mean"].idxmax() if higher else base["mean"].idxmin(),
+                               "model"])
         ref_reps = reps.get((ref, t, r), {})
         for model in dict.fromkeys(col["model"]):
             mine = reps.get((model, t, r), {})
@@ -680,18 +761,28 @@ def paired_differences(cells: list[dict], summary: pd.DataFrame, metric: str) ->
 
 
 def paired_table(cells: list[dict], summary: pd.DataFrame, metric: str, *,
-                 digits: int = 4) -> list[str]:
-    """Markdown lines of :func:`paired_differences` (empty without ground truth)."""
-    df = paired_differences(cells, summary, metric)
+                 digits: int = 4, reference: str | None = None) -> list[str]:
+    """Markdown lines of :func:`paired_differences` (empty when it is)."""
+    df = paired_differences(cells, summary, metric, reference=reference)
     if df.empty:
         return []
     cols = list(dict.fromkeys(zip(df["treatment"], df["response"], strict=True)))
     refs = {(t, r): labels for (t, r), labels in
             df.groupby(["treatment", "response"], sort=False)["reference"].first().items()}
     label_of = dict(zip(summary["model"], summary["label"], strict=False))
-    lines = [f"## Paired difference in {metric} to the best baseline (95 % interval)", "",
-             "Model minus reference on the same users and seeds; the reference per column is "
-             "the baseline with the lowest mean PEHE: "
+    by = PAIRED_REFERENCE_BY.get(metric, metric)
+    if reference is not None:
+        head = f"## Paired difference in {metric} to {label_of.get(reference, reference)} " \
+               "(95 % interval)"
+        why = "the reference is the model chosen with --reference"
+    else:
+        head = f"## Paired difference in {metric} to the best baseline (95 % interval)"
+        best = "highest" if METRICS[by][1] else "lowest"
+        why = f"the reference per column is the baseline with the {best} mean {by.upper()}"
+    over = ("users and seeds" if metric in TRUTH_PAIRED else
+            "test rows (the same bootstrap resamples of them for both) and seeds")
+    lines = [head, "",
+             f"Model minus reference on the same {over}; {why}: "
              + "; ".join(f"{t} / {r}: {label_of.get(refs[(t, r)], refs[(t, r)])}"
                          for t, r in cols) + ". An interval that excludes 0 is marked *.", "",
              "| model | " + " | ".join(f"{t} / {r}" for t, r in cols) + " |",
@@ -742,7 +833,7 @@ def runs_table(summary: pd.DataFrame) -> list[str]:
 
 def bench_tables(summary: pd.DataFrame, *, dataset: str = "", settings: dict | None = None,
                  skipped: Sequence[dict] = (), digits: int = 4,
-                 cells: list[dict] | None = None) -> str:
+                 cells: list[dict] | None = None, reference: str | None = None) -> str:
     """The Markdown report: a header, one table per metric, paired differences to the
     best baseline (ground-truth data; needs ``cells``), the runs, left-out models."""
     settings = settings or {}
@@ -758,6 +849,8 @@ def bench_tables(summary: pd.DataFrame, *, dataset: str = "", settings: dict | N
             desc += f" Rows per split: train {rw['train']:,}, valid {rw['valid']:,}, " \
                     f"test {rw['test']:,}."
         lines += [desc, ""]
+    if settings.get("partial_truth"):
+        lines += [f"Note: {PARTIAL_TRUTH_NOTE}.", ""]
     lines += [
         "Metrics on the test split, mean ± std (sample std) over seeds × replications. "
         "Qini and AUUC are normalized (1 = perfect ranking, 0 = random). "
@@ -770,7 +863,7 @@ def bench_tables(summary: pd.DataFrame, *, dataset: str = "", settings: dict | N
             lines += [f"## {title}", "", table, ""]
     if cells is not None:
         for metric in PAIRED_METRICS:
-            lines += paired_table(cells, summary, metric, digits=digits)
+            lines += paired_table(cells, summary, metric, digits=digits, reference=reference)
     lines += runs_table(summary) + [""]
     if skipped:
         lines += ["Not run: " + "; ".join(f"{s['name']}: {s['reason']}" for s in skipped), ""]
@@ -778,10 +871,15 @@ def bench_tables(summary: pd.DataFrame, *, dataset: str = "", settings: dict | N
 
 
 def _write_results(out: Path, md: str, summary: pd.DataFrame, cells, specs, skipped,
-                   settings) -> dict[str, Path]:
+                   settings, paired: pd.DataFrame | None = None) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {"markdown": out / "results.md", "csv": out / "results.csv",
-             "json": out / "results.json"}
+             "json": out / "results.json", "paired_csv": out / "paired.csv"}
+    paired = paired if paired is not None else pd.DataFrame()
+    tmp = files["paired_csv"].with_name(".paired.csv.tmp")
+    paired.reindex(columns=PAIRED_COLUMNS).assign(dataset=settings["dataset"]).to_csv(
+        tmp, index=False)
+    os.replace(tmp, files["paired_csv"])
     tmp = files["markdown"].with_name(".results.md.tmp")
     tmp.write_text(md + "\n")
     os.replace(tmp, files["markdown"])
@@ -796,6 +894,7 @@ def _write_results(out: Path, md: str, summary: pd.DataFrame, cells, specs, skip
         "models": [s.as_dict() for s in specs or []],
         "skipped": list(skipped),
         "summary": records,
+        "paired": paired.replace({np.nan: None}).to_dict(orient="records"),
         "cells": [{k: v for k, v in c.items()} for c in cells],
     })
     return files

@@ -65,6 +65,7 @@ from hmum.data.datasets.semisynthetic import (
     load_ihdp,
 )
 from hmum.data.datasets.simulated import bench_simulator, load_simulator
+from hmum.data.datasets.user import UserData
 from hmum.exceptions import DatasetNotFoundError
 
 
@@ -145,6 +146,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "TrainTest",
+    "UserData",
     "load_acic2016",
     "load_benchmark",
     "load_criteo",
