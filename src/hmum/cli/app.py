@@ -2,7 +2,7 @@
 
 Each group lives in its own thin module (parse, call a workflow, print):
 ``train`` (simulate, train, evaluate, demo), ``ddm`` (train-value-weights, decide,
-policy-eval), ``store`` (score, store …), ``serve``, ``bench`` and ``models``.
+policy-eval), ``store`` (score, store …), ``serve``, ``bench``, ``models`` and ``explain``.
 
 Help is click's plain layout (``rich_markup_mode=None``): every option name whole,
 its help wrapped beside or below it, legible at 80 columns and narrower. The
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import typer
 
-from hmum.cli import bench, ddm, models, serve, store, train
+from hmum.cli import bench, ddm, explain, models, serve, store, train
 from hmum.cli.common import HmumGroup, console
 
 #: help text wraps at the terminal's width, at most this many columns
@@ -46,6 +46,8 @@ app.command(short_help="Run the online decision service")(serve.serve)
 app.command(name="bench",
             short_help="Every model on every seed of a benchmark dataset")(bench.bench)
 app.command(name="models", short_help="List the registered model names")(models.models)
+app.command(name="explain",
+            short_help="Which features drive the predicted uplift")(explain.explain)
 
 
 @app.command(short_help="Print the hmum version")
