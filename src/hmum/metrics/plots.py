@@ -49,13 +49,18 @@ def _new_axes(ax: Axes | None) -> Axes:
     return fig.add_subplot()
 
 
-def _draw(ax, model, perfect, score_name, score, label, max_points) -> Axes:
+def _draw(ax, model, perfect, score_name, score, label, max_points, share=False) -> Axes:
+    """Perfect (when given), model and random lines; ``share``: x as the share of rows."""
     xm, vm = _thin(*model, max_points)
-    xp, vp = _thin(*perfect, max_points)
-    ax.plot(xp, vp, color="tab:green", lw=1.2, label="perfect")
-    ax.plot(xm, vm, color="tab:blue", lw=1.5, label=f"{label} ({score_name} = {score:.4g})")
-    ax.plot([0, xm[-1]], [0, vm[-1]], color="tab:gray", lw=1, ls="--", label="random")
-    ax.set_xlabel("rows targeted (by descending score)")
+    scale = float(xm[-1]) if share and xm[-1] > 0 else 1.0
+    if perfect is not None:
+        xp, vp = _thin(*perfect, max_points)
+        ax.plot(xp / scale, vp, color="tab:green", lw=1.2, label="perfect")
+    ax.plot(xm / scale, vm, color="tab:blue", lw=1.5,
+            label=f"{label} ({score_name} = {score:.4g})")
+    ax.plot([0, xm[-1] / scale], [0, vm[-1]], color="tab:gray", lw=1, ls="--", label="random")
+    ax.set_xlabel("share of users targeted (by descending predicted uplift)" if share
+                  else "rows targeted (by descending score)")
     ax.legend(loc="best", fontsize="small")
     ax.grid(alpha=0.3)
     return ax
@@ -71,6 +76,9 @@ def plot_qini_curve(
     ax: Axes | None = None,
     label: str = "model",
     max_points: int = 2000,
+    perfect: bool = True,
+    share: bool = False,
+    ylabel: str | None = None,
 ) -> Axes:
     """Draw the Qini curve of a ranking with its perfect curve and the random line.
 
@@ -80,16 +88,20 @@ def plot_qini_curve(
         ax: axes to draw on (default: a new figure, see ``ax.figure``).
         label: legend label of the model curve.
         max_points: most points drawn per curve.
+        perfect: draw the perfect curve (False: model and random only, on their own scale).
+        share: x axis as the share of users targeted instead of a row count.
+        ylabel: the y-axis label (default: "incremental responses (Qini)").
 
     Returns:
         The axes.
     """
     ax = _new_axes(ax)
     model = qini_curve(y, score, treatment, kind=kind)
-    perfect = perfect_qini_curve(y, treatment, kind=kind, negative_effect=negative_effect)
+    best = (perfect_qini_curve(y, treatment, kind=kind, negative_effect=negative_effect)
+            if perfect else None)
     score_value = qini_auc_score(y, score, treatment, kind=kind, negative_effect=negative_effect)
-    _draw(ax, model, perfect, "Qini", score_value, label, max_points)
-    ax.set_ylabel("incremental responses (Qini)")
+    _draw(ax, model, best, "Qini", score_value, label, max_points, share)
+    ax.set_ylabel(ylabel or "incremental responses (Qini)")
     return ax
 
 
@@ -102,6 +114,9 @@ def plot_uplift_curve(
     ax: Axes | None = None,
     label: str = "model",
     max_points: int = 2000,
+    perfect: bool = True,
+    share: bool = False,
+    ylabel: str | None = None,
 ) -> Axes:
     """Draw the uplift curve of a ranking with its perfect curve and the random line.
 
@@ -109,11 +124,18 @@ def plot_uplift_curve(
     """
     ax = _new_axes(ax)
     model = uplift_curve(y, score, treatment, kind=kind)
-    perfect = perfect_uplift_curve(y, treatment, kind=kind)
+    best = perfect_uplift_curve(y, treatment, kind=kind) if perfect else None
     score_value = uplift_auc_score(y, score, treatment, kind=kind)
-    _draw(ax, model, perfect, "AUUC", score_value, label, max_points)
-    ax.set_ylabel("uplift x rows (uplift curve)")
+    _draw(ax, model, best, "AUUC", score_value, label, max_points, share)
+    ax.set_ylabel(ylabel or "uplift x rows (uplift curve)")
     return ax
+
+
+def _unit(response, kind: str) -> str:
+    """What the curves' y values count: labels are min-max scaled unless binary."""
+    if kind == "binary":
+        return f"{response} (positive outcomes)"
+    return f"{response} units (min-max scaled to [0, 1])"
 
 
 def _slug(value) -> str:
@@ -134,7 +156,9 @@ def save_curve_plots(
     max_points: int = 2000,
     dpi: int = 100,
 ) -> list[Path]:
-    """Write one PNG per (treatment, response): Qini and uplift curves side by side.
+    """Write one PNG per (treatment, response): Qini and uplift curves side by side, the
+    model against random on their own scale (top row, x = share of users targeted) and
+    with the perfect curve (bottom row); y axes state their units.
 
     Treatment k uses the rows with ``arm`` 0 or k and the scores ``tau_hat[:, k-1, r]``,
     as :func:`~hmum.metrics.uplift_table` does.
@@ -167,18 +191,27 @@ def save_curve_plots(
         rows = (arm == 0) | (arm == k)
         t = (arm[rows] == k).astype(np.int8)
         for j in range(r_count):
-            fig = Figure(figsize=(11, 4.2))
+            fig = Figure(figsize=(11, 8.0))
             FigureCanvasAgg(fig)
-            left, right = fig.subplots(1, 2)
+            axes = fig.subplots(2, 2)
             args = (y[rows, j], tau_hat[rows, k - 1, j], t)
-            plot_qini_curve(
-                *args,
-                kind=kinds[j],
-                negative_effect=negative_effect,
-                ax=left,
-                max_points=max_points,
-            )
-            plot_uplift_curve(*args, kind=kinds[j], ax=right, max_points=max_points)
+            unit = _unit(response_names[j], kinds[j])
+            # top: model and random on their own scale; bottom: the same with the perfect
+            # curve, whose scale usually dwarfs them
+            for row, perfect in ((0, False), (1, True)):
+                tag = " with the perfect ranking" if perfect else ""
+                plot_qini_curve(
+                    *args, kind=kinds[j], negative_effect=negative_effect, ax=axes[row, 0],
+                    max_points=max_points, perfect=perfect, share=True,
+                    ylabel=f"Qini: cumulative incremental {unit}",
+                )
+                plot_uplift_curve(
+                    *args, kind=kinds[j], ax=axes[row, 1], max_points=max_points,
+                    perfect=perfect, share=True,
+                    ylabel=f"cumulative uplift x users, {unit}",
+                )
+                axes[row, 0].set_title(f"Qini curve{tag}", fontsize="medium")
+                axes[row, 1].set_title(f"uplift curve{tag}", fontsize="medium")
             fig.suptitle(
                 f"treatment {treatment_names[k - 1]} vs control, response "
                 f"{response_names[j]} ({kinds[j]}; {int(t.sum())} treated, "

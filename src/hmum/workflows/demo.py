@@ -104,6 +104,10 @@ def run_demo(
             )
             with open(res["report"], "a") as f:
                 f.write("\n" + res["service"]["markdown"] + "\n")
+    # report.html again: the DDM and service sections were appended to report.md
+    from hmum.workflows.reports import write_html_report
+
+    res["html"] = write_html_report(res["report"])
     return res
 
 

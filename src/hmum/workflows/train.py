@@ -14,9 +14,9 @@ import numpy as np
 from hmum.data.split import split_from_record, split_indices
 from hmum.data.validate import ExperimentData, data_fingerprint
 from hmum.exceptions import DataError, option_name
-from hmum.models.base import NeuralUpliftEstimator
+from hmum.models.base import UpliftModel
 from hmum.models.hum import HUMEstimator
-from hmum.workflows.reports import markdown_table
+from hmum.workflows.reports import markdown_table, write_html_report
 
 #: the 8:1:1 split of the paper (§5.1.1), stratified by arm
 SPLIT = (0.8, 0.1, 0.1)
@@ -86,6 +86,49 @@ def held_out_rows(est, data: ExperimentData, *, source: str = "data") -> np.ndar
     return split_from_record(split, data.arm)[2]
 
 
+def train_model(
+    name: str,
+    data,
+    valid=None,
+    *,
+    model: dict | None = None,
+    trainer: dict | None = None,
+    split: bool = True,
+    checkpoint_dir=None,
+    resume: bool = False,
+    progress: bool = False,
+):
+    """Train the registered model ``name`` (``hmum.models.registry.list_models``).
+
+    data / valid: ExperimentData (its schema builds the model). With
+    ``split`` (and no ``valid``) the seeded 8:1:1 test part of ``data`` is held out and
+    recorded in the model with a fingerprint of ``data`` (``--test-split``). ``model``:
+    config fields over the entry's; ``trainer``: TrainerConfig fields (None values left
+    to the defaults). The estimator records ``name`` (``registry_name_``, saved in the
+    artifact). Returns the fitted estimator and a one-line description of the rows used.
+    """
+    from hmum.models.registry import get_entry
+
+    entry = get_entry(name)
+    trainer = {k: v for k, v in (trainer or {}).items() if v is not None}
+    seed = trainer.get("seed", 0)
+    if split and valid is None:
+        tr, va, te = split_data(data, seed)
+        info = f"train {len(tr):,} / valid {len(va):,} rows; test split of {len(te):,} held out"
+    else:
+        tr, va = data, valid
+        info = f"train {len(tr):,} rows" + (f" / valid {len(va):,}" if va is not None else "")
+    est = entry.build(data.schema, model=model or None, trainer=trainer or None)
+    kwargs = {"checkpoint_dir": checkpoint_dir, "resume": resume} if (
+        checkpoint_dir is not None or resume) else {}
+    est.fit(tr, va, progress=progress, **kwargs)
+    est.registry_name_ = name
+    if split and valid is None:
+        est.split_ = {"rule": "stratified", "fractions": list(SPLIT), "seed": seed}
+        est.data_fingerprint_ = data_fingerprint(data)
+    return est, info
+
+
 def train_hum(
     data: ExperimentData,
     valid: ExperimentData | None = None,
@@ -98,25 +141,14 @@ def train_hum(
     resume: bool = False,
     progress: bool = False,
 ) -> tuple[HUMEstimator, str]:
-    """Train HUM; with ``split`` the seeded 8:1:1 test part of ``data`` is held out.
+    """Train HUM (``train_model("hum", ...)`` with ``kl_weight``); with ``split`` the
+    seeded 8:1:1 test part of ``data`` is held out.
 
     Returns the fitted estimator and a one-line description of the rows used.
     """
-    trainer = {k: v for k, v in (trainer or {}).items() if v is not None}
-    seed = trainer.get("seed", 0)
-    if split and valid is None:
-        tr, va, te = split_data(data, seed)
-        info = f"train {len(tr):,} / valid {len(va):,} rows; test split of {len(te):,} held out"
-    else:
-        tr, va = data, valid
-        info = f"train {len(tr):,} rows" + (f" / valid {len(va):,}" if va is not None else "")
-    est = HUMEstimator(data.schema, model={**(model or {}), "kl_weight": kl_weight},
-                       trainer=trainer)
-    est.fit(tr, va, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
-    if split and valid is None:
-        est.split_ = {"rule": "stratified", "fractions": list(SPLIT), "seed": seed}
-        est.data_fingerprint_ = data_fingerprint(data)
-    return est, info
+    return train_model("hum", data, valid, model={**(model or {}), "kl_weight": kl_weight},
+                       trainer=trainer, split=split, checkpoint_dir=checkpoint_dir,
+                       resume=resume, progress=progress)
 
 
 def train_hum_distributed(
@@ -160,9 +192,9 @@ def train_hum_distributed(
 
 
 def evaluate_estimator(
-    est: NeuralUpliftEstimator, data: ExperimentData, *, levels: bool = False
+    est: UpliftModel, data: ExperimentData, *, levels: bool = False
 ) -> dict:
-    """Metrics of one model on ``data``.
+    """Metrics of one model (any ``UpliftModel``) on ``data``.
 
     Returns {"table": uplift table (K*R rows), "truth": ground-truth table or None,
     "tau_hat": (N, K, R), "y_hat": (N, K+1, R) (float64, from the one
@@ -192,19 +224,24 @@ def evaluate_estimator(
 
 
 def evaluate_models(
-    models: dict[str, NeuralUpliftEstimator],
+    models: dict[str, UpliftModel],
     data: ExperimentData,
     out_dir: str | Path,
     *,
     title: str = "hmum evaluation",
     preamble: str = "",
     plots: bool = True,
+    explanations: dict[str, dict] | None = None,
 ) -> dict:
-    """Evaluate several models on the same rows; write tables, curves and report.md.
+    """Evaluate several models on the same rows; write tables, curves and report.md, and
+    the same as one self-contained report.html (images embedded; ``write_html_report``).
+
+    ``explanations``: {model name: ``hmum.workflows.explain.explain`` result} to add a
+    "which features drive the uplift" section (its tables and bar charts) per model.
 
     Returns {"tables": {name: uplift table}, "truth": {name: ground-truth table},
     "levels": {name: level table (mean prediction vs observed mean per arm)},
-    "report": path of report.md}.
+    "report": path of report.md, "html": path of report.html}.
     """
     from hmum.metrics.levels import Z_FLAG
     from hmum.metrics.plots import save_curve_plots
@@ -248,20 +285,31 @@ def evaluate_models(
         if truths[name] is not None:
             lines += ["### Ground truth (simulated data)", "",
                       "PEHE: root mean squared error of the uplift; ATE error: mean "
-                      "estimated minus mean true uplift; oracle Qini: the Qini of the true "
-                      "uplift used as the score (the best any model could reach on these rows).",
+                      "estimated minus mean true uplift; oracle Qini: the Qini of ranking by "
+                      "the true uplift on the same rows (a reference, not a ceiling: on a "
+                      "finite sample the noise in the observed responses can put a model's "
+                      "Qini above it).",
                       "", markdown_table(truths[name]), ""]
         for img in images.get(name, []):
             lines += [f"![{Path(img).stem}]({Path(img).relative_to(out)})", ""]
+        if explanations and name in explanations:
+            ex = explanations[name]
+            lines += ["### Which features drive the predicted uplift", "", ex["markdown"], ""]
+            for img in ex.get("images", {}).values():
+                img = Path(img)
+                ref = img.relative_to(out) if img.is_relative_to(out) else img
+                lines += [f"![{img.stem}]({ref})", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
+    html = write_html_report(report)
     (out / "summary.json").write_text(json.dumps({
         "tables": {k: v.to_dict(orient="records") for k, v in tables.items()},
         "truth": {k: (v.to_dict(orient="records") if v is not None else None)
                   for k, v in truths.items()},
         "levels": {k: v.to_dict(orient="records") for k, v in levels.items()},
     }, indent=2, default=float))
-    return {"tables": tables, "truth": truths, "levels": levels, "report": report}
+    return {"tables": tables, "truth": truths, "levels": levels, "report": report,
+            "html": html}
 
 
 # --------------------------------------------------------------------------------------
