@@ -336,7 +336,7 @@ def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
     def broken(*a, **k):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(hmum.workflows.train, "train_hum", broken)
+    monkeypatch.setattr(hmum.workflows.train, "train_model", broken)
     monkeypatch.setattr("hmum.cli.train.check_out_artifact", lambda *a: None)
     monkeypatch.setattr("hmum.cli.train._load", lambda *a, **k: (None, None))
     monkeypatch.setattr("hmum.cli.train._schema_path", lambda *a: tmp_path)

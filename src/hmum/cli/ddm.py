@@ -224,7 +224,10 @@ def train_value_weights(
 
 def decide(
     users: Annotated[Path, typer.Option(help="users' features (Parquet/CSV) with user_id")],
-    hum_model: Annotated[Path, typer.Option(help="HUM model artifact folder")],
+    hum_model: Annotated[Path, typer.Option(
+        "--model", "--hum-model",
+        help="uplift model artifact folder (any model hmum train saves: HUM or a baseline); "
+             "--hum-model is the former name, kept as an alias")],
     requests: Annotated[Path | None, typer.Option(
         help="request table (Parquet/CSV) with user_id; needed with --value-model, optional "
              "with fixed or per-user weights (without it: one decision per user)")] = None,
@@ -438,7 +441,10 @@ def guardrail_rich_table(rep: dict, response_names, guards) -> Table:
 def policy_eval(
     users: Annotated[Path, typer.Option(help="experiment data (Parquet/CSV): arm, responses, "
                                               "ground truth if simulated")],
-    hum_model: Annotated[Path, typer.Option(help="HUM model artifact folder")],
+    hum_model: Annotated[Path, typer.Option(
+        "--model", "--hum-model",
+        help="uplift model artifact folder (any model hmum train saves: HUM or a baseline); "
+             "--hum-model is the former name, kept as an alias")],
     requests: Annotated[Path | None, typer.Option(help="request table for personal weights")]
     = None,
     value_model: Annotated[Path | None, typer.Option(help="value-weight model artifact")] = None,

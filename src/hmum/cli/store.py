@@ -119,7 +119,8 @@ def score(
         help="freeze this decision config (hmum decide --decision-config-out) into the new "
         "store version: hmum serve decides by it while the version is current")] = None,
 ) -> None:
-    """Score all users (HUM, every arm) into a Parquet record and the uplift store.
+    """Score all users (any saved model: HUM or a baseline; every arm) into a Parquet
+    record and the uplift store.
 
     Resumable: run the same command again after an interruption (with either
     engine: both write the same shards, files and store content).

@@ -154,13 +154,73 @@ def _check_device(device: str) -> None:
             _fail(f"--device {device}: no CUDA device is available to torch here")
 
 
+def model_options(name: str, options: list[str] | None, kl_weight: float | None = None):
+    """(registry entry, model config fields) of ``--model NAME -o KEY=VALUE ...``.
+
+    Values are parsed as JSON (``-o n_experts=4``, ``-o 'hidden=[64,32]'``), a value
+    that is not JSON is taken as a string (``-o loss=mse``). Fails with one line for an
+    unknown model, a model whose artifact cannot be saved (causalml), a malformed or
+    unknown key (naming the key and the model) or an invalid value.
+    """
+    import json
+
+    from pydantic import BaseModel
+
+    from hmum.models.registry import get_entry, list_models
+
+    try:
+        entry = get_entry(name)
+    except KeyError:
+        _fail(f"--model: unknown model {name!r}; known: {', '.join(list_models())}")
+    refusal = getattr(entry.cls, "save_refusal", None)
+    if refusal:
+        _fail(f"--model {name}: refused before training, its artifact could not be saved: "
+              f"{refusal}")
+    cfg_cls = getattr(entry.cls, "config_class", None)
+    if cfg_cls is BaseModel:
+        cfg_cls = None
+    fields = sorted(cfg_cls.model_fields) if cfg_cls is not None else []
+    out: dict = {}
+    for item in options or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            _fail(f"-o: expected KEY=VALUE, got {item!r}")
+        if key not in fields:
+            _fail(f"-o {key}: model {name} ({entry.cls.__name__}) has no config field {key!r}; "
+                  f"its fields: {', '.join(fields) or 'none (nothing to set)'}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    if kl_weight is not None:
+        if "kl_weight" not in fields:
+            _fail(f"--kl-weight: model {name} ({entry.cls.__name__}) has no KL term; "
+                  "it is a HUM option")
+        out.setdefault("kl_weight", kl_weight)
+    if cfg_cls is not None:
+        flags = {k: ("--kl-weight" if k == "kl_weight" and kl_weight is not None else f"-o {k}")
+                 for k in out}
+        validated(cfg_cls, flags, **{**entry.model, **out})
+    return entry, out
+
+
 def train(
     data: Annotated[Path, typer.Option(help="training data (Parquet/CSV)")],
     out: Annotated[Path, typer.Option(help="model artifact folder")],
     schema: Annotated[Path | None, typer.Option(help="schema JSON (default: beside data)")] = None,
+    model_name: Annotated[str, typer.Option(
+        "--model", help="registered model to train (hmum models lists them); causalml "
+        "models cannot be saved and are refused")] = "hum",
+    option: Annotated[list[str] | None, typer.Option(
+        "-o", "--option", metavar="KEY=VALUE",
+        help="a field of the model's config, the value parsed as JSON (e.g. -o kl_weight=0.5, "
+             "-o loss=mse); repeatable")] = None,
     valid_data: Annotated[Path | None, typer.Option(help="validation data")] = None,
     split: Annotated[bool, typer.Option(help="hold out an 8:1:1 test split (seeded)")] = True,
-    kl_weight: Annotated[float, typer.Option(help="KL coefficient; 0 = HUM w/o KL")] = 1.0,
+    kl_weight: Annotated[float | None, typer.Option(
+        help="HUM only: KL coefficient (default 1); 0 = HUM w/o KL; same as -o kl_weight=")]
+    = None,
     epochs: Annotated[int, typer.Option(help="maximum epochs")] = 30,
     batch_size: Annotated[int, typer.Option()] = 4096,
     lr: Annotated[float, typer.Option()] = 1e-3,
@@ -179,7 +239,7 @@ def train(
              "error); the number dropped is printed")] = False,
     force: Annotated[bool, typer.Option(help="replace an existing model at --out")] = False,
 ) -> None:
-    """Train HUM on experiment data and write a model artifact.
+    """Train a registered model (default HUM) on experiment data and write its artifact.
 
     Several processes or machines: --nproc N, or torchrun [--nnodes ..]
     --nproc-per-node N -m hmum.cli.app train ... (same options, without --nproc).
@@ -197,26 +257,33 @@ def train(
         _fail(f"--valid-data: data file not found: {valid_data}")
     schema_path = _schema_path(data, schema)
 
-    from hmum.models.hum import HUMConfig
     from hmum.training import distributed as hd
     from hmum.training.trainer import TrainerConfig
 
+    entry, model_cfg = model_options(model_name, option, kl_weight)
     trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                "num_threads": threads, "device": device}
     validated(TrainerConfig, TRAINER_FLAGS, **trainer)
-    validated(HUMConfig, {"kl_weight": "--kl-weight"}, kl_weight=kl_weight)
     _check_device(device)
     if nproc is not None or hd.launched_by_torchrun():
         from hmum.data.schema import Schema
+        from hmum.models.hum import HUMEstimator
         from hmum.workflows.train import train_hum_distributed
 
+        if entry.cls is not HUMEstimator:
+            _fail(f"--nproc: data-parallel training is implemented for HUM models; "
+                  f"--model {model_name} trains in one process (leave out --nproc)")
+        if model_name != "hum" or option:
+            _fail("--nproc: data-parallel training takes the default hum model with "
+                  "--kl-weight only (no other --model or -o)")
         if drop_invalid_responses:
             _fail("--drop-invalid-responses: not supported with data-parallel training "
                   "(--nproc, torchrun); clean the file first")
         try:
             est = train_hum_distributed(
                 data, Schema.from_json(schema_path), out, nproc=nproc, valid_data=valid_data,
-                kl_weight=kl_weight, trainer=trainer, split=split, device=device,
+                kl_weight=1.0 if kl_weight is None else kl_weight, trainer=trainer,
+                split=split, device=device,
                 checkpoint_dir=checkpoint_dir, resume=resume, progress=True)
         except hd.DistributedError as e:
             _fail(str(e))
@@ -227,7 +294,7 @@ def train(
                           f"{os.environ.get('WORLD_SIZE', nproc)} workers)")
         return
 
-    from hmum.workflows.train import train_hum
+    from hmum.workflows.train import train_model
 
     s, d = _load(data, schema_path, drop_invalid_responses=drop_invalid_responses)
     valid = (_load(valid_data, schema_path, "--valid-data",
@@ -236,14 +303,15 @@ def train(
         if part is not None and part.n_dropped:
             console.print(f"{name}: dropped {part.n_dropped:,} row(s) with invalid responses "
                           "(--drop-invalid-responses)")
-    est, split_info = train_hum(
-        d, valid, kl_weight=kl_weight, trainer=trainer, split=split,
+    est, split_info = train_model(
+        model_name, d, valid, model=model_cfg, trainer=trainer, split=split,
         checkpoint_dir=checkpoint_dir, resume=resume, progress=True,
     )
     est.save(out)
-    h = est.history_
-    console.print(f"saved {out} (best epoch {h.best_epoch}, valid loss {h.best_valid_loss:.4f}; "
-                  f"{split_info})")
+    h = getattr(est, "history_", None)
+    fitted = (f"best epoch {h.best_epoch}, valid loss {h.best_valid_loss:.4f}; "
+              if h is not None else "")
+    console.print(f"saved {out} ({model_name}; {fitted}{split_info})")
 
 
 def evaluate(

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 from pydantic import ValidationError
 
@@ -21,6 +20,7 @@ from hmum.data.schema import Schema
 from hmum.data.validate import ExperimentData, check_fit_data
 from hmum.exceptions import ArtifactError, NotFittedError, format_validation_error
 from hmum.models.artifacts import write_artifact
+from hmum.models.base import fit_data, from_pandas, outcomes_frame, uplift_frame
 
 
 class ArmMeansEstimator:
@@ -33,6 +33,8 @@ class ArmMeansEstimator:
 
     model_type = "arm_means"
     max_treatments = None
+    #: nothing to configure (``hmum train -o`` refuses every key)
+    config_class = None
 
     def __init__(self, schema: Schema, *, model=None, trainer=None) -> None:
         self.schema = schema
@@ -40,7 +42,9 @@ class ArmMeansEstimator:
         self.trainer = trainer
 
     def fit(self, train: ExperimentData, valid: ExperimentData | None = None, *,
-            progress: bool = False, log=None) -> ArmMeansEstimator:
+            progress: bool = False, log=None, **_) -> ArmMeansEstimator:
+        """``train``: ExperimentData, or a DataFrame / pyarrow table of the schema."""
+        train = fit_data(train, self.schema, "train")
         check_fit_data(train, self.schema, "train")
         k1 = self.schema.K + 1
         counts = np.bincount(train.arm, minlength=k1)
@@ -52,17 +56,24 @@ class ArmMeansEstimator:
         self.means_ = sums / counts[:, None]  # (K+1, R)
         return self
 
-    def predict_outcomes(self, data: ExperimentData | pa.Table, **_) -> np.ndarray:
-        """y_hat (N, K+1, R): the training means of each arm, the same for every row."""
+    def predict_outcomes(self, data, *, as_frame: bool = False, **_):
+        """y_hat (N, K+1, R): the training means of each arm, the same for every row.
+
+        ``data``: ExperimentData, a pyarrow table or a DataFrame; ``as_frame``: a
+        DataFrame with columns ``y_hat__<arm>__<response>``, the input's index kept.
+        """
         if not hasattr(self, "means_"):
             raise NotFittedError("this ArmMeansEstimator is not fitted yet: call fit()")
-        n = len(data) if isinstance(data, ExperimentData) else data.num_rows
-        return np.broadcast_to(self.means_, (n, *self.means_.shape)).copy()
+        table = from_pandas(data)
+        n = len(table) if isinstance(table, ExperimentData) else table.num_rows
+        y = np.broadcast_to(self.means_, (n, *self.means_.shape)).copy()
+        return outcomes_frame(y, self.schema, data) if as_frame else y
 
-    def predict_uplift(self, data, **_) -> np.ndarray:
+    def predict_uplift(self, data, *, as_frame: bool = False, **_):
         """tau (N, K, R): the difference in training means, for every row."""
         y = self.predict_outcomes(data)
-        return y[:, 1:] - y[:, :1]
+        tau = y[:, 1:] - y[:, :1]
+        return uplift_frame(tau, self.schema, data) if as_frame else tau
 
     def predict_all(self, data, **_) -> dict[str, np.ndarray]:
         """{"y_hat": (N, K+1, R)}, as the neural estimators' ``predict_all``."""
@@ -74,7 +85,10 @@ class ArmMeansEstimator:
             raise NotFittedError("this ArmMeansEstimator is not fitted yet: call fit()")
         return write_artifact(
             path,
-            json_files={"config": {"model_type": self.model_type},
+            json_files={"config": {"model_type": self.model_type,
+                                   "name": getattr(self, "registry_name_", None),
+                                   "split": getattr(self, "split_", None),
+                                   "data_fingerprint": getattr(self, "data_fingerprint_", None)},
                         "schema": self.schema.model_dump()},
             tensors={"means": torch.from_numpy(np.ascontiguousarray(self.means_))},
         )
@@ -92,4 +106,9 @@ class ArmMeansEstimator:
                                 f"schema.json needs (K+1, R) = ({schema.K + 1}, {schema.R})")
         est = cls(schema)
         est.means_ = means
+        config = jsons["config"]
+        for key, attr in (("name", "registry_name_"), ("split", "split_"),
+                          ("data_fingerprint", "data_fingerprint_")):
+            if config.get(key):
+                setattr(est, attr, config[key])
         return est

@@ -30,6 +30,54 @@ from hmum.nn.links import resolve_heads
 from hmum.training.trainer import Trainer, TrainerConfig, TrainingHistory
 
 
+def from_pandas(data):
+    """``data`` as a pyarrow table when it is a pandas DataFrame (one conversion at the
+    boundary, the index dropped), else unchanged."""
+    import sys
+
+    pd = sys.modules.get("pandas")  # a DataFrame can only exist once pandas is imported
+    if pd is not None and isinstance(data, pd.DataFrame):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    return data
+
+
+def fit_data(data, schema: Schema, name: str):
+    """Training rows of ``schema``: ExperimentData as given; a DataFrame or a pyarrow
+    table is validated against ``schema`` (arm and responses required); None stays None."""
+    data = from_pandas(data)
+    if isinstance(data, pa.Table):
+        return validate_table(data, schema, source=name)
+    return data
+
+
+def _frame_index(data):
+    import sys
+
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(data, pd.DataFrame | pd.Series):
+        return data.index
+    return None
+
+
+def outcomes_frame(y_hat: np.ndarray, schema: Schema, data=None):
+    """y_hat (N, K+1, R) as a DataFrame with columns ``y_hat__<arm>__<response>``
+    (arm-major); the index of ``data`` when it is a DataFrame, else 0..N-1."""
+    import pandas as pd
+
+    cols = [f"y_hat__{a}__{r}" for a in schema.arms for r in schema.response_names]
+    return pd.DataFrame(y_hat.reshape(y_hat.shape[0], -1), columns=cols,
+                        index=_frame_index(data))
+
+
+def uplift_frame(tau: np.ndarray, schema: Schema, data=None):
+    """tau (N, K, R) as a DataFrame with columns ``tau__<treatment>__<response>``
+    (treatment-major); the index of ``data`` when it is a DataFrame, else 0..N-1."""
+    import pandas as pd
+
+    cols = [f"tau__{a}__{r}" for a in schema.arms[1:] for r in schema.response_names]
+    return pd.DataFrame(tau.reshape(tau.shape[0], -1), columns=cols, index=_frame_index(data))
+
+
 def as_config(value, cls: type[BaseModel]) -> BaseModel:
     """A config of type ``cls`` from None (defaults), an instance, or a dict of fields."""
     if value is None:
@@ -78,13 +126,18 @@ class UpliftModel(Protocol):
     schema: Schema
 
     def fit(self, train: ExperimentData, valid: ExperimentData | None = None, *,
-            progress: bool = False, log=None) -> UpliftModel: ...
+            progress: bool = False, log=None) -> UpliftModel:
+        """``train`` / ``valid``: ExperimentData, or a pandas DataFrame / pyarrow table
+        holding the columns of the schema the model was built with."""
 
-    def predict_outcomes(self, data) -> np.ndarray:
-        """y_hat (N, K+1, R); ``y_hat[:, 0]`` is the no-treatment estimate."""
+    def predict_outcomes(self, data, *, as_frame: bool = False) -> np.ndarray:
+        """y_hat (N, K+1, R); ``y_hat[:, 0]`` is the no-treatment estimate. ``data``:
+        ExperimentData, a pyarrow table or a pandas DataFrame with the schema's features;
+        ``as_frame``: a DataFrame with columns ``y_hat__<arm>__<response>`` instead."""
 
-    def predict_uplift(self, data) -> np.ndarray:
-        """tau (N, K, R) = y_hat[:, 1:] - y_hat[:, :1]."""
+    def predict_uplift(self, data, *, as_frame: bool = False) -> np.ndarray:
+        """tau (N, K, R) = y_hat[:, 1:] - y_hat[:, :1]; ``as_frame``: columns
+        ``tau__<treatment>__<response>``, the input's index kept."""
 
     def save(self, path: str | Path): ...
 
@@ -152,6 +205,8 @@ class NeuralUpliftEstimator:
         """
         self._check_schema()
         model_cfg, trainer_cfg, enc_cfg = self._configs()
+        train = fit_data(train, self.schema, "train")
+        valid = fit_data(valid, self.schema, "valid")
         check_fit_data(train, self.schema, "train")
         # a refit forgets which table an earlier fit was split from (train_hum records it)
         for stale in ("split_", "data_fingerprint_"):
@@ -246,8 +301,10 @@ class NeuralUpliftEstimator:
             )
 
     def encode(self, data: ExperimentData | pa.Table) -> np.ndarray:
-        """Feature ids (N, F) int32 of ``data`` (validated features or a raw table)."""
+        """Feature ids (N, F) int32 of ``data`` (validated features, a raw pyarrow table
+        or a pandas DataFrame)."""
         self._check_fitted()
+        data = from_pandas(data)
         if isinstance(data, pa.Table):
             data = validate_table(data, self.schema, require_arm=False, require_responses=False)
         return self.encoder_.transform(data.features)
@@ -258,9 +315,10 @@ class NeuralUpliftEstimator:
     ) -> dict[str, np.ndarray]:
         """Every output in batches: {"y_hat": (N, K+1, R), ...model extras}, float32.
 
-        ``data`` may also be pre-encoded feature ids (N, F).
+        ``data`` may also be pre-encoded feature ids (N, F), or a pandas DataFrame.
         """
         self._check_fitted()
+        data = from_pandas(data)
         x = data if isinstance(data, np.ndarray) else self.encode(data)
         xt = torch.from_numpy(np.ascontiguousarray(x))
         parts: dict[str, list[np.ndarray]] = {}
@@ -269,14 +327,23 @@ class NeuralUpliftEstimator:
                 parts.setdefault(k, []).append(v.numpy())
         return {k: np.concatenate(v) for k, v in parts.items()}
 
-    def predict_outcomes(self, data, *, batch_size: int = 65536) -> np.ndarray:
-        """Potential outcomes y_hat (N, K+1, R); y_hat[:, 0] is the no-treatment estimate."""
-        return self.predict_all(data, batch_size=batch_size)["y_hat"]
+    def predict_outcomes(self, data, *, batch_size: int = 65536, as_frame: bool = False):
+        """Potential outcomes y_hat (N, K+1, R); y_hat[:, 0] is the no-treatment estimate.
 
-    def predict_uplift(self, data, *, batch_size: int = 65536) -> np.ndarray:
-        """Absolute uplift tau (N, K, R) = y_hat[:, 1:] - y_hat[:, :1]."""
+        ``as_frame``: a DataFrame with columns ``y_hat__<arm>__<response>`` (the index of
+        ``data`` when it is a DataFrame).
+        """
+        y = self.predict_all(data, batch_size=batch_size)["y_hat"]
+        return outcomes_frame(y, self.schema, data) if as_frame else y
+
+    def predict_uplift(self, data, *, batch_size: int = 65536, as_frame: bool = False):
+        """Absolute uplift tau (N, K, R) = y_hat[:, 1:] - y_hat[:, :1].
+
+        ``as_frame``: a DataFrame with columns ``tau__<treatment>__<response>``.
+        """
         y = self.predict_outcomes(data, batch_size=batch_size)
-        return y[:, 1:] - y[:, :1]
+        tau = y[:, 1:] - y[:, :1]
+        return uplift_frame(tau, self.schema, data) if as_frame else tau
 
     # --- artifacts ------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -284,6 +351,8 @@ class NeuralUpliftEstimator:
         self._check_fitted()
         config = {
             "model_type": self.model_type,
+            # the registry name that built it (hmum train --model), when known
+            "name": getattr(self, "registry_name_", None),
             "model": self.model_config_.model_dump(),
             "trainer": self.trainer_config_.model_dump(),
             "cardinalities": self.encoder_.cardinalities,
@@ -345,6 +414,8 @@ class NeuralUpliftEstimator:
             est.split_ = config["split"]
         if config.get("data_fingerprint"):
             est.data_fingerprint_ = config["data_fingerprint"]
+        if config.get("name"):
+            est.registry_name_ = config["name"]
         return est
 
 

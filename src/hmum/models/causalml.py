@@ -68,7 +68,7 @@ from hmum.data.encoder import FeatureEncoder
 from hmum.data.schema import Schema
 from hmum.data.validate import ExperimentData, check_fit_data, numeric_column, validate_table
 from hmum.exceptions import NotFittedError
-from hmum.models.base import as_config
+from hmum.models.base import as_config, fit_data, from_pandas, outcomes_frame, uplift_frame
 from hmum.training.trainer import TrainerConfig
 
 __all__ = [
@@ -151,6 +151,11 @@ class _CausalMLLearner:
     family: ClassVar[str] = ""
     #: any number of treatments (causalml's multi-treatment support)
     max_treatments: ClassVar[int | None] = None
+    config_class: ClassVar[type] = CausalMLConfig
+    #: why ``save`` refuses (``hmum train --model`` says it before training)
+    save_refusal: ClassVar[str] = (
+        "causalml models can only be pickled and hmum artifacts never use pickle; fit it in "
+        "Python (get_model) or compare it with hmum bench")
 
     def __init__(self, schema: Schema, *, model=None, trainer=None) -> None:
         self.schema = schema
@@ -205,6 +210,7 @@ class _CausalMLLearner:
         """
         be = backend()
         cfg, tcfg = self._configs()
+        train = fit_data(train, self.schema, "train")
         check_fit_data(train, self.schema, "train")
         t0 = time.perf_counter()
         s = self.schema
@@ -304,6 +310,7 @@ class _CausalMLLearner:
     def _predict(self, data) -> tuple[np.ndarray, np.ndarray]:
         """Control outcome y0 (N, R) and uplift tau (N, K, R), float64."""
         self._check_fitted()
+        data = from_pandas(data)
         if isinstance(data, pa.Table):
             data = validate_table(data, self.schema, require_arm=False, require_responses=False)
         x = self._matrix(data.features)
@@ -329,22 +336,26 @@ class _CausalMLLearner:
                 tau[:, :, r] = te[:, cols]
         return y0, tau
 
-    def predict_outcomes(self, data, **_) -> np.ndarray:
+    def predict_outcomes(self, data, *, as_frame: bool = False, **_):
         """Potential outcomes y_hat (N, K+1, R) float64; y_hat[:, 0] is the control outcome,
         y_hat[:, k] = y_hat[:, 0] + causalml's uplift of treatment k.
 
-        ``data``: ExperimentData or a raw pyarrow table with the schema's features.
+        ``data``: ExperimentData, a raw pyarrow table or a DataFrame with the schema's
+        features; ``as_frame``: a DataFrame (``y_hat__<arm>__<response>``, index kept).
         """
         y0, tau = self._predict(data)
-        return np.concatenate([y0[:, None], y0[:, None] + tau], axis=1)
+        y = np.concatenate([y0[:, None], y0[:, None] + tau], axis=1)
+        return outcomes_frame(y, self.schema, data) if as_frame else y
 
     def predict_all(self, data, **_) -> dict[str, np.ndarray]:
         """{"y_hat": (N, K+1, R)}, as the neural estimators' ``predict_all``."""
         return {"y_hat": self.predict_outcomes(data)}
 
-    def predict_uplift(self, data, **_) -> np.ndarray:
-        """Uplift tau (N, K, R) float64, causalml's effect estimates."""
-        return self._predict(data)[1]
+    def predict_uplift(self, data, *, as_frame: bool = False, **_):
+        """Uplift tau (N, K, R) float64, causalml's effect estimates (``as_frame``: a
+        DataFrame with columns ``tau__<treatment>__<response>``)."""
+        tau = self._predict(data)[1]
+        return uplift_frame(tau, self.schema, data) if as_frame else tau
 
     def save(self, path) -> None:
         """Refused: see the module docstring."""

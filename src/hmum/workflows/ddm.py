@@ -61,9 +61,12 @@ def hum_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR)
 
     With a HUM model, y_hat[:, 0] is already y0* = the mean of the branches'
     control estimates (eq. 6); delta is eq. 7 with the documented floor on y0*.
-    Any estimator with ``predict_all`` works.
+    Any model works (HUM or a baseline): only ``predict_outcomes`` is read (an object
+    with only ``predict_all`` gives its "y_hat").
     """
-    y_hat = hum_estimator.predict_all(users)["y_hat"].astype(np.float64)
+    predict = getattr(hum_estimator, "predict_outcomes", None)
+    y_hat = predict(users) if predict is not None else hum_estimator.predict_all(users)["y_hat"]
+    y_hat = np.asarray(y_hat, dtype=np.float64)
     return {"y_hat": y_hat, "delta": relative_uplift(y_hat, floor)}
 
 
@@ -83,6 +86,13 @@ def branch_member_deltas(hum_estimator, users: ExperimentData, *, floor: float =
     """
     import torch
 
+    from hmum.models.hum import HUMEstimator
+
+    if not isinstance(hum_estimator, HUMEstimator):
+        name = (getattr(hum_estimator, "registry_name_", None)
+                or getattr(hum_estimator, "model_type", type(hum_estimator).__name__))
+        raise ValueError(f"bounds from branches need a HUM model (its branches are the "
+                         f"members); this model is {name}: use seeds or bootstrap members")
     mod = hum_estimator.module_
     k = users.schema.K
     m = mod.B // k
