@@ -37,6 +37,8 @@ ResponseKind = Literal["continuous", "count", "binary"]
 #: Name used in ground-truth columns for "every treatment at once" (e.g. t1 & t2).
 ALL_TREATMENTS = "all"
 GROUND_TRUTH_PREFIX = "mu__"
+#: ``Schema.infer``: an integer feature with at most this many distinct values is a code
+CATEGORICAL_MAX_LEVELS = 10
 
 
 def ground_truth_column(arm_name: str, response: str) -> str:
@@ -128,6 +130,84 @@ class Schema(BaseModel):
         return {
             (a, r): ground_truth_column(a, r) for a in names for r in self.response_names
         }
+
+    # --- proposing a schema ----------------------------------------------
+    @classmethod
+    def infer(cls, df, *, arm: str, responses: list[str], user_id: str | None = None,
+              control: str | None = None, features: list[str] | None = None) -> Schema:
+        """A proposed schema for the pandas DataFrame ``df`` (N rows): check it, save it
+        (``to_json``) and edit it.
+
+        * features: ``features``, else every column but the arm, the responses, the user
+          id and ground-truth columns (``mu__*``). Numeric dtypes are ``numeric``, except
+          integer columns with at most ``CATEGORICAL_MAX_LEVELS`` distinct values (codes);
+          strings, booleans and pandas categoricals are ``categorical``.
+        * responses: ``binary`` if the values are within {0, 1}, ``count`` if they are
+          non-negative integers, else ``continuous`` (``nonnegative`` from the minimum).
+        * arms: the arm column's distinct values; control is ``control`` or the first in
+          sorted order. An integer arm column holds arm indices (0 = control), named by
+          their value.
+
+        Raises ValueError naming a missing column or a response that is not numeric.
+        """
+        import numpy as np
+        import pandas as pd
+
+        named = [arm, *responses, *([user_id] if user_id else [])]
+        missing = [c for c in [*named, *(features or [])] if c not in df.columns]
+        if missing:
+            raise ValueError(f"column(s) {missing} not in the frame; it has {list(df.columns)}")
+        if features is None:
+            features = [str(c) for c in df.columns
+                        if c not in named and not str(c).startswith(GROUND_TRUTH_PREFIX)]
+        feats = []
+        for c in features:
+            col = df[c]
+            if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+                kind = "categorical"
+            elif (pd.api.types.is_integer_dtype(col)
+                  and col.nunique(dropna=True) <= CATEGORICAL_MAX_LEVELS):
+                kind = "categorical"
+            else:
+                kind = "numeric"
+            feats.append(FeatureSpec(name=c, kind=kind))
+        specs = []
+        for r in responses:
+            col = df[r]
+            if pd.api.types.is_bool_dtype(col):
+                specs.append(ResponseSpec(name=r, kind="binary"))
+                continue
+            if not pd.api.types.is_numeric_dtype(col):
+                raise ValueError(f"response column {r!r}: expected numbers, received dtype "
+                                 f"{col.dtype}")
+            v = col.dropna().to_numpy(dtype=np.float64)
+            if v.size and np.isin(v, (0.0, 1.0)).all():
+                specs.append(ResponseSpec(name=r, kind="binary"))
+            elif v.size and (v >= 0).all() and (v == np.round(v)).all():
+                specs.append(ResponseSpec(name=r, kind="count"))
+            else:
+                specs.append(ResponseSpec(name=r, kind="continuous",
+                                          nonnegative=bool(v.size and (v >= 0).all())))
+        values = df[arm].dropna().unique()
+        if pd.api.types.is_integer_dtype(df[arm]):
+            names = [str(v) for v in sorted(int(v) for v in values)]
+            if names != [str(i) for i in range(len(names))]:
+                raise ValueError(f"arm column {arm!r} holds integers {names}: integer arms are "
+                                 "indices 0..K (0 = control); map them to 0..K or to names")
+            if control is not None and str(control) != names[0]:
+                raise ValueError(f"arm column {arm!r} holds integer arm indices, where 0 is "
+                                 f"control; control={control!r} cannot be another arm")
+        else:
+            names = sorted(str(v) for v in values)
+            if control is not None:
+                if str(control) not in names:
+                    raise ValueError(f"control={control!r} is not a value of the arm column "
+                                     f"{arm!r}: {names}")
+                names.remove(str(control))
+                names.insert(0, str(control))
+        return cls(features=feats, arm_column=arm, arms=names, responses=specs,
+                   user_id=user_id,
+                   ground_truth=any(str(c).startswith(GROUND_TRUTH_PREFIX) for c in df.columns))
 
     # --- persistence -----------------------------------------------------
     def to_json(self, path: str | Path) -> None:
