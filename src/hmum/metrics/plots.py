@@ -134,8 +134,8 @@ def plot_uplift_curve(
 def _unit(response, kind: str) -> str:
     """What the curves' y values count: labels are min-max scaled unless binary."""
     if kind == "binary":
-        return f"{response} (positive outcomes)"
-    return f"{response} units (min-max scaled to [0, 1])"
+        return f"{response}\n(in positive outcomes)"
+    return f"{response}\n(in {response} units, min-max scaled to [0, 1])"
 
 
 def _slug(value) -> str:
@@ -191,7 +191,7 @@ def save_curve_plots(
         rows = (arm == 0) | (arm == k)
         t = (arm[rows] == k).astype(np.int8)
         for j in range(r_count):
-            fig = Figure(figsize=(11, 8.0))
+            fig = Figure(figsize=(12, 8.5))
             FigureCanvasAgg(fig)
             axes = fig.subplots(2, 2)
             args = (y[rows, j], tau_hat[rows, k - 1, j], t)
@@ -208,7 +208,7 @@ def save_curve_plots(
                 plot_uplift_curve(
                     *args, kind=kinds[j], ax=axes[row, 1], max_points=max_points,
                     perfect=perfect, share=True,
-                    ylabel=f"cumulative uplift x users, {unit}",
+                    ylabel=f"cumulative uplift x users targeted, {unit}",
                 )
                 axes[row, 0].set_title(f"Qini curve{tag}", fontsize="medium")
                 axes[row, 1].set_title(f"uplift curve{tag}", fontsize="medium")
