@@ -187,3 +187,24 @@ def test_partial_truth_is_accepted_and_the_all_metrics_are_skipped_with_a_note(t
     md = (out / "results.md").read_text()
     assert "## PEHE" in md and "Note: partial ground truth" in md
     assert json.loads((out / "results.json").read_text())["settings"]["partial_truth"] is True
+
+
+def test_uplift_replicates_are_bootstrap_ci_samples_on_each_arm_pair():
+    """The paired replicates are the fast bootstrap of ``bootstrap_ci`` on rows of arm 0 or
+    k, with the same resamples for any score (they depend on the arms and the seed)."""
+    from hmum.metrics import qini_auc_score
+    from hmum.metrics.bootstrap import bootstrap_ci, uplift_replicates
+
+    rng = np.random.default_rng(3)
+    n = 400
+    arm = rng.integers(0, 3, n)
+    y = rng.normal(size=(n, 2))
+    tau = rng.normal(size=(n, 2, 2))
+    reps = uplift_replicates(y, tau, arm, kind="continuous", n_boot=30, seed=5)
+    assert reps["qini"].shape == (30, 2, 2) and np.isfinite(reps["auuc"]).all()
+    rows = (arm == 0) | (arm == 2)
+    ci = bootstrap_ci(qini_auc_score, y[rows, 1], tau[rows, 1, 1], arm[rows] == 2, n_boot=30,
+                      seed=5, kind="continuous")
+    np.testing.assert_allclose(reps["qini"][:, 1, 1], ci.samples)
+    same = uplift_replicates(y, tau, arm, kind="continuous", n_boot=30, seed=5)
+    np.testing.assert_array_equal(same["qini"], reps["qini"])

@@ -24,6 +24,17 @@ family, underlined with ``<u>…</u>``; higher is better for Qini and AUUC, lowe
 for PEHE), ``results.csv`` (long format: one row per model × (treatment,
 response) × metric with mean, std, n) and ``results.json`` (everything, including
 per-cell values and errors).
+
+Paired comparisons: every cell keeps BOOT_REPLICATES bootstrap replicates of Qini and
+AUUC over its test rows (and of PEHE / ATE bias with ground truth), resampled on the
+same rows for every model of the (seed, split); ``paired_differences`` turns them into
+each model's difference to a reference (``reference=``, else the best baseline by the
+metric) with a 95 % interval, shown in ``results.md``, ``paired.csv`` and
+``results.json["paired"]``. Cells written before the Qini / AUUC replicates existed are
+reused as they are and simply have no paired Qini / AUUC rows.
+
+The user's own experiment is a source like a named dataset:
+``run_bench(UserData(path, schema, test_path=None), ...)`` (``hmum bench --data``).
 """
 
 from __future__ import annotations
