@@ -149,30 +149,58 @@ def test_unknown_model_lists_the_known_ones(experiment, tmp_path):
     assert_one_line_error(res, "--model: unknown model 'nope'", "slearner")
 
 
-def test_decide_with_a_slearner_artifact(tmp_path):
-    """Simulated requests (the value-weight model needs request logs); the uplift model is
-    a S-Learner, read through the former flag name --hum-model."""
+@pytest.fixture(scope="module")
+def sim_slearner(tmp_path_factory):
+    """(simulation, S-Learner artifact) on simulated users with request logs (the
+    value-weight model and the service need them)."""
     from hmum.data.simulator import SimulatorConfig, simulate
+
+    root = tmp_path_factory.mktemp("sim_sl")
+    sim = simulate(SimulatorConfig(n_users=600, n_requests=200, n_candidates=10, n_recent=4,
+                                   n_exposed=3, n_items=200, seed=4), root / "sim")
+    res = runner.invoke(app, ["train", "--data", str(sim.users_path), "--out",
+                              str(root / "sl"), "--model", "slearner", "-o",
+                              "embed_dim=4", "-o", f"hidden_sizes={SMALL}", *FAST])
+    assert res.exit_code == 0, res.output
+    return sim, root / "sl"
+
+
+def test_decide_with_a_slearner_artifact(sim_slearner, tmp_path):
+    """The uplift model is a S-Learner, read through the former flag name --hum-model."""
     from hmum.models.value_weight import ValueWeightEstimator
 
-    sim = simulate(SimulatorConfig(n_users=600, n_requests=200, n_candidates=10, n_recent=4,
-                                   n_exposed=3, n_items=200, seed=4), tmp_path / "sim")
+    sim, model = sim_slearner
     vw = ValueWeightEstimator(model={"embed_dim": 4, "n_experts": 2, "expert_sizes": [8],
                                      "tower_sizes": [4]},
                               trainer={"max_epochs": 1, "batch_size": 128}
                               ).fit(pq.read_table(sim.requests_path))
     vw.save(tmp_path / "vw")
-    res = runner.invoke(app, ["train", "--data", str(sim.users_path), "--out",
-                              str(tmp_path / "sl"), "--model", "slearner", "-o",
-                              "embed_dim=4", "-o", f"hidden_sizes={SMALL}", *FAST])
-    assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["decide", "--requests", str(sim.requests_path), "--users",
-                              str(sim.users_path), "--hum-model", str(tmp_path / "sl"),
+                              str(sim.users_path), "--hum-model", str(model),
                               "--value-model", str(tmp_path / "vw"), "--out",
                               str(tmp_path / "dec.csv")])
     assert res.exit_code == 0, res.output
     assert "share enabling t1" in flat(res)
     assert len((tmp_path / "dec.csv").read_text().splitlines()) == 200 + 1
+
+
+def test_serve_decides_from_a_slearner_scored_store(sim_slearner, tmp_path):
+    from tests.serving.helpers import build_tiny_model, make_config, request_body, require_service
+
+    client = require_service()
+    from hmum.serving.service import create_app
+
+    sim, model = sim_slearner
+    res = runner.invoke(app, ["score", "--model", str(model), "--input", str(sim.users_path),
+                              "--out", str(tmp_path / "scores"), "--store",
+                              str(tmp_path / "uplift.sqlite"), "--date", "2024-01-02"])
+    assert res.exit_code == 0, res.output
+    vw = build_tiny_model(tmp_path)
+    uid = pq.read_table(sim.users_path, columns=["user_id"]).column(0)[3].as_py()
+    with client(create_app(make_config(vw, tmp_path))) as c:
+        d = c.post("/v1/decide", json=request_body(vw[2], 0, uid)).json()
+    assert not d["degraded"], d
+    assert d["store_version"].startswith("20240102-") and len(d["phi"]) == 2
 
 
 def test_branch_bounds_need_a_hum_model(experiment, slearner):
