@@ -43,7 +43,7 @@ class ArmMeansEstimator:
 
     def fit(self, train: ExperimentData, valid: ExperimentData | None = None, *,
             progress: bool = False, log=None, **_) -> ArmMeansEstimator:
-        """``train``: ExperimentData, or a DataFrame / pyarrow table of the schema."""
+        """``train``: ExperimentData, or a pandas DataFrame of the schema's columns."""
         train = fit_data(train, self.schema, "train")
         check_fit_data(train, self.schema, "train")
         k1 = self.schema.K + 1

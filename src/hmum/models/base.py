@@ -42,11 +42,12 @@ def from_pandas(data):
 
 
 def fit_data(data, schema: Schema, name: str):
-    """Training rows of ``schema``: ExperimentData as given; a DataFrame or a pyarrow
-    table is validated against ``schema`` (arm and responses required); None stays None."""
-    data = from_pandas(data)
-    if isinstance(data, pa.Table):
-        return validate_table(data, schema, source=name)
+    """Training rows of ``schema``: a pandas DataFrame is validated against ``schema``
+    (arm and responses required, messages naming ``name``); anything else (ExperimentData,
+    None) is returned as it is, for ``check_fit_data`` to judge."""
+    table = from_pandas(data)
+    if table is not data:
+        return validate_table(table, schema, source=name)
     return data
 
 
@@ -127,8 +128,8 @@ class UpliftModel(Protocol):
 
     def fit(self, train: ExperimentData, valid: ExperimentData | None = None, *,
             progress: bool = False, log=None) -> UpliftModel:
-        """``train`` / ``valid``: ExperimentData, or a pandas DataFrame / pyarrow table
-        holding the columns of the schema the model was built with."""
+        """``train`` / ``valid``: ExperimentData, or a pandas DataFrame holding the
+        columns of the schema the model was built with."""
 
     def predict_outcomes(self, data, *, as_frame: bool = False) -> np.ndarray:
         """y_hat (N, K+1, R); ``y_hat[:, 0]`` is the no-treatment estimate. ``data``:
