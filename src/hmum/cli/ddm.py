@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from hmum.cli.common import (
+    TRAINER_FLAGS,
     check_out_artifact,
     check_out_file,
     check_out_folder,
@@ -33,9 +34,6 @@ if TYPE_CHECKING:  # pandas loads lazily: ``hmum --help`` stays fast
 
 
 MODES = ("independent", "exclusive")
-#: TrainerConfig field -> the flag of train-value-weights that sets it
-TRAINER_FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-                 "seed": "--seed", "num_threads": "--threads"}
 #: Python parameters whose messages name these flags instead (hmum.exceptions.option_name)
 DDM_FLAGS = {"missing": "--drop-unknown-users", "test_split": "--test-split",
              "drop_invalid_responses": "--drop-invalid-responses", "users": "--users",

@@ -10,14 +10,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hmum.cli.common import check_out_artifact, check_out_folder, console, validated
+from hmum.cli.common import TRAINER_FLAGS, check_out_artifact, check_out_folder, console, validated
 from hmum.cli.common import fail as _fail
 from hmum.cli.ddm import strategy_rich_table
 from hmum.exceptions import cli_flags
 
-#: TrainerConfig field -> the flag that sets it (messages name the flag)
-TRAINER_FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-                 "seed": "--seed", "num_threads": "--threads", "device": "--device"}
 SIMULATOR_FLAGS = {"n_users": "--users", "n_treatments": "--treatments",
                    "n_responses": "--responses", "seed": "--seed",
                    "effect_scale": "--effect-scale", "confounded": "--confounded",
