@@ -76,6 +76,32 @@ def test_evaluate_a_slearner_artifact(slearner, experiment, tmp_path):
         (t, r) for t in ("promo_a", "promo_b") for r in ("minutes", "clicks")}
 
 
+def test_evaluate_explain_puts_the_explanations_in_the_html_report(slearner, experiment,
+                                                                  tmp_path):
+    from html.parser import HTMLParser
+
+    res = runner.invoke(app, ["evaluate", "--model", str(slearner), "--data",
+                              str(experiment / "experiment.csv"), "--out",
+                              str(tmp_path / "eval"), "--explain"])
+    assert res.exit_code == 0, res.output
+    explained = tmp_path / "eval" / "explain"
+    table = pd.read_csv(explained / "importance.csv")
+    assert set(table["feature"]) == {"age", "city"}
+    html = (tmp_path / "eval" / "report.html").read_text()
+    images = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                images.append(dict(attrs))
+
+    Images().feed(html)
+    charts = [i for i in images if "importance" in (i.get("alt") or "").lower()
+              or "importance" in (i.get("title") or "").lower()]
+    assert len(charts) == 4, [i.get("alt") for i in images]  # 2 treatments x 2 responses
+    assert all(i["src"].startswith("data:image/png;base64,") for i in charts)
+
+
 def test_score_with_a_slearner_artifact(slearner, experiment, tmp_path):
     users = tmp_path / "users.parquet"
     pd.read_csv(experiment / "experiment.csv").drop(

@@ -323,9 +323,12 @@ def evaluate(
     drop_invalid_responses: Annotated[bool, typer.Option(
         help="drop rows whose response is NaN, inf, missing or beyond float32 (default: "
              "error); the number dropped is printed")] = False,
+    explain: Annotated[bool, typer.Option(
+        help="also explain the model (permutation importance on the predicted uplift, as "
+             "hmum explain with its defaults) into --out/explain and the report")] = False,
 ) -> None:
     """K x R table of normalized Qini/AUUC (+ ground-truth errors), levels per arm, curves
-    and a report."""
+    and a report (report.md and a self-contained report.html)."""
     check_out_folder(out, "--out")
     if not data.exists():
         _fail(f"--data: data file not found: {data}")
@@ -344,9 +347,14 @@ def evaluate(
                           "(--drop-invalid-responses)")
         if test_split:
             d = d.take(held_out_rows(est, d, source=f"--data {data}"))
-    res = evaluate_models({model.name: est}, d, out)
+    explanations = None
+    if explain:
+        from hmum.workflows.explain import explain as run_explain
+
+        explanations = {model.name: run_explain(est, d, out / "explain")}
+    res = evaluate_models({model.name: est}, d, out, explanations=explanations)
     print_evaluation(res)
-    console.print(f"report: {res['report']}")
+    console.print(f"report: {res['report']} and {res['html']}")
 
 
 def _print_frame(title: str, df) -> None:
