@@ -176,6 +176,10 @@ register("hum_nokl", HUMEstimator, model={"kl_weight": 0.0}, label="HUM w/o KL",
 # the paper's settings: squared error, no weight averaging, tau_k = y^k - y0*
 register("hum_paper", HUMEstimator, model={"loss": "mse", "uplift": "paper"},
          label="HUM (paper settings)", ours=True, trainer={"ema_share": None})
+# weight averaging over half the run: shrinks a noisy uplift at weak (1 %) effects, but
+# averages in under-fitted weights on short runs and strong effects (docs/benchmarks.md)
+register("hum_long_ema", HUMEstimator, label="HUM, EMA over half the run", ours=True,
+         trainer={"ema_share": 0.5})
 register("slearner", SLearnerEstimator, label="S-Learner")
 # HUM's two improvements offered to the S-Learner (same loss and averaging)
 register("slearner_plus", SLearnerEstimator, model={"loss": "deviance"},

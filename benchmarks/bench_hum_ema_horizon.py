@@ -1,0 +1,90 @@
+"""HUM's weight-averaging horizon on ground truth: PEHE of the default HUM with
+``ema_share`` (the EMA horizon as a share of the run's planned optimizer steps) set to
+each value given, one fit per (effect_scale, seed, share), scored on a fresh population.
+
+    python benchmarks/bench_hum_ema_horizon.py --shares 0.1 0.3 --effect-scales 1 5
+
+Writes results.json and results.md (mean ± std over seeds, paired difference of each
+share to the first) under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hmum.data.datasets.simulated import bench_simulator
+from hmum.models.registry import get_model
+
+CELLS = ["t1 / usage_time", "t1 / video_views", "t2 / usage_time", "t2 / video_views"]
+
+
+def one_fit(es: float, seed: int, share: float, users: int, eval_users: int,
+            threads: int) -> dict:
+    sp = bench_simulator(None, seed, n_users=users, effect_scale=es, eval_users=eval_users)[0]
+    tau = sp.test.mu[:, 1:] - sp.test.mu[:, :1]
+    est = get_model("hum", sp.train.schema,
+                    trainer={"seed": seed, "num_threads": threads, "ema_share": share})
+    est.fit(sp.train, sp.valid)
+    y = est.predict_outcomes(sp.test).astype(np.float64)
+    t = y[:, 1:] - y[:, :1]
+    return {"es": es, "seed": seed, "ema_share": share,
+            "pehe": np.sqrt(((t - tau) ** 2).mean(0)).round(3).tolist(),
+            "spread": (t.std(0) / tau.std(0)).round(2).tolist()}
+
+
+def markdown(runs: list[dict]) -> str:
+    shares = sorted({r["ema_share"] for r in runs})
+    lines = ["| effect_scale | ema_share | " + " | ".join(CELLS) + " |",
+             "|---|---|" + "---|" * len(CELLS)]
+    for es in sorted({r["es"] for r in runs}):
+        by = {s: {r["seed"]: np.ravel(r["pehe"]) for r in runs
+                  if r["es"] == es and r["ema_share"] == s} for s in shares}
+        for s in shares:
+            p = np.array(list(by[s].values()))
+            if len(p) == 0:
+                continue
+            cells = [f"{m:.2f} ± {d:.2f}" for m, d in zip(p.mean(0), p.std(0, ddof=1), strict=True)]
+            lines.append(f"| {es:g} | {s:g} | " + " | ".join(cells) + " |")
+        base = shares[0]
+        for s in shares[1:]:
+            seeds = sorted(set(by[s]) & set(by[base]))
+            if not seeds:
+                continue
+            d = np.array([by[s][k] - by[base][k] for k in seeds])
+            lines.append(f"| {es:g} | {s:g} − {base:g} (paired) | " + " | ".join(
+                f"{m:+.2f} ({(v < 0).sum()}/{len(v)} lower)"
+                for m, v in zip(d.mean(0), d.T, strict=True)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.3])
+    ap.add_argument("--effect-scales", type=float, nargs="+", default=[1.0, 5.0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--eval-users", type=int, default=100_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path,
+                    default=Path("benchmarks/results/hum_quality/ema-horizon-u100000"))
+    args = ap.parse_args()
+    runs = []
+    for es in args.effect_scales:
+        for seed in args.seeds:
+            for share in args.shares:
+                runs.append(one_fit(es, seed, share, args.users, args.eval_users, args.threads))
+                print(json.dumps(runs[-1]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(
+        json.dumps({"args": {**vars(args), "out": str(args.out)}, "runs": runs}, indent=1) + "\n")
+    md = "PEHE on a fresh population, mean ± std over seeds\n\n" + markdown(runs)
+    (args.out / "results.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
