@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_hum_uplift_rule import errors
 from hmum.data.datasets.simulated import bench_simulator
 from hmum.models.registry import get_model
 
@@ -25,15 +26,12 @@ CELLS = ["t1 / usage_time", "t1 / video_views", "t2 / usage_time", "t2 / video_v
 def one_fit(es: float, seed: int, share: float, users: int, eval_users: int,
             threads: int) -> dict:
     sp = bench_simulator(None, seed, n_users=users, effect_scale=es, eval_users=eval_users)[0]
-    tau = sp.test.mu[:, 1:] - sp.test.mu[:, :1]
     est = get_model("hum", sp.train.schema,
                     trainer={"seed": seed, "num_threads": threads, "ema_share": share})
     est.fit(sp.train, sp.valid)
-    y = est.predict_outcomes(sp.test).astype(np.float64)
-    t = y[:, 1:] - y[:, :1]
-    return {"es": es, "seed": seed, "ema_share": share,
-            "pehe": np.sqrt(((t - tau) ** 2).mean(0)).round(3).tolist(),
-            "spread": (t.std(0) / tau.std(0)).round(2).tolist()}
+    err = errors(est.predict_outcomes(sp.test).astype(np.float64), sp.test.mu)
+    return {"es": es, "seed": seed, "ema_share": share, "pehe": err["pehe"],
+            "spread": err["spread"]}
 
 
 def markdown(runs: list[dict]) -> str:

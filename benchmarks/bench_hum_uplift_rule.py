@@ -21,30 +21,29 @@ from pathlib import Path
 import numpy as np
 
 from hmum.data.datasets.simulated import bench_simulator
+from hmum.metrics.truth import uplift_errors
 from hmum.models.registry import get_model
 
 
-def errors(t: np.ndarray, tau: np.ndarray) -> dict:
-    """PEHE, correlation and spread ratio per (treatment, response): t, tau (N, K, R)."""
-    k, r = tau.shape[1:]
-    corr = [[float(np.corrcoef(t[:, i, j], tau[:, i, j])[0, 1]) for j in range(r)]
-            for i in range(k)]
-    return {"pehe": np.sqrt(((t - tau) ** 2).mean(0)).round(3).tolist(),
-            "corr": np.round(corr, 3).tolist(),
-            "spread": (t.std(0) / tau.std(0)).round(3).tolist()}
+def errors(y_hat: np.ndarray, mu: np.ndarray) -> dict:
+    """PEHE, correlation with the true uplift and spread ratio as K x R lists
+    (``hmum.metrics.truth.uplift_errors``): y_hat, mu (N, K+1, R)."""
+    t = uplift_errors(mu, y_hat)
+    k, r = mu.shape[1] - 1, mu.shape[2]
+    return {"pehe": t["pehe"].to_numpy().reshape(k, r).round(3).tolist(),
+            "corr": t["tau_corr"].to_numpy().reshape(k, r).round(3).tolist(),
+            "spread": t["spread_ratio"].to_numpy().reshape(k, r).round(3).tolist()}
 
 
 def one_fit(es: float, seed: int, users: int, eval_users: int, threads: int) -> dict:
     sp = bench_simulator(None, seed, n_users=users, effect_scale=es, eval_users=eval_users)[0]
-    tau = sp.test.mu[:, 1:] - sp.test.mu[:, :1]
     t0 = time.perf_counter()
     est = get_model("hum", sp.train.schema, trainer={"seed": seed, "num_threads": threads})
     est.fit(sp.train, sp.valid)
     out = {"effect_scale": es, "seed": seed, "fit_s": round(time.perf_counter() - t0, 1)}
     for rule in ("paper", "within_branch"):
         est.module_.uplift = rule  # same weights, other aggregation
-        y = est.predict_outcomes(sp.test).astype(np.float64)
-        out[rule] = errors(y[:, 1:] - y[:, :1], tau)
+        out[rule] = errors(est.predict_outcomes(sp.test).astype(np.float64), sp.test.mu)
     return out
 
 

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from bench_hum_uplift_rule import errors
 from hmum.data.datasets.simulated import bench_simulator
 from hmum.models.registry import get_model
 
@@ -23,15 +24,6 @@ sp = bench_simulator(None, seed, n_users=users, effect_scale=es, eval_users=100_
 mu = sp.test.mu
 tau = mu[:, 1:] - mu[:, :1]
 K, R = tau.shape[1], tau.shape[2]
-
-
-def pehe(t):
-    return np.sqrt(((t - tau) ** 2).mean(0))
-
-
-def corr(t):
-    return np.array([[np.corrcoef(t[:, k, r], tau[:, k, r])[0, 1] for r in range(R)]
-                     for k in range(K)])
 
 
 def blp(yv, arm, y, k):
@@ -64,8 +56,7 @@ for name in names:
         cal[:, k - 1] = ab[0] + ab[1] * (th_t[:, k - 1] - thv.mean(0))
         coefs.append(ab.round(3).tolist())
     for v, t in {"raw": th_t, "blp": cal}.items():
-        out[f"{name}:{v}"] = {"pehe": pehe(t).round(3).tolist(), "corr": corr(t).round(3).tolist(),
-                              "spread": (t.std(0) / tau.std(0)).round(2).tolist()}
+        out[f"{name}:{v}"] = errors(np.concatenate([yt[:, :1], yt[:, :1] + t], axis=1), mu)
     out[f"{name}:coef"] = coefs
     mine = {k: v for k, v in out.items() if k.startswith(name)}
     print(name, f"fit {fit:.0f}s", json.dumps(mine), flush=True)
