@@ -138,6 +138,12 @@ class HUM(nn.Module):
         self.R = len(links)
         self.links = list(links)
         self.uplift = cfg.uplift
+        # per response: ratio form of the within-branch uplift (positive links), and the
+        # [0, 1] clamp (binary); derived from the links, so not saved with the weights
+        self.register_buffer("ratio_response", torch.tensor(
+            [lk in ("softplus", "exp") for lk in self.links]), persistent=False)
+        self.register_buffer("binary_response", torch.tensor(
+            [lk == "sigmoid" for lk in self.links]), persistent=False)
         # the response loss of each output; set by the estimator (hmum.nn.links)
         self.losses = ["mse"] * self.R
         bpt = cfg.n_branches_per_treatment(n_treatments)
@@ -234,12 +240,10 @@ class HUM(nn.Module):
         Positive responses (softplus / exp links) take the ratio form y0* y^k / y^{0,k},
         which keeps them positive; binary ones stay inside [0, 1].
         """
-        ratio = torch.tensor([lk in ("softplus", "exp") for lk in self.links], device=yt.device)
         additive = y0 + (yt - y0b)
         relative = y0 * yt / y0b.clamp_min(torch.finfo(yt.dtype).tiny)
-        out = torch.where(ratio, relative, additive)
-        binary = torch.tensor([lk == "sigmoid" for lk in self.links], device=yt.device)
-        return torch.where(binary, out.clamp(0.0, 1.0), out)
+        out = torch.where(self.ratio_response, relative, additive)
+        return torch.where(self.binary_response, out.clamp(0.0, 1.0), out)
 
 
 # Gates are softmax outputs; the floor keeps log() finite if one saturates.
