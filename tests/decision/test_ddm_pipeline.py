@@ -21,6 +21,9 @@ SMALL_HUM = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
 class TruthModel:
     """A perfect uplift model: returns the simulated ground truth as y_hat."""
 
+    def predict_outcomes(self, users):
+        return self.predict_all(users)["y_hat"]
+
     def predict_all(self, users):
         return {"y_hat": users.mu.astype(np.float32),
                 "y0_branch": np.repeat(users.mu[:, :1], users.mu.shape[1] - 1, axis=1)}
@@ -234,6 +237,9 @@ class FixedModel:
 
     def predict_all(self, users):
         return {"y_hat": self.y_hat}
+
+    def predict_outcomes(self, users):
+        return self.predict_all(users)["y_hat"]
 
 
 def test_policy_eval_on_logs_without_ground_truth(sim, tmp_path):

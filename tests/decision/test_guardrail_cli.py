@@ -23,6 +23,9 @@ class TruthModel:
     def predict_all(self, users):
         return {"y_hat": users.mu.astype(np.float64)}
 
+    def predict_outcomes(self, users):
+        return self.predict_all(users)["y_hat"]
+
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):

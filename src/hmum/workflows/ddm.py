@@ -61,12 +61,9 @@ def hum_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR)
 
     With a HUM model, y_hat[:, 0] is already y0* = the mean of the branches'
     control estimates (eq. 6); delta is eq. 7 with the documented floor on y0*.
-    Any model works (HUM or a baseline): only ``predict_outcomes`` is read (an object
-    with only ``predict_all`` gives its "y_hat").
+    Any model works (HUM or a baseline): only ``predict_outcomes`` is read.
     """
-    predict = getattr(hum_estimator, "predict_outcomes", None)
-    y_hat = predict(users) if predict is not None else hum_estimator.predict_all(users)["y_hat"]
-    y_hat = np.asarray(y_hat, dtype=np.float64)
+    y_hat = np.asarray(hum_estimator.predict_outcomes(users), dtype=np.float64)
     return {"y_hat": y_hat, "delta": relative_uplift(y_hat, floor)}
 
 
