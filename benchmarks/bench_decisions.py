@@ -19,9 +19,11 @@ on a fresh population of ``--eval-users`` users (another seed) from the truth:
   the truth (chosen in hindsight, an upper reference a real platform cannot pick).
   Target: the guardrail holds in >= 90 % of seeds.
 * ``bounds``: nominal ``--level`` intervals of phi from HUM's branches (one fit,
-  ``branches_per_treatment = --members``), from ``--members`` seeds and from
-  ``--members`` bootstrap fits; coverage of the true phi (true uplift, true weights)
-  and the value of switching on the lower bound. Target: coverage 85-95 %.
+  ``branches_per_treatment = --members``), from ``--members`` seeds, from
+  ``--members`` bootstrap fits and from ``--members`` cross-fit members (one fit,
+  ``crossfit = --members``, each member on its own fold of the rows); coverage of the
+  true phi (true uplift, true weights) and the value of switching on the lower bound.
+  Target: coverage 85-95 %.
 
 Usage (2 shared cores: run it niced, one torch thread)::
 
@@ -55,6 +57,8 @@ def _args(argv=None):
     # a floor above that makes the guardrail bind (with a floor of 0 it never would)
     p.add_argument("--guardrail", default="video_views>=2.5%", help="RESPONSE>=FLOOR")
     p.add_argument("--members", type=int, default=5, help="members per bound source")
+    p.add_argument("--bound-sources", default="branches,seeds,bootstrap,crossfit",
+                   help="comma-separated sources of the bounds part")
     p.add_argument("--level", type=float, default=0.9)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None)
@@ -88,12 +92,13 @@ def population(cfg):
     return d, w
 
 
-def fit_hum(d, args, seed: int, **model):
+def fit_hum(d, args, seed: int, trainer: dict | None = None, **model):
     from hmum.models.hum import HUMEstimator
 
     return HUMEstimator(d.schema, model=model or None,
                         trainer={"max_epochs": args.epochs, "seed": seed,
-                                 "num_threads": args.threads, "batch_size": 2048}).fit(d)
+                                 "num_threads": args.threads, "batch_size": 2048,
+                                 **(trainer or {})}).fit(d)
 
 
 def fit_vw(cfg, args):
@@ -301,12 +306,31 @@ def part_guardrails(args, cache) -> dict:
     return {"summary": summ, "per_seed": rows}
 
 
+def bound_members(src: str, train, d, args) -> np.ndarray:
+    """member_delta (M, N, K, R) on d of the bound source ``src``, fitted on train."""
+    from hmum.decision.bounds import bootstrap_rows
+    from hmum.workflows.ddm import branch_member_deltas, ensemble_member_deltas
+
+    m = args.members
+    if src == "branches":
+        return branch_member_deltas(fit_hum(train, args, seed=1, branches_per_treatment=m), d)
+    if src == "seeds":
+        return ensemble_member_deltas([fit_hum(train, args, seed=10 + j) for j in range(m)], d)
+    if src == "bootstrap":
+        return ensemble_member_deltas(
+            [fit_hum(train.take(idx), args, seed=20 + j)
+             for j, idx in enumerate(bootstrap_rows(len(train), m, seed=3))], d)
+    if src == "crossfit":  # one fit: m members on disjoint folds, read unshrunk
+        return branch_member_deltas(fit_hum(train, args, seed=1, trainer={"crossfit": m}), d)
+    raise SystemExit(f"--bound-sources: unknown source {src!r}; "
+                     "known: branches, seeds, bootstrap, crossfit")
+
+
 def part_bounds(args, cache) -> dict:
-    from hmum.decision.bounds import bootstrap_rows, coverage, phi_interval
+    from hmum.decision.bounds import coverage, phi_interval
     from hmum.decision.core import relative_uplift
     from hmum.decision.evaluation import ground_truth_effects
     from hmum.decision.rules import DecisionRule, decide_margin
-    from hmum.workflows.ddm import branch_member_deltas, ensemble_member_deltas
 
     out = {}
     m = args.members
@@ -316,13 +340,8 @@ def part_bounds(args, cache) -> dict:
         true_phi = np.einsum("nkr,nr->nk", relative_uplift(d.mu), w)
         train, _ = population(world_config(world, args, 1, args.users))
         t0 = time.perf_counter()
-        members = {"branches": branch_member_deltas(
-            fit_hum(train, args, seed=1, branches_per_treatment=m), d)}
-        members["seeds"] = ensemble_member_deltas(
-            [fit_hum(train, args, seed=10 + j) for j in range(m)], d)
-        members["bootstrap"] = ensemble_member_deltas(
-            [fit_hum(train.take(idx), args, seed=20 + j)
-             for j, idx in enumerate(bootstrap_rows(len(train), m, seed=3))], d)
+        members = {src: bound_members(src, train, d, args)
+                   for src in args.bound_sources.split(",")}
         res = {"members": m, "level": args.level, "fit_seconds": time.perf_counter() - t0}
         rule = DecisionRule(RESP, ["t1", "t2"], mode="exclusive")
         for src, md in members.items():

@@ -54,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--guardrail", default="visit>=0",
                    help="RESPONSE>=FLOOR for the guardrail rule ('' for none)")
     p.add_argument("--epochs", type=int, default=10, help="HUM's maximum epochs")
+    p.add_argument("--batch-size", type=int, default=1024, help="HUM's training batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples")
@@ -88,7 +89,10 @@ def main(argv=None) -> dict:
     print(f"{len(data):,} customers: {len(tr):,} train, {len(va):,} valid, {len(cal):,} "
           f"calibration, {len(ev):,} evaluation")
 
-    trainer = {"max_epochs": args.epochs, "seed": args.seed, "batch_size": 1024}
+    if args.epochs < 1 or args.batch_size < 1:
+        raise SystemExit(f"error: --epochs and --batch-size must be >= 1, got {args.epochs} and "
+                         f"{args.batch_size}")
+    trainer = {"max_epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size}
     if args.threads:
         trainer["num_threads"] = args.threads
     hum = HUMEstimator(s, trainer=trainer).fit(data.take(tr), data.take(va))

@@ -77,7 +77,7 @@ def test_branch_member_deltas_follow_hums_uplift_rule(rule):
     d = validate_table(simulate_users(cfg), simulation_schema(cfg))
     est = HUMEstimator(d.schema, model={"branches_per_treatment": 3, "expert_sizes": [8],
                                         "tower_sizes": [4], "embed_dim": 4, "uplift": rule},
-                       trainer={"max_epochs": 1, "batch_size": 512}).fit(d)
+                       trainer={"max_epochs": 1, "batch_size": 512, "crossfit": 1}).fit(d)
     md = branch_member_deltas(est, d, batch_size=700)  # several batches
     assert md.shape == (3, 2000, 2, 2)
     y = est.predict_all(d)
@@ -105,6 +105,29 @@ def test_branch_member_deltas_need_several_branches():
     d = validate_table(simulate_users(cfg), simulation_schema(cfg))
     est = HUMEstimator(d.schema, model={"expert_sizes": [8], "tower_sizes": [4],
                                         "embed_dim": 4},
-                       trainer={"max_epochs": 1, "batch_size": 512}).fit(d)
+                       trainer={"max_epochs": 1, "batch_size": 512, "crossfit": 1}).fit(d)
     with pytest.raises(ValueError, match="branches_per_treatment >= 2"):
         branch_member_deltas(est, d)
+
+
+def test_cross_fit_members_each_bring_their_branches():
+    import torch
+
+    from hmum.data.simulator import SimulatorConfig, simulate_users, simulation_schema
+    from hmum.data.validate import validate_table
+    from hmum.models.hum import HUMEstimator
+    from hmum.workflows.ddm import branch_member_deltas
+
+    cfg = SimulatorConfig(n_users=800, seed=1)
+    d = validate_table(simulate_users(cfg), simulation_schema(cfg))
+    est = HUMEstimator(d.schema, model={"expert_sizes": [8], "tower_sizes": [4],
+                                        "embed_dim": 4, "branches_per_treatment": 2},
+                       trainer={"max_epochs": 1, "batch_size": 256, "crossfit": 2}).fit(d)
+    md = branch_member_deltas(est, d)
+    assert md.shape == (4, 800, 2, 2)  # 2 members x 2 branches
+    x = torch.from_numpy(est.encode(d))
+    with torch.inference_mode():
+        out = est.module_.members[1](x)  # member 1's branch 0 is member 2 of the four
+    y0b = out.y_control.double().numpy().reshape(800, 2, 2, 2)
+    ytb = out.y_treated.double().numpy().reshape(800, 2, 2, 2)
+    np.testing.assert_allclose(md[2], ytb[:, :, 0] / y0b[:, :, 0] - 1.0, atol=1e-6)

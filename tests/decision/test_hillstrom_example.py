@@ -50,7 +50,8 @@ def run(example, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hill")
     csv_path = write_fixture(tmp / "Kevin_Hillstrom_MineThatData_E-MailAnalytics_"
                                    "DataMiningChallenge_2008.03.20.csv")
-    res = example.main(["--data", str(tmp), "--out", str(tmp / "out"), "--epochs", "2",
+    res = example.main(["--data", str(tmp), "--out", str(tmp / "out"), "--epochs", "10",
+                        "--batch-size", "128",
                         "--n-boot", "50", "--threads", "1"])
     return res, tmp / "out", csv_path
 

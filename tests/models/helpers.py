@@ -14,9 +14,12 @@ HUM_SMALL = {"expert_sizes": [16, 8], "tower_sizes": [8], "embed_dim": 8}
 
 
 def fit_hum(d: ExperimentData, seed: int = 0, epochs: int = 3, **model) -> HUMEstimator:
-    """A small HUM (HUM_SMALL over ``model``) fitted on ``d``: batch 128, ``epochs`` epochs."""
+    """A small HUM (HUM_SMALL over ``model``) fitted on ``d``: batch 128, ``epochs`` epochs,
+    one network (crossfit 1), whose internals the tests read; cross-fit members are
+    tested in test_crossfit.py."""
     est = HUMEstimator(d.schema, model={**HUM_SMALL, **model},
-                       trainer={"batch_size": 128, "max_epochs": epochs, "seed": seed})
+                       trainer={"batch_size": 128, "max_epochs": epochs, "seed": seed,
+                                "crossfit": 1})
     return est.fit(d)
 
 

@@ -168,6 +168,20 @@ def test_full_batch_equals_single_process(runs, single):
 
 
 @pytest.mark.slow
+def test_every_worker_holds_the_same_cross_fit_shrinkage(runs, single):
+    """HUM's two cross-fit members: the reliability statistics are summed over the
+    workers' validation rows, so both ranks shrink alike, and as one process would."""
+    root, _ = runs
+    for name in ("mini", "full"):
+        w0, w1 = _weights(root, name, 0), _weights(root, name, 1)
+        for buf in ("alpha", "center"):
+            torch.testing.assert_close(w0[buf], w1[buf], rtol=0, atol=0)
+    ref = single[0]["full"].module_
+    torch.testing.assert_close(_weights(root, "full")["center"], ref.center, atol=1e-5,
+                               rtol=1e-4)
+
+
+@pytest.mark.slow
 def test_minibatch_valid_loss_close_to_single_process(runs, single):
     """Minibatches differ (each rank shuffles its own rows), so the paths differ.
 

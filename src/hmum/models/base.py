@@ -26,6 +26,15 @@ from hmum.data.split import split_indices
 from hmum.data.validate import ExperimentData, check_fit_data, validate_table
 from hmum.exceptions import ArtifactError, NotFittedError, format_validation_error
 from hmum.models.artifacts import write_artifact
+from hmum.models.crossfit import (
+    EVERY_MEMBER,
+    POSITIVE_LINKS,
+    CrossFitModule,
+    fold_ids,
+    member_loss,
+    reliability_moments,
+    shrinkage,
+)
 from hmum.nn.links import resolve_heads
 from hmum.training.trainer import Trainer, TrainerConfig, TrainingHistory
 
@@ -263,21 +272,52 @@ class NeuralUpliftEstimator:
         positive = ((train[2] > 0).all(0) & (valid[2] > 0).all(0)).tolist()
         links, losses = resolve_heads(self.schema.responses, model_cfg, positive)
         torch.manual_seed(trainer_cfg.seed)
-        module = self._build(
-            encoder.cardinalities,
-            links,
-            torch.tensor(y_mean, dtype=torch.float32),
-            torch.tensor(y_std, dtype=torch.float32),
-            model_cfg,
-        )
+        module = self._build_module(encoder.cardinalities, links, torch.tensor(y_mean),
+                                    torch.tensor(y_std), model_cfg, trainer_cfg)
         module.losses = losses  # read by the loss functions, never by forward
+        loss_fn = self._loss
+        m = trainer_cfg.crossfit
+        if m > 1:  # each member trains on its fold of every batch (hmum.models.crossfit)
+            train = (*train, fold_ids(train, m, trainer_cfg.seed))
+            # no member trains on the validation rows: each is scored on all of them
+            valid = (*valid, torch.full((len(valid[0]),), EVERY_MEMBER, dtype=torch.int64))
+            loss_fn = member_loss(self._loss)
         history = Trainer(
             trainer_cfg, checkpoint_dir=checkpoint_dir, progress=progress, log=log, dist=dist
-        ).fit(module, self._loss, train, valid, resume=resume)
+        ).fit(module, loss_fn, train, valid, resume=resume)
         module.to("cpu").eval()
+        if m > 1:
+            self._fit_shrinkage(module, valid[0].cpu(), dist)
         self.encoder_, self.module_, self.history_ = encoder, module, history
         self.model_config_, self.trainer_config_ = model_cfg, trainer_cfg
         return self
+
+    def _build_module(self, cardinalities, links, y_mean, y_std, model_cfg, trainer_cfg):
+        """The network, or ``trainer_cfg.crossfit`` members of it in a CrossFitModule."""
+        def one():
+            return self._build(cardinalities, links, y_mean.float(), y_std.float(), model_cfg)
+
+        if trainer_cfg.crossfit == 1:
+            return one()
+        ratio = [link in POSITIVE_LINKS for link in links]
+        return CrossFitModule([one() for _ in range(trainer_cfg.crossfit)], ratio, self.schema.K)
+
+    @torch.inference_mode()
+    def _fit_shrinkage(self, module: CrossFitModule, x: torch.Tensor, dist=None,
+                       batch_size: int = 65536) -> None:
+        """Set the members' reliability shrinkage from their uplifts on the validation
+        features x (n, F) (no member trained on them); summed over ranks under DDP, so
+        every worker holds the same shrinkage."""
+        parts = []
+        for s in range(0, x.shape[0], batch_size):
+            ys = torch.stack([self._outcomes(mem, x[s:s + batch_size])["y_hat"]
+                              for mem in module.members])
+            parts.append(module.uplift_scale(ys).numpy())
+        moments = reliability_moments(np.concatenate(parts, axis=1))
+        if dist is not None:
+            every = dist.all_gather_object(moments)
+            moments = {k: sum(m[k] for m in every) for k in moments}
+        module.set_shrinkage(*shrinkage(moments))
 
     def _check_y_std(self, y_std: np.ndarray) -> None:
         if (y_std <= 0).any():
@@ -324,9 +364,15 @@ class NeuralUpliftEstimator:
         xt = torch.from_numpy(np.ascontiguousarray(x))
         parts: dict[str, list[np.ndarray]] = {}
         for s in range(0, xt.shape[0], batch_size):
-            for k, v in self._outcomes(self.module_, xt[s : s + batch_size]).items():
+            for k, v in self._module_outcomes(xt[s : s + batch_size]).items():
                 parts.setdefault(k, []).append(v.numpy())
         return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def _module_outcomes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``_outcomes`` of the fitted network, or the cross-fit members' combination."""
+        if isinstance(self.module_, CrossFitModule):
+            return self.module_.combine([self._outcomes(m, x) for m in self.module_.members])
+        return self._outcomes(self.module_, x)
 
     def predict_outcomes(self, data, *, batch_size: int = 65536, as_frame: bool = False):
         """Potential outcomes y_hat (N, K+1, R); y_hat[:, 0] is the no-treatment estimate.
@@ -390,15 +436,13 @@ class NeuralUpliftEstimator:
         except (ValueError, ValidationError) as e:
             raise ArtifactError(f"encoder.json: {e}") from None
         _check_encoder(encoder, schema, config)
-        est = cls(schema, model=config["model"], trainer=config["trainer"])
+        # artifacts written before cross-fit members existed hold one network
+        est = cls(schema, model=config["model"], trainer={"crossfit": 1, **config["trainer"]})
         model_cfg, trainer_cfg, _ = est._configs()
-        module = est._build(
-            config["cardinalities"],
-            config["links"],
-            weights["y_mean"],
-            weights["y_std"],
-            model_cfg,
-        )
+        prefix = "members.0." if trainer_cfg.crossfit > 1 else ""
+        y_mean, y_std = weights[prefix + "y_mean"], weights[prefix + "y_std"]
+        module = est._build_module(config["cardinalities"], config["links"], y_mean, y_std,
+                                   model_cfg, trainer_cfg)
         # artifacts written before losses were configurable trained the paper's MSE
         module.losses = list(config.get("losses") or ["mse"] * len(config["links"]))
         try:

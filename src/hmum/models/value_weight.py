@@ -410,6 +410,9 @@ class ValueWeightEstimator:
             t = TrainerConfig(**{**TRAINER_DEFAULTS, **(t or {})})
         elif not isinstance(t, TrainerConfig):
             raise TypeError(f"trainer: expected TrainerConfig or dict, got {type(t).__name__}")
+        if t.crossfit != 1:  # the members' shrinkage is of uplifts, which this model has none of
+            raise ValueError(f"trainer.crossfit: the value-weight model trains one network "
+                             f"(crossfit 1), got {t.crossfit}")
         return m, t
 
     # --- fitting ------------------------------------------------------------

@@ -67,6 +67,11 @@ class TrainerConfig(BaseModel):
         description="EMA horizon as a share of the run's planned steps (steps per epoch x "
         "max_epochs), so it scales with the data",
     )
+    crossfit: int = Field(
+        1, ge=1, le=8,
+        description="members trained on disjoint folds of the rows; >= 2 shrinks the "
+        "uplift by its measured reliability (hmum.models.crossfit); 1 = one network",
+    )
     seed: int = 0
     num_threads: int | None = Field(None, ge=1, description="torch threads; None = leave as is")
     device: str = "cpu"

@@ -79,10 +79,13 @@ def branch_member_deltas(hum_estimator, users: ExperimentData, *, floor: float =
     rule the members' outcomes average back to HUM's estimate exactly. Reads the
     module's forward (``HUMOutput``: y_treated, y_control (N, B, R) with B = K * M,
     branch b serving treatment b // M + 1), the per-branch outputs that ``predict_all``
-    averages away. Needs a fitted HUMEstimator with M >= 2.
+    averages away. A cross-fit HUM (``TrainerConfig.crossfit``) contributes every
+    member's branches, unshrunk: M = crossfit x branches_per_treatment. Needs a fitted
+    HUMEstimator with M >= 2.
     """
     import torch
 
+    from hmum.models.crossfit import CrossFitModule
     from hmum.models.hum import HUMEstimator
 
     if not isinstance(hum_estimator, HUMEstimator):
@@ -91,25 +94,33 @@ def branch_member_deltas(hum_estimator, users: ExperimentData, *, floor: float =
         raise ValueError(f"bounds from branches need a HUM model (its branches are the "
                          f"members); this model is {name}: use seeds or bootstrap members")
     mod = hum_estimator.module_
+    # cross-fit HUM: every member's branches are members (unshrunk, as the module gives them)
+    nets = list(mod.members) if isinstance(mod, CrossFitModule) else [mod]
     k = users.schema.K
-    m = mod.B // k
-    if m < 2:
+    m = nets[0].B // k
+    if m * len(nets) < 2:
         raise ValueError(f"the HUM model has {m} branch per treatment; bounds from branches need "
                          "branches_per_treatment >= 2 (or use seeds / bootstrap members)")
     x = torch.from_numpy(np.ascontiguousarray(hum_estimator.encode(users)))
     parts = []
     with torch.inference_mode():
         for s in range(0, x.shape[0], batch_size):
-            out = mod(x[s:s + batch_size])
-            n, _, r = out.y_treated.shape
-            yt = out.y_treated.reshape(n, k, m, r).transpose(1, 2)  # (n, M, K, R)
-            y0b = out.y_control.reshape(n, k, m, r).transpose(1, 2)
-            y0 = y0b.mean(dim=2, keepdim=True)  # (n, M, 1, R): each member's y0*
-            if mod.uplift == "within_branch":
-                yt = mod._within_branch(y0, yt, y0b)
-            y0 = y0.double().numpy()
-            parts.append(yt.double().numpy() / np.maximum(y0, floor) - 1.0)  # (n, M, K, R)
+            parts.append(np.concatenate(
+                [_branch_deltas(net, x[s:s + batch_size], k, m, floor) for net in nets], axis=1))
     return np.concatenate(parts).transpose(1, 0, 2, 3)
+
+
+def _branch_deltas(mod, x, k: int, m: int, floor: float) -> np.ndarray:
+    """(n, M, K, R) deltas of one HUM network's M branches per treatment on x (n, F)."""
+    out = mod(x)
+    n, _, r = out.y_treated.shape
+    yt = out.y_treated.reshape(n, k, m, r).transpose(1, 2)  # (n, M, K, R)
+    y0b = out.y_control.reshape(n, k, m, r).transpose(1, 2)
+    y0 = y0b.mean(dim=2, keepdim=True)  # (n, M, 1, R): each member's y0*
+    if mod.uplift == "within_branch":
+        yt = mod._within_branch(y0, yt, y0b)
+    y0 = y0.double().numpy()
+    return yt.double().numpy() / np.maximum(y0, floor) - 1.0
 
 
 def ensemble_member_deltas(estimators, users: ExperimentData, *,
