@@ -110,7 +110,7 @@ def test_get_model_merges_the_callers_model_fields_over_the_entrys(schema):
 
 def test_get_model_lets_the_entrys_trainer_fields_win(schema):
     est = get_model("hum_paper", schema, trainer={"ema_share": 0.3, "max_epochs": 2})
-    assert est.trainer == {"ema_share": None, "crossfit": 1, "max_epochs": 2}
+    assert est.trainer == {"ema_share": None, "max_epochs": 2}
     _, trainer, _ = est._configs()
     assert trainer.ema_share is None and trainer.max_epochs == 2
     plus = get_model("slearner_plus", schema, trainer={"ema_share": 0.5, "seed": 4})
