@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_hum_uplift_rule import errors
+from bench_hum_uplift_rule import errors, paired_cells, spread_cells
 from hmum.data.datasets.simulated import bench_simulator
 from hmum.models.registry import get_model
 
@@ -61,10 +61,8 @@ def markdown(runs: list[dict], baselines: list[str]) -> str:
             if not by[v]:
                 continue
             p = np.array([np.ravel(r["pehe"]) for r in by[v].values()])
-            sd = p.std(0, ddof=1) if len(p) > 1 else np.zeros(p.shape[1])
-            cells = [f"{m:.2f} ± {d:.2f}" for m, d in zip(p.mean(0), sd, strict=True)]
             fit = np.median([r["fit_s"] for r in by[v].values()])
-            lines.append(f"| {es:g} | {v} | " + " | ".join(cells) + f" | {fit:.1f} |")
+            lines.append(f"| {es:g} | {v} | " + spread_cells(p) + f" | {fit:.1f} |")
         for baseline in baselines:
             for v in labels:
                 seeds = sorted(set(by[v]) & set(by.get(baseline, {})))
@@ -72,9 +70,8 @@ def markdown(runs: list[dict], baselines: list[str]) -> str:
                     continue
                 d = np.array([np.ravel(by[v][s]["pehe"]) - np.ravel(by[baseline][s]["pehe"])
                               for s in seeds])
-                lines.append(f"| {es:g} | {v} − {baseline} (paired) | " + " | ".join(
-                    f"{m:+.2f} ({(x < 0).sum()}/{len(x)} lower)"
-                    for m, x in zip(d.mean(0), d.T, strict=True)) + " | |")
+                lines.append(f"| {es:g} | {v} − {baseline} (paired) | " + paired_cells(d)
+                             + " | |")
     return "\n".join(lines) + "\n"
 
 

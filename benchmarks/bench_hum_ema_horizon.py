@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_hum_uplift_rule import errors
+from bench_hum_uplift_rule import errors, paired_cells, spread_cells
 from hmum.data.datasets.simulated import bench_simulator
 from hmum.models.registry import get_model
 
@@ -45,17 +45,14 @@ def markdown(runs: list[dict]) -> str:
             p = np.array(list(by[s].values()))
             if len(p) == 0:
                 continue
-            cells = [f"{m:.2f} ± {d:.2f}" for m, d in zip(p.mean(0), p.std(0, ddof=1), strict=True)]
-            lines.append(f"| {es:g} | {s:g} | " + " | ".join(cells) + " |")
+            lines.append(f"| {es:g} | {s:g} | " + spread_cells(p) + " |")
         base = shares[0]
         for s in shares[1:]:
             seeds = sorted(set(by[s]) & set(by[base]))
             if not seeds:
                 continue
             d = np.array([by[s][k] - by[base][k] for k in seeds])
-            lines.append(f"| {es:g} | {s:g} − {base:g} (paired) | " + " | ".join(
-                f"{m:+.2f} ({(v < 0).sum()}/{len(v)} lower)"
-                for m, v in zip(d.mean(0), d.T, strict=True)) + " |")
+            lines.append(f"| {es:g} | {s:g} − {base:g} (paired) | " + paired_cells(d) + " |")
     return "\n".join(lines) + "\n"
 
 

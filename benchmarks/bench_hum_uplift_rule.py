@@ -35,6 +35,18 @@ def errors(y_hat: np.ndarray, mu: np.ndarray) -> dict:
             "spread": t["spread_ratio"].to_numpy().reshape(k, r).round(3).tolist()}
 
 
+def spread_cells(p: np.ndarray) -> str:
+    """'mean ± std' over the seeds (rows) of p (S, C), one table cell per column."""
+    sd = p.std(0, ddof=1) if len(p) > 1 else np.zeros(p.shape[1])
+    return " | ".join(f"{m:.2f} ± {d:.2f}" for m, d in zip(p.mean(0), sd, strict=True))
+
+
+def paired_cells(d: np.ndarray) -> str:
+    """'mean difference (seeds lower / seeds)' per column of paired differences d (S, C)."""
+    return " | ".join(f"{m:+.2f} ({(v < 0).sum()}/{len(v)} lower)"
+                      for m, v in zip(d.mean(0), d.T, strict=True))
+
+
 def one_fit(es: float, seed: int, users: int, eval_users: int, threads: int) -> dict:
     sp = bench_simulator(None, seed, n_users=users, effect_scale=es, eval_users=eval_users)[0]
     t0 = time.perf_counter()
@@ -54,13 +66,10 @@ def markdown(runs: list[dict], cells: list[str]) -> str:
         group = [r for r in runs if r["effect_scale"] == es]
         for rule in ("paper", "within_branch"):
             p = np.array([np.ravel(r[rule]["pehe"]) for r in group])
-            row = [f"{m:.2f} ± {s:.2f}" for m, s in zip(p.mean(0), p.std(0, ddof=1), strict=True)]
-            lines.append(f"| {es:g} | {rule} | " + " | ".join(row) + " |")
+            lines.append(f"| {es:g} | {rule} | " + spread_cells(p) + " |")
         d = np.array([np.ravel(r["within_branch"]["pehe"]) - np.ravel(r["paper"]["pehe"])
                       for r in group])
-        lines.append(f"| {es:g} | within − paper (paired) | "
-                     + " | ".join(f"{m:+.2f} ({(v < 0).sum()}/{len(v)} lower)"
-                                  for m, v in zip(d.mean(0), d.T, strict=True)) + " |")
+        lines.append(f"| {es:g} | within − paper (paired) | " + paired_cells(d) + " |")
     return "\n".join(lines) + "\n"
 
 
