@@ -7,9 +7,14 @@ across members is the model's own uncertainty:
 
 * ``branches``: HUM with several branches per treatment (``HUMConfig.
   branches_per_treatment`` = M): member j is branch j of every treatment with its own
-  control (``ddm_pipeline.branch_member_deltas``), free with one fit;
+  control (``hmum.workflows.ddm.branch_member_deltas``), free with one fit;
 * ``seeds``: M fits that differ only in the seed;
-* ``bootstrap``: M fits on bootstrap resamples of the training rows (seeds too).
+* ``bootstrap``: M fits on bootstrap resamples of the training rows (seeds too);
+* ``crossfit``: one fit with M cross-fit members (``TrainerConfig.crossfit`` = M,
+  ``hmum.models.crossfit``), member j trained on its own 1/M of the rows, read
+  unshrunk (``branch_member_deltas``): the members differ by the data they saw, as a
+  model's error does; measured closest to nominal, though each member is a 1/M-data
+  fit, so its spread over-covers where noise dominates (docs/decisions.md).
 
 ``phi_interval`` treats the true phi as one more draw from the members' distribution:
 center = member mean, half-width = t_{M-1, (1+level)/2} * sd * sqrt(1 + 1/M) (a
@@ -30,7 +35,7 @@ from statistics import NormalDist
 import numpy as np
 
 METHODS = ("t", "normal")
-SOURCES = ("branches", "seeds", "bootstrap")
+SOURCES = ("branches", "seeds", "bootstrap", "crossfit")
 
 
 def _t_quantile(p: float, df: int) -> float:
