@@ -100,7 +100,8 @@ def branch_member_deltas(hum_estimator, users: ExperimentData, *, floor: float =
     m = nets[0].B // k
     if m * len(nets) < 2:
         raise ValueError(f"the HUM model has {m} branch per treatment; bounds from branches need "
-                         "branches_per_treatment >= 2 (or use seeds / bootstrap members)")
+                         "branches_per_treatment >= 2 (or crossfit >= 2, or seeds / bootstrap "
+                         "members)")
     x = torch.from_numpy(np.ascontiguousarray(hum_estimator.encode(users)))
     parts = []
     with torch.inference_mode():
