@@ -17,18 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-RESP = ["usage_time", "video_views"]
-
 
 def population(n: int, seed: int, effect_scale: float):
     """Validated users with ground truth, and their true weights (N, R)."""
-    from hmum.data.simulator import SimulatorConfig, simulate_users, simulation_schema
-    from hmum.data.validate import validate_table
+    from bench_decisions import population as users_and_weights
+    from hmum.data.simulator import SimulatorConfig
 
-    cfg = SimulatorConfig(n_users=n, seed=seed, effect_scale=effect_scale)
-    t = simulate_users(cfg, include_latent=True)
-    w = np.stack([t.column(f"true_w_{r}").to_numpy() for r in RESP], axis=1)
-    return validate_table(t, simulation_schema(cfg)), w
+    return users_and_weights(SimulatorConfig(n_users=n, seed=seed, effect_scale=effect_scale))
 
 
 def one_seed(seed: int, args) -> list[dict]:

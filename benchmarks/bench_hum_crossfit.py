@@ -1,6 +1,7 @@
 """Cross-fit reliability shrinkage (``TrainerConfig.crossfit``) on ground truth: HUM and
 the S-Learner with one network (crossfit 1) and with two members on disjoint folds
-whose uplift is shrunk by its measured reliability (crossfit 2), next to the arm means.
+whose uplift is shrunk by its measured reliability (crossfit 2), next to the arm means
+(and HUM with two selector heads, another variant measured the same way).
 
 One fit per (effect_scale, seed, variant) on ``--users`` simulated users (8:1:1), scored
 on a fresh population of ``--eval-users`` users drawn with another seed.
@@ -25,22 +26,23 @@ from hmum.data.datasets.simulated import bench_simulator
 from hmum.models.registry import get_model
 
 CELLS = ["t1 / usage_time", "t1 / video_views", "t2 / usage_time", "t2 / video_views"]
-#: label -> (registry name, trainer overrides)
+#: label -> (registry name, trainer overrides, model overrides)
 VARIANTS = {
-    "hum": ("hum", {"crossfit": 1}),
-    "hum crossfit 2": ("hum", {"crossfit": 2}),
-    "hum crossfit 4": ("hum", {"crossfit": 4}),
-    "slearner": ("slearner", {"crossfit": 1}),
-    "slearner crossfit 2": ("slearner", {"crossfit": 2}),
-    "slearner crossfit 4": ("slearner", {"crossfit": 4}),
-    "arm_means": ("arm_means", None),
+    "hum": ("hum", {"crossfit": 1}, None),
+    "hum crossfit 2": ("hum", {"crossfit": 2}, None),
+    "hum crossfit 4": ("hum", {"crossfit": 4}, None),
+    "hum selector_heads 2": ("hum", {"crossfit": 1}, {"selector_heads": 2}),
+    "slearner": ("slearner", {"crossfit": 1}, None),
+    "slearner crossfit 2": ("slearner", {"crossfit": 2}, None),
+    "slearner crossfit 4": ("slearner", {"crossfit": 4}, None),
+    "arm_means": ("arm_means", None, None),
 }
 
 
 def one_fit(sp, es: float, seed: int, label: str, threads: int) -> dict:
-    name, trainer = VARIANTS[label]
+    name, trainer, model = VARIANTS[label]
     kw = {} if trainer is None else {"trainer": {"seed": seed, "num_threads": threads, **trainer}}
-    est = get_model(name, sp.train.schema, **kw)
+    est = get_model(name, sp.train.schema, model=model, **kw)
     t0 = time.perf_counter()
     est.fit(sp.train, sp.valid)
     fit_s = time.perf_counter() - t0
