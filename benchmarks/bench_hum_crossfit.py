@@ -14,14 +14,13 @@ results.md (PEHE mean ± std over seeds; paired differences to --baseline) under
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench_hum_uplift_rule import errors, paired_cells, spread_cells
+from bench_hum_uplift_rule import errors, paired_cells, protocol_parser, spread_cells
 from hmum.data.datasets.simulated import bench_simulator
 from hmum.models.registry import get_model
 
@@ -78,9 +77,7 @@ def markdown(runs: list[dict], baselines: list[str]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--effect-scales", type=float, nargs="+", default=[1.0, 5.0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = protocol_parser(__doc__, "benchmarks/results/hum_quality/crossfit-u100000")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
                     metavar="VARIANT", help=f"of {list(VARIANTS)}; none: only tabulate")
     ap.add_argument("--baselines", nargs="+", default=["slearner", "hum"],
@@ -88,11 +85,6 @@ def main() -> None:
                     help="paired differences of every variant to each of these")
     ap.add_argument("--from-runs", type=Path, nargs="*", default=[],
                     help="runs.jsonl files of earlier runs to tabulate with (no refit)")
-    ap.add_argument("--users", type=int, default=100_000)
-    ap.add_argument("--eval-users", type=int, default=100_000)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path,
-                    default=Path("benchmarks/results/hum_quality/crossfit-u100000"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     runs = [json.loads(line) for f in args.from_runs for line in f.read_text().splitlines()]

@@ -10,13 +10,11 @@ share to the first) under --out.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
-from bench_hum_uplift_rule import errors, paired_cells, spread_cells
+from bench_hum_uplift_rule import errors, paired_cells, protocol_parser, spread_cells
 from hmum.data.datasets.simulated import bench_simulator
 from hmum.models.registry import get_model
 
@@ -57,15 +55,8 @@ def markdown(runs: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = protocol_parser(__doc__, "benchmarks/results/hum_quality/ema-horizon-u100000")
     ap.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.3])
-    ap.add_argument("--effect-scales", type=float, nargs="+", default=[1.0, 5.0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--users", type=int, default=100_000)
-    ap.add_argument("--eval-users", type=int, default=100_000)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path,
-                    default=Path("benchmarks/results/hum_quality/ema-horizon-u100000"))
     args = ap.parse_args()
     runs = []
     for es in args.effect_scales:

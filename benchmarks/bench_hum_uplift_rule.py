@@ -47,6 +47,20 @@ def paired_cells(d: np.ndarray) -> str:
                       for m, v in zip(d.mean(0), d.T, strict=True))
 
 
+def protocol_parser(doc: str, out: str, *, users: int = 100_000,
+                    effect_scales: tuple[float, ...] = (1.0, 5.0)) -> argparse.ArgumentParser:
+    """The options every ground-truth HUM benchmark shares: --effect-scales, --seeds,
+    --users (training population), --eval-users (fresh population), --threads, --out."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--effect-scales", type=float, nargs="+", default=list(effect_scales))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--users", type=int, default=users)
+    ap.add_argument("--eval-users", type=int, default=100_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path(out))
+    return ap
+
+
 def one_fit(es: float, seed: int, users: int, eval_users: int, threads: int) -> dict:
     sp = bench_simulator(None, seed, n_users=users, effect_scale=es, eval_users=eval_users)[0]
     t0 = time.perf_counter()
@@ -74,14 +88,7 @@ def markdown(runs: list[dict], cells: list[str]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--effect-scales", type=float, nargs="+", default=[1.0, 5.0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--users", type=int, default=100_000)
-    ap.add_argument("--eval-users", type=int, default=100_000)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path,
-                    default=Path("benchmarks/results/hum_quality/uplift-rule-u100000"))
+    ap = protocol_parser(__doc__, "benchmarks/results/hum_quality/uplift-rule-u100000")
     args = ap.parse_args()
     runs = []
     for es in args.effect_scales:

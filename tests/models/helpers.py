@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from hmum.data.schema import FeatureSpec, ResponseSpec, Schema
 from hmum.data.validate import ExperimentData, validate_table
@@ -89,3 +90,17 @@ def strong_effect_experiment(n: int, K: int, seed: int = 0) -> ExperimentData:  
     d = validate_table(pa.table(cols), schema)
     d.mu = mu
     return d
+
+
+def fit_killed_at(est, data, epoch: int, checkpoint_dir) -> None:
+    """Fit ``est`` on ``data`` with checkpoints and kill it as epoch ``epoch`` ends, before
+    that epoch's checkpoint is written (the start of a resume test)."""
+    class Killed(Exception):
+        pass
+
+    def kill(rec):
+        if rec["epoch"] == epoch:
+            raise Killed
+
+    with pytest.raises(Killed):
+        est.fit(data, checkpoint_dir=checkpoint_dir, log=kill)

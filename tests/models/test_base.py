@@ -15,6 +15,7 @@ from hmum.models.hum import HUMEstimator
 from hmum.models.registry import load_estimator
 from tests.models.helpers import HUM_SMALL as SMALL
 from tests.models.helpers import fit_hum as fit
+from tests.models.helpers import fit_killed_at
 from tests.synth import make_experiment
 
 
@@ -81,16 +82,7 @@ def test_resume_equals_uninterrupted(tmp_path, data):
     # killed during epoch 3 of the same 4-epoch run (EMA's horizon is a share of it)
     part = HUMEstimator(data.schema, model=SMALL,
                         trainer={"batch_size": 256, "max_epochs": 4, "early_stopping_patience": 9})
-
-    class Killed(Exception):
-        pass
-
-    def kill(rec):
-        if rec["epoch"] == 3:
-            raise Killed  # before epoch 3's checkpoint is written
-
-    with pytest.raises(Killed):
-        part.fit(data, checkpoint_dir=tmp_path / "ck", log=kill)
+    fit_killed_at(part, data, 3, tmp_path / "ck")
     resumed = HUMEstimator(data.schema, model=SMALL,
                            trainer={"batch_size": 256, "max_epochs": 4, "early_stopping_patience": 9})
     resumed.fit(data, checkpoint_dir=tmp_path / "ck", resume=True)

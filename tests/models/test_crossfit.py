@@ -19,7 +19,7 @@ from hmum.models.crossfit import (
 )
 from hmum.models.hum import HUMEstimator
 from hmum.models.registry import get_model, load_estimator
-from tests.models.helpers import HUM_SMALL
+from tests.models.helpers import HUM_SMALL, fit_killed_at
 from tests.synth import make_experiment
 
 
@@ -142,16 +142,7 @@ def test_fitted_members_save_and_load_with_their_shrinkage(tmp_path, data):
 
 def test_crossfit_resume_equals_an_uninterrupted_run(tmp_path, data):
     full = crossfit_hum(data).fit(data)
-
-    class Killed(Exception):
-        pass
-
-    def kill(rec):
-        if rec["epoch"] == 2:
-            raise Killed  # before epoch 2's checkpoint is written
-
-    with pytest.raises(Killed):
-        crossfit_hum(data).fit(data, checkpoint_dir=tmp_path / "ck", log=kill)
+    fit_killed_at(crossfit_hum(data), data, 2, tmp_path / "ck")
     resumed = crossfit_hum(data)
     resumed.fit(data, checkpoint_dir=tmp_path / "ck", resume=True)
     np.testing.assert_array_equal(resumed.predict_outcomes(data), full.predict_outcomes(data))
