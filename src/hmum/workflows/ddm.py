@@ -323,14 +323,25 @@ def decide(
                     len(idx) - len(keep), len(bad))
         requests, idx, req_uid = requests.take(pa.array(keep)), idx[keep], req_uid[keep]
     deltas = deltas if deltas is not None else hum_deltas(hum_estimator, users)
-    w = request_weights(vw_estimator, requests)
-    phi, en = decide_arrays(deltas["delta"][idx], w, sigma=sigma, mode=mode)
-    if rule is not None:
-        _check_rule(rule, rn, tn)
-        en = rule.decide(deltas["delta"][idx], w)
     rid = (requests.column("request_id").to_numpy() if "request_id" in requests.column_names
            else np.arange(requests.num_rows))
-    df = pd.DataFrame({"request_id": rid, "user_id": req_uid})
+    return _decision_frame(
+        {"request_id": rid, "user_id": req_uid}, deltas["delta"][idx],
+        request_weights(vw_estimator, requests), rn, tn, sigma=sigma, mode=mode, rule=rule,
+        n_dropped=int(len(req_uid_all) - len(req_uid)), out_path=out_path)
+
+
+def _decision_frame(ids: dict, delta: np.ndarray, w: np.ndarray, rn, tn, *, sigma: float,
+                    mode: str, rule, n_dropped: int, out_path) -> pd.DataFrame:
+    """The decisions of ``decide`` and ``decide_users``: delta (n, K, R) and w (n, R) of n
+    rows -> the id columns ``ids``, w_<response>, phi_<treatment>, enable_<treatment> and
+    ``arms`` (by ``rule`` when given, else phi > sigma in ``mode``); written to
+    ``out_path`` when given."""
+    phi, en = decide_arrays(delta, w, sigma=sigma, mode=mode)
+    if rule is not None:
+        _check_rule(rule, rn, tn)
+        en = rule.decide(delta, w)
+    df = pd.DataFrame(ids)
     for r, name in enumerate(rn):
         df[f"w_{name}"] = w[:, r]
     for k, name in enumerate(tn):
@@ -338,7 +349,7 @@ def decide(
     for k, name in enumerate(tn):
         df[f"enable_{name}"] = en[:, k]
     df["arms"] = arm_set_labels(en, tn)
-    df.attrs["n_dropped"] = int(len(req_uid_all) - len(df))
+    df.attrs["n_dropped"] = n_dropped
     if out_path is not None:
         _write_frame(df, Path(out_path))
     return df
@@ -370,23 +381,9 @@ def decide_users(
         raise ValueError(f"w_user must have shape (N, R) = {(len(users), len(rn))}, "
                          f"got {w_user.shape}")
     deltas = deltas if deltas is not None else hum_deltas(hum_estimator, users)
-    phi, en = decide_arrays(deltas["delta"], w_user, sigma=sigma, mode=mode)
-    if rule is not None:
-        _check_rule(rule, rn, tn)
-        en = rule.decide(deltas["delta"], w_user)
     uid = users.user_id if users.user_id is not None else np.arange(len(users))
-    df = pd.DataFrame({"user_id": uid})
-    for r, name in enumerate(rn):
-        df[f"w_{name}"] = w_user[:, r]
-    for k, name in enumerate(tn):
-        df[f"phi_{name}"] = phi[:, k]
-    for k, name in enumerate(tn):
-        df[f"enable_{name}"] = en[:, k]
-    df["arms"] = arm_set_labels(en, tn)
-    df.attrs["n_dropped"] = 0
-    if out_path is not None:
-        _write_frame(df, Path(out_path))
-    return df
+    return _decision_frame({"user_id": uid}, deltas["delta"], w_user, rn, tn, sigma=sigma,
+                           mode=mode, rule=rule, n_dropped=0, out_path=out_path)
 
 
 def read_weight_columns(path: str | Path, users: ExperimentData, mapping: dict[str, str], *,
