@@ -44,14 +44,18 @@ def experiment(tmp_path_factory):
     return out
 
 
+def train(experiment, out, model: str, *more: str):
+    """``hmum train`` of the experiment's CSV and schema into ``out`` with ``--model``."""
+    return runner.invoke(app, ["train", "--data", str(experiment / "experiment.csv"),
+                               "--schema", str(experiment / "experiment.schema.json"),
+                               "--out", str(out), "--model", model, *more])
+
+
 @pytest.fixture(scope="module")
 def slearner(experiment):
     model = experiment / "slearner"
-    res = runner.invoke(app, [
-        "train", "--data", str(experiment / "experiment.csv"), "--schema",
-        str(experiment / "experiment.schema.json"), "--out", str(model), "--model",
-        "slearner", "-o", "embed_dim=4", "-o", f"hidden_sizes={SMALL}", "-o",
-        f"head_sizes={SMALL}", *FAST])
+    res = train(experiment, model, "slearner", "-o", "embed_dim=4", "-o",
+                f"hidden_sizes={SMALL}", "-o", f"head_sizes={SMALL}", *FAST)
     assert res.exit_code == 0, res.output
     assert "slearner" in flat(res)
     return model
@@ -125,9 +129,7 @@ def test_policy_eval_with_a_slearner_artifact_through_the_new_flag(slearner, exp
 
 
 def test_arm_means_trains_and_evaluates(experiment, tmp_path):
-    res = runner.invoke(app, ["train", "--data", str(experiment / "experiment.csv"),
-                              "--schema", str(experiment / "experiment.schema.json"),
-                              "--out", str(tmp_path / "am"), "--model", "arm_means"])
+    res = train(experiment, tmp_path / "am", "arm_means")
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "am"), "--data",
                               str(experiment / "experiment.csv"), "--test-split", "--out",
@@ -136,42 +138,29 @@ def test_arm_means_trains_and_evaluates(experiment, tmp_path):
 
 
 def test_causalml_refused_before_training(experiment, tmp_path):
-    res = runner.invoke(app, ["train", "--data", str(experiment / "experiment.csv"),
-                              "--schema", str(experiment / "experiment.schema.json"),
-                              "--out", str(tmp_path / "c"), "--model", "causalml_t"])
+    res = train(experiment, tmp_path / "c", "causalml_t")
     assert_one_line_error(res, "--model causalml_t: refused before training",
                           "never use pickle")
     assert not (tmp_path / "c").exists()
 
 
 def test_unknown_option_key_names_the_key_and_the_model(experiment, tmp_path):
-    res = runner.invoke(app, ["train", "--data", str(experiment / "experiment.csv"),
-                              "--schema", str(experiment / "experiment.schema.json"),
-                              "--out", str(tmp_path / "m"), "--model", "tarnet",
-                              "-o", "n_layers=3"])
+    res = train(experiment, tmp_path / "m", "tarnet", "-o", "n_layers=3")
     assert_one_line_error(res, "-o n_layers: model tarnet", "no config field 'n_layers'")
 
 
 def test_kl_weight_is_a_hum_option(experiment, tmp_path):
-    res = runner.invoke(app, ["train", "--data", str(experiment / "experiment.csv"),
-                              "--schema", str(experiment / "experiment.schema.json"),
-                              "--out", str(tmp_path / "m"), "--model", "slearner",
-                              "--kl-weight", "0"])
+    res = train(experiment, tmp_path / "m", "slearner", "--kl-weight", "0")
     assert_one_line_error(res, "--kl-weight: model slearner", "HUM option")
 
 
 def test_bad_option_value_names_the_option(experiment, tmp_path):
-    res = runner.invoke(app, ["train", "--data", str(experiment / "experiment.csv"),
-                              "--schema", str(experiment / "experiment.schema.json"),
-                              "--out", str(tmp_path / "m"), "--model", "hum",
-                              "-o", "kl_weight=-1"])
+    res = train(experiment, tmp_path / "m", "hum", "-o", "kl_weight=-1")
     assert_one_line_error(res, "-o kl_weight")
 
 
 def test_unknown_model_lists_the_known_ones(experiment, tmp_path):
-    res = runner.invoke(app, ["train", "--data", str(experiment / "experiment.csv"),
-                              "--schema", str(experiment / "experiment.schema.json"),
-                              "--out", str(tmp_path / "m"), "--model", "nope"])
+    res = train(experiment, tmp_path / "m", "nope")
     assert_one_line_error(res, "--model: unknown model 'nope'", "slearner")
 
 
