@@ -207,6 +207,17 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
     tmp.replace(p)
 
 
+def write_frame(df, path: str | Path) -> None:
+    """A pandas DataFrame to ``path``: CSV when its name ends in .csv (no index), else
+    Parquet (``write_parquet``)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix.lower() == ".csv":
+        df.to_csv(p, index=False)
+    else:
+        write_parquet(pa.Table.from_pandas(df, preserve_index=False), p)
+
+
 # --------------------------------------------------------------------------------------
 # Sharded reading (distributed training): each worker reads only its row groups
 # --------------------------------------------------------------------------------------

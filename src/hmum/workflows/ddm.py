@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from hmum.data.io import write_frame
 from hmum.data.validate import ExperimentData
 from hmum.decision.core import Y0_FLOOR, relative_uplift
 from hmum.decision.evaluation import off_policy_table, strategy_table
@@ -351,7 +352,7 @@ def _decision_frame(ids: dict, delta: np.ndarray, w: np.ndarray, rn, tn, *, sigm
     df["arms"] = arm_set_labels(en, tn)
     df.attrs["n_dropped"] = n_dropped
     if out_path is not None:
-        _write_frame(df, Path(out_path))
+        write_frame(df, out_path)
     return df
 
 
@@ -532,16 +533,6 @@ def arm_set_labels(enable: np.ndarray, treatment_names: Sequence[str]) -> np.nda
               for c in np.unique(codes)}
     return np.array([labels[c] for c in codes], dtype=object) if len(codes) else \
         np.zeros(0, dtype=object)
-
-
-def _write_frame(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".csv":
-        df.to_csv(path, index=False)
-    else:
-        from hmum.data.io import write_parquet
-
-        write_parquet(pa.Table.from_pandas(df, preserve_index=False), path)
 
 
 # --------------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from hmum.data.io import write_frame
 from hmum.data.validate import ExperimentData, data_fingerprint
 from hmum.exceptions import DataError
 from hmum.workflows.ddm import (
-    _write_frame,
     contested_world_section,
     decide,
     hum_deltas,
@@ -304,7 +304,7 @@ def run_ddm_demo_stage(
         decisions = decide(requests_table.slice(0, 0), users_test, hum_estimator, vw,
                            deltas=deltas)
     dec_path = out / "decisions.parquet"
-    _write_frame(decisions, dec_path)
+    write_frame(decisions, dec_path)
     say(f"scored {len(decisions):,} requests of {len(test_ids):,} test users "
         f"({time.perf_counter() - t1:.0f}s); ONNX Runtime vs PyTorch max |Δw| {onnx_diff:.1e}")
 
