@@ -40,3 +40,19 @@ def test_the_public_names_are_the_defining_objects():
     from hmum.models.registry import get_model
 
     assert hmum.HUMEstimator is HUMEstimator and hmum.models.get_model is get_model
+
+
+def test_the_type_checking_imports_mirror_the_lazy_table():
+    """``hmum/__init__.py`` lists its exports twice: the lazy table (what runs) and a
+    TYPE_CHECKING block (what IDEs and type checkers read). They must name the same
+    objects from the same modules."""
+    import ast
+    from pathlib import Path
+
+    hmum = importlib.import_module("hmum")
+    tree = ast.parse(Path(hmum.__file__).read_text())
+    block = next(n for n in ast.walk(tree) if isinstance(n, ast.If)
+                 and getattr(n.test, "id", None) == "TYPE_CHECKING")
+    mirrored = {a.asname or a.name: imp.module for imp in block.body
+                if isinstance(imp, ast.ImportFrom) for a in imp.names}
+    assert mirrored == dict(hmum._EXPORTS)
