@@ -1,7 +1,9 @@
-"""What the cross-fit shrinkage does to *decisions*: HUM with one network (crossfit 1) and
-with two shrunk members (crossfit 2), per seed, deciding with the users' true value
-weights on HUM's relative uplift (exclusive mode, phi > 0), scored on a fresh population
-by the true value as a share of the oracle's (``hmum.decision``).
+"""What the cross-fit shrinkage does to *decisions*: each model (--models, default HUM)
+with one network (crossfit 1) and with shrunk members (crossfit M), per seed, deciding
+with the users' true value weights on the model's relative uplift (exclusive mode,
+phi > 0), scored on a fresh population by the true value as a share of the oracle's
+(``hmum.decision``). For M > 1 the same members' mean without the shrinkage (alpha = 1)
+is scored too.
 
     python benchmarks/bench_crossfit_decisions.py --seeds 0 1 2 --users 200000 \
         [--effect-scales 1 5]
@@ -40,23 +42,33 @@ def one_seed(seed: int, es: float, args) -> list[dict]:
     ev, w = population(args.eval_users, seed + EVAL_SEED_OFFSET, es)
     oracle = ground_truth_effects(oracle_policy(ev.mu, None, w, mode="exclusive"), ev.mu, None,
                                   w_true=w)["value"]
-    out = []
-    for cf in args.crossfit:
-        t0 = time.perf_counter()
-        est = get_model("hum", d.schema, trainer={"seed": seed, "num_threads": args.threads,
-                                                  "crossfit": cf})
-        est.fit(train, valid)
-        delta = hum_deltas(est, ev)["delta"]
-        enabled = decide(delta, w, mode="exclusive")[1]
+    def share(est) -> tuple[float, list[float]]:
+        enabled = decide(hum_deltas(est, ev)["delta"], w, mode="exclusive")[1]
         eff = ground_truth_effects(enabled, ev.mu, None, w_true=w)
-        out.append({"es": es, "seed": seed, "crossfit": cf,
-                    "fit_s": round(time.perf_counter() - t0, 1),
-                    "oracle_share": round(float(eff["value"] / oracle), 4),
-                    # exclusive: at most one treatment per user (arm 0 = none)
-                    "arm_share": (np.bincount(enabled.argmax(1) + enabled.any(1), minlength=3)
-                                  / len(enabled)).round(3).tolist(),
-                    "alpha": None if cf == 1 else est.module_.alpha.numpy().round(3).tolist()})
-        print(json.dumps(out[-1]), flush=True)
+        # exclusive: at most one treatment per user (arm 0 = none)
+        arms = np.bincount(enabled.argmax(1) + enabled.any(1), minlength=3) / len(enabled)
+        return round(float(eff["value"] / oracle), 4), arms.round(3).tolist()
+
+    out = []
+    for model in args.models:
+        for cf in args.crossfit:
+            t0 = time.perf_counter()
+            est = get_model(model, d.schema, trainer={
+                "seed": seed, "num_threads": args.threads, "crossfit": cf})
+            est.fit(train, valid)
+            fit_s = round(time.perf_counter() - t0, 1)
+            row = {"es": es, "seed": seed, "model": model, "crossfit": cf, "fit_s": fit_s}
+            row["oracle_share"], row["arm_share"] = share(est)
+            row["alpha"] = None
+            if cf > 1:
+                # the same members' mean without the shrinkage: what alpha itself adds
+                alpha = est.module_.alpha.clone()
+                row["alpha"] = alpha.numpy().round(3).tolist()
+                est.module_.alpha.fill_(1.0)
+                row["oracle_share_unshrunk"], row["arm_share_unshrunk"] = share(est)
+                est.module_.alpha.copy_(alpha)
+            out.append(row)
+            print(json.dumps(row), flush=True)
     return out
 
 
@@ -64,20 +76,27 @@ def main() -> None:
     ap = protocol_parser(__doc__, "benchmarks/results/hum_quality/crossfit-decisions",
                          users=200_000, effect_scales=(1.0,))
     ap.add_argument("--crossfit", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--models", nargs="+", default=["hum"], help="registry names")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     runs = [r for es in args.effect_scales for s in args.seeds for r in one_seed(s, es, args)]
     (args.out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
     md = []
     for es in args.effect_scales:
-        lines = ["| crossfit | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |",
-                 "|---|" + "---|" * (len(args.seeds) + 1)]
-        for cf in args.crossfit:
-            v = [r["oracle_share"] for r in runs if r["crossfit"] == cf and r["es"] == es]
-            lines.append(f"| {cf} | " + " | ".join(f"{x:.3f}" for x in v)
-                         + f" | {np.mean(v):.3f} |")
-        md.append(f"Oracle share of decisions with the true weights on HUM's delta (exclusive, "
-                  f"phi > 0), {args.users:,} users, effect_scale {es:g}, fresh "
+        lines = ["| model | crossfit | " + " | ".join(f"seed {s}" for s in args.seeds)
+                 + " | mean |", "|---|---|" + "---|" * (len(args.seeds) + 1)]
+        for model in args.models:
+            for cf in args.crossfit:
+                mine = [r for r in runs if (r.get("model", "hum"), r["crossfit"], r["es"])
+                        == (model, cf, es)]
+                keys = ["oracle_share"] + (["oracle_share_unshrunk"] if cf > 1 else [])
+                for key in keys:
+                    v = [r[key] for r in mine]
+                    label = f"{cf}" + (" unshrunk" if key.endswith("unshrunk") else "")
+                    lines.append(f"| {model} | {label} | " + " | ".join(f"{x:.3f}" for x in v)
+                                 + f" | {np.mean(v):.3f} |")
+        md.append(f"Oracle share of decisions with the true weights on each model's delta "
+                  f"(exclusive, phi > 0), {args.users:,} users, effect_scale {es:g}, fresh "
                   f"{args.eval_users:,}-user population\n\n" + "\n".join(lines) + "\n")
     (args.out / "results.md").write_text("\n".join(md))
     print("\n".join(md))
