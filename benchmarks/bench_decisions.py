@@ -260,9 +260,14 @@ def part_guardrails(args, cache) -> dict:
                                                calibration_share=0.999, seed=s)
             except DecisionConfigError:  # no rule meets the floor on the calibration users:
                 rule = DecisionRule(RESP, ["t1", "t2"], sigma=[NOBODY_SIGMA] * 2)  # treat nobody
+                rep = {"fit": {}}
             ch, val, full = truth(rule.decide(d_ev, w_ev))
             row[est] = {"change_g": ch, "value": val, "change": full, "held": ch >= g.floor,
-                        "bonus": rule.response_bonus, "sigma": rule.sigma}
+                        "bonus": rule.response_bonus, "sigma": rule.sigma,
+                        # dr: calibration users at which the unconstrained rule's bound
+                        # would clear the floor (absent where it did; None: never)
+                        "unconstrained_users_needed":
+                            rep["fit"].get("unconstrained_users_needed", "met")}
         best = None  # the best plain sigma rule meeting the guardrail on the truth (hindsight)
         for sig in np.linspace(-0.02, 0.08, 101):
             ch, val, _ = truth(decide(d_ev, w_ev, sigma=sig, mode="exclusive")[1])
@@ -285,7 +290,9 @@ def part_guardrails(args, cache) -> dict:
               f"{100 * row['dr']['change_g']:+.3f}% ({held['dr']}"
               f", value {100 * row['dr']['value']:+.4f}%) | unconstrained value "
               f"{100 * row['unconstrained']['value']:+.4f}%, best sigma rule in hindsight "
-              + (f"{100 * best[1]:+.4f}%" if best else "none") + f" ({row['seconds']:.0f}s)")
+              + (f"{100 * best[1]:+.4f}%" if best else "none") + f" ({row['seconds']:.0f}s); "
+              f"users for the unconstrained rule's dr bound: "
+              f"{row['dr']['unconstrained_users_needed']}")
     summ = {"guardrail": g.text(), "seeds": args.seeds}
     for est in ("model", "dr"):
         summ[f"{est}_held_share"] = float(np.mean([r[est]["held"] for r in rows]))

@@ -142,3 +142,20 @@ def test_cli_simulate_contested_world(tmp_path):
     r = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "t"), "--users", "100",
                                  "--contested-share", "1.5"])
     assert r.exit_code == 2 and "--contested-share" in flat(r)
+
+
+def test_guardrail_lines_name_the_users_the_bound_lacks():
+    from hmum.cli.ddm import guardrail_lines
+
+    g = Guardrail("video_views", 0.0)
+    held = {"chosen": {"dr_change": {"video_views": 0.01}, "dr_lower": {"video_views": 0.002}},
+            "unconstrained": {}}
+    rep = {"held_out": held, "n_calibration": 2000,
+           "fit": {"unconstrained_users_needed": 8123}}
+    text = " ".join(guardrail_lines(rep, [g]))
+    assert "failed the dr bound on 2,000 calibration users" in text
+    assert "its bound would at about 8,123 calibration users" in text
+    rep["fit"]["unconstrained_users_needed"] = None
+    assert "its estimate itself is below a floor" in " ".join(guardrail_lines(rep, [g]))
+    del rep["fit"]["unconstrained_users_needed"]  # feasible, or the model estimate
+    assert "calibration users" not in " ".join(guardrail_lines(rep, [g]))

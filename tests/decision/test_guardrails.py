@@ -13,6 +13,7 @@ from hmum.decision.guardrails import (
     parse_guardrail,
     parse_max_share,
     predicted_effects,
+    users_needed,
 )
 from hmum.decision.policies import decide
 from hmum.decision.rules import DecisionRule, decide_margin, load_rule, save_rule
@@ -216,6 +217,37 @@ def test_fit_rule_dr_needs_logs_and_exclusive_mode():
     with pytest.raises(DecisionConfigError, match="mode exclusive"):
         fit_rule(delta, w, np.ones((500, 2)), responses=R2, treatments=T2, estimate="dr",
                  logged=logged, guardrails=[Guardrail("video_views", 0.0)])
+
+
+def test_users_needed_by_hand():
+    # half-width 0.02 must shrink to the gap 0.01: (0.02 / 0.01)^2 = 4 times the users
+    assert users_needed([0.03], [0.01], [0.02], 1000) == 4000
+    # several guards: the one furthest from its floor decides; a cleared one needs no more
+    assert users_needed([0.03, 0.05], [0.01, 0.04], [0.02, 0.0], 1000) == 4000
+    assert users_needed([0.03], [0.025], [0.02], 1000) == 1000
+    assert users_needed([0.01], [-0.01], [0.02], 1000) is None  # the estimate misses it
+
+
+def test_fit_rule_dr_reports_the_users_its_bound_lacks():
+    # one treatment that truly raises both responses for everyone; on 2 000 noisy logged
+    # users the unconstrained rule's dr estimate clears views >= 0 but its bound does not
+    rng = np.random.default_rng(7)
+    n = 2000
+    delta = np.tile([[[0.01, 0.005]]], (n, 1, 1))
+    w = np.full((n, 2), 0.5)
+    arm = rng.integers(0, 2, n)
+    y = 10.0 * (1.0 + delta[:, 0] * arm[:, None]) * rng.lognormal(-0.02, 0.2, (n, 2))
+    y_hat = np.stack([np.full((n, 2), 10.0), 10.0 * (1.0 + delta[:, 0])], axis=1)
+    logged = {"y": y, "arm": arm, "y_hat": y_hat}
+    g = Guardrail("video_views", 0.0)
+    rule, rep = fit_rule(delta, w, y_hat[:, 0], responses=R2, treatments=["t1"],
+                         guardrails=[g], mode="exclusive", estimate="dr", logged=logged)
+    free = rep["unconstrained"]
+    ch, lo = free["dr_change"]["video_views"], free["dr_lower"]["video_views"]
+    assert lo < 0.0 < ch and not free["feasible"]  # the case this figure is for
+    need = rep["unconstrained_users_needed"]
+    assert need == int(np.ceil(n * ((ch - lo) / ch) ** 2)) and need > n
+    assert rule.fit["unconstrained_users_needed"] == need  # frozen with the rule
 
 
 def test_rule_frozen_into_store_version_metadata():

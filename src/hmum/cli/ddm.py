@@ -392,6 +392,14 @@ def guardrail_lines(rep: dict, guards) -> list[str]:
     if "true_value" in hc and "true_value" in hf:
         out.append(f"cost of the guardrails on the truth: value {100 * hc['true_value']:+.4f}% "
                    f"vs {100 * hf['true_value']:+.4f}% unconstrained")
+    if "unconstrained_users_needed" in rep["fit"]:
+        need = rep["fit"]["unconstrained_users_needed"]
+        out.append(
+            f"the unconstrained rule failed the dr bound on {rep['n_calibration']:,} "
+            "calibration users: " + (
+                "its estimate itself is below a floor" if need is None else
+                f"its estimate clears the floor(s), and its bound would at about {need:,} "
+                "calibration users (the guardrail may cost value only for want of data)"))
     return out
 
 

@@ -148,6 +148,26 @@ def dr_change(policy_arm: np.ndarray, y: np.ndarray, arm: np.ndarray, y_hat: np.
     return ratio - 1.0, ratio - 1.0 - z * se
 
 
+def users_needed(change: np.ndarray, lower: np.ndarray, floors: np.ndarray,
+                 n: int) -> int | None:
+    """Calibration users at which a rule's lower bounds would clear the floors, or None.
+
+    change, lower, floors (G,): a rule's dr estimates, their lower bounds and the floors
+    on n users. Where an estimate clears its floor but its bound does not, the bound's
+    half-width (change - lower, shrinking as 1 / sqrt(n)) must fall to change - floor:
+    n (half-width / (change - floor))^2 users at the same estimate. None where an
+    estimate itself is below its floor (more users would not show it).
+    """
+    change, lower, floors = (np.asarray(v, dtype=np.float64) for v in (change, lower, floors))
+    if np.any(change <= floors):
+        return None
+    short = lower < floors
+    if not short.any():
+        return n
+    ratio = (change[short] - lower[short]) / (change[short] - floors[short])
+    return int(np.ceil(n * float(np.max(ratio)) ** 2))
+
+
 # --------------------------------------------------------------------------------------
 # thresholds that meet share caps
 # --------------------------------------------------------------------------------------
@@ -232,7 +252,10 @@ def fit_rule(
 
     Returns (rule, report): report holds, for the chosen and the unconstrained rule
     (lambda = 0, sigma_k = sigma), the predicted value, change (R,), share (K,), the DR
-    change and lower bound when used, and ``n_candidates`` / ``n_feasible``. Raises
+    change and lower bound when used, and ``n_candidates`` / ``n_feasible``; with the dr
+    estimate and an infeasible unconstrained rule, ``unconstrained_users_needed``: the
+    calibration users at which its bound would clear the floors at the same estimate
+    (``users_needed``; None where the estimate itself misses a floor). Raises
     DecisionConfigError (naming --guardrail / --max-share) when no rule is feasible.
     """
     delta = np.asarray(delta, dtype=np.float64)
@@ -303,6 +326,9 @@ def fit_rule(
     best = max(feasible, key=lambda c: c["value"])
     fit_info = {"n_calibration": n, "estimate": estimate, "confidence": confidence,
                 "margin": margin, "n_candidates": len(cands), "n_feasible": len(feasible)}
+    if estimate == "dr" and not free["feasible"]:
+        fit_info["unconstrained_users_needed"] = users_needed(
+            free["dr_change"][gidx], free["dr_lower"][gidx], floors, n)
     rule = DecisionRule(
         responses, treatments, mode=mode, sigma=[float(s) for s in best["sigma"]],
         response_bonus=[float(b) for b in best["bonus"]], weights=weights,
