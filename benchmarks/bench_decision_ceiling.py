@@ -80,9 +80,10 @@ def one_seed(seed: int, es: float, args) -> list[dict]:
         t0 = time.perf_counter()
         est = get_model(model, d.schema, trainer={"seed": seed, "num_threads": args.threads})
         est.fit(train, valid)
-        delta = hum_deltas(est, ev)["delta"]
+        pred = hum_deltas(est, ev)
+        delta = pred["delta"]
         error = delta.mean(0) - true_delta.mean(0)  # (K, R) the model's level error
-        plug = hum_deltas(est, ev)["y_hat"].mean(0)[: k + 1]  # (K+1, R) levels on ev
+        plug = pred["y_hat"].mean(0)[: k + 1]  # (K+1, R) levels on ev
         row = {"es": es, "seed": seed, "model": model,
                "fit_s": round(time.perf_counter() - t0, 1),
                "as is": share(delta),
