@@ -164,6 +164,34 @@ def test_unknown_model_lists_the_known_ones(experiment, tmp_path):
     assert_one_line_error(res, "--model: unknown model 'nope'", "slearner")
 
 
+def test_crossfit_flag_trains_that_many_members(experiment, tmp_path):
+    res = train(experiment, tmp_path / "cf", "slearner", "--crossfit", "3", "-o",
+                "embed_dim=4", "-o", f"hidden_sizes={SMALL}", "-o", f"head_sizes={SMALL}", *FAST)
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "cf" / "config.json").read_text())
+    assert cfg["trainer"]["crossfit"] == 3
+    est = load_estimator(tmp_path / "cf")
+    assert len(est.module_.members) == 3
+    # the loaded members predict an (N, K, R) uplift
+    from hmum.data.validate import load_experiment
+
+    data = load_experiment(experiment / "experiment.csv", est.schema)
+    tau = est.predict_uplift(data)
+    assert tau.shape == (900, 2, 2) and np.isfinite(tau).all()
+
+
+@pytest.mark.parametrize(("model", "more", "parts"), [
+    ("arm_means", ("--crossfit", "2"), ("--crossfit:", "--model arm_means is not one")),
+    ("hum_crossfit", ("--crossfit", "4"), ("--crossfit: --model hum_crossfit fixes crossfit 2",
+                                           "got 4")),
+    ("hum", ("--crossfit", "9"), ("--crossfit:", "<= 8", "got 9")),
+])
+def test_crossfit_flag_refuses_what_it_cannot_do(experiment, tmp_path, model, more, parts):
+    res = train(experiment, tmp_path / "m", model, *more)
+    assert_one_line_error(res, *parts)
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.fixture(scope="module")
 def sim_slearner(tmp_path_factory):
     """(simulation, S-Learner artifact) on simulated users with request logs (the

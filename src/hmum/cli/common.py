@@ -150,7 +150,8 @@ class HmumGroup(TyperGroup):
 #: TrainerConfig field -> the flag that sets it (messages name the flag), for every
 #: command that trains (train, train-value-weights)
 TRAINER_FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-                 "seed": "--seed", "num_threads": "--threads", "device": "--device"}
+                 "seed": "--seed", "num_threads": "--threads", "device": "--device",
+                 "crossfit": "--crossfit"}
 
 
 def validated(cls: type[BaseModel], flags: Mapping[str, str], **values) -> BaseModel:

@@ -202,6 +202,25 @@ def model_options(name: str, options: list[str] | None, kl_weight: float | None 
     return entry, out
 
 
+def crossfit_for(entry, model_name: str, crossfit: int) -> int:
+    """``crossfit`` if ``--model`` can take it; a one-line failure otherwise.
+
+    Only the neural estimators train cross-fit members, and a variant that fixes its
+    own (``hum_crossfit``) would silently win over the flag (its trainer settings are
+    the variant), so a different value is refused rather than ignored.
+    """
+    from hmum.models.base import NeuralUpliftEstimator
+
+    if not issubclass(entry.cls, NeuralUpliftEstimator):
+        _fail(f"--crossfit: cross-fit members are trained by the neural models only; "
+              f"--model {model_name} is not one (leave out --crossfit)")
+    fixed = entry.trainer.get("crossfit")
+    if fixed is not None and fixed != crossfit:
+        _fail(f"--crossfit: --model {model_name} fixes crossfit {fixed}, got {crossfit} "
+              f"(train its base model with --crossfit {crossfit} instead)")
+    return crossfit
+
+
 def train(
     data: Annotated[Path, typer.Option(help="training data (Parquet/CSV)")],
     out: Annotated[Path, typer.Option(help="model artifact folder")],
@@ -231,6 +250,10 @@ def train(
         "(hmum.training.distributed). Leave unset under torchrun", min=1)] = None,
     device: Annotated[str, typer.Option(
         help="cpu or cuda; distributed: gloo on cpu, NCCL on cuda (one GPU per worker)")] = "cpu",
+    crossfit: Annotated[int | None, typer.Option(
+        help="neural models: M cross-fit members (1-8), each trained on its own 1/M of the "
+        "rows, the uplift shrunk by their measured reliability (hmum.models.crossfit); "
+        "default: the model's own (1; hum_crossfit 2)", min=1)] = None,
     drop_invalid_responses: Annotated[bool, typer.Option(
         help="drop rows whose response is NaN, inf, missing or beyond float32 (default: "
              "error); the number dropped is printed")] = False,
@@ -260,6 +283,8 @@ def train(
     entry, model_cfg = model_options(model_name, option, kl_weight)
     trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                "num_threads": threads, "device": device}
+    if crossfit is not None:
+        trainer["crossfit"] = crossfit_for(entry, model_name, crossfit)
     validated(TrainerConfig, TRAINER_FLAGS, **trainer)
     _check_device(device)
     if nproc is not None or hd.launched_by_torchrun():
@@ -272,7 +297,7 @@ def train(
                   f"--model {model_name} trains in one process (leave out --nproc)")
         if model_name != "hum" or option:
             _fail("--nproc: data-parallel training takes the default hum model with "
-                  "--kl-weight only (no other --model or -o)")
+                  "--kl-weight and --crossfit only (no other --model or -o)")
         if drop_invalid_responses:
             _fail("--drop-invalid-responses: not supported with data-parallel training "
                   "(--nproc, torchrun); clean the file first")
