@@ -17,6 +17,12 @@ on a fresh population of ``--eval-users`` users (another seed) from the truth:
   true population change on the fresh population; the value against the
   unconstrained rule and the best plain "phi > sigma" rule that meets the guardrail on
   the truth (chosen in hindsight, an upper reference a real platform cannot pick).
+  With ``--crossfit-folds F`` (default 3) also the rule of ``hmum decide
+  --calibration-folds F``: a HUM on every experiment user is deployed, the rule is
+  fitted with the dr bound on every user scored out of fold (F refits of its recipe),
+  and checked on the deployed HUM and on the fold models themselves (fresh user n
+  scored by fold model n % F, the policy the out-of-fold estimate is exact for); the
+  best lambda-rule on the truth for each model is the hindsight reference.
   Target: the guardrail holds in >= 90 % of seeds.
 * ``bounds``: nominal ``--level`` intervals of phi from HUM's branches (one fit,
   ``branches_per_treatment = --members``), from ``--members`` seeds, from
@@ -56,6 +62,9 @@ def _args(argv=None):
     # in the contested world the unconstrained rule already raises views by about 2 %:
     # a floor above that makes the guardrail bind (with a floor of 0 it never would)
     p.add_argument("--guardrail", default="video_views>=2.5%", help="RESPONSE>=FLOOR")
+    p.add_argument("--crossfit-folds", type=int, default=3,
+                   help="guardrails: also the dr rule calibrated on every experiment user with "
+                        "out-of-fold HUMs (F fits, each on (F-1)/F of the users); 0 = off")
     p.add_argument("--members", type=int, default=5, help="members per bound source")
     p.add_argument("--bound-sources", default="branches,seeds,bootstrap,crossfit",
                    help="comma-separated sources of the bounds part")
@@ -70,6 +79,8 @@ def _args(argv=None):
 # --------------------------------------------------------------------------------------
 
 RESP = ["usage_time", "video_views"]
+#: the guardrail rules compared (dr_crossfit with --crossfit-folds > 1)
+ESTS = ("model", "dr", "dr_crossfit", "dr_crossfit_full_model")
 
 
 def world_config(world: str, args, seed: int, n_users: int):
@@ -99,6 +110,20 @@ def fit_hum(d, args, seed: int, trainer: dict | None = None, **model):
                         trainer={"max_epochs": args.epochs, "seed": seed,
                                  "num_threads": args.threads, "batch_size": 2048,
                                  **(trainer or {})}).fit(d)
+
+
+def routed_deltas(models, d) -> np.ndarray:
+    """delta (N, K, R) of fresh users, user n scored by models[n % F]: the policy that
+    the out-of-fold calibration evaluated."""
+    from hmum.workflows.ddm import hum_deltas
+
+    fold = np.arange(len(d)) % len(models)
+    out = None
+    for j, m in enumerate(models):
+        dj = hum_deltas(m, d.take(np.flatnonzero(fold == j)))["delta"]
+        out = np.empty((len(d), *dj.shape[1:])) if out is None else out
+        out[fold == j] = dj
+    return out
 
 
 def fit_vw(cfg, args):
@@ -218,13 +243,30 @@ def part_hum(args, cache) -> dict:
     return out
 
 
+def best_lambda_rule(truth, delta, w, g, gi: int):
+    """(lambda, true value) of the best rule of fit_rule's family (guarded response's
+    multiplier lambda on its grid, sigma 0, exclusive) whose true change meets the floor;
+    None if none does. A hindsight reference: it reads the truth."""
+    from hmum.decision.rules import DecisionRule
+
+    best = None
+    for lam in np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 60)]):
+        bonus = [0.0] * len(RESP)
+        bonus[gi] = float(lam)
+        r_ = DecisionRule(RESP, ["t1", "t2"], mode="exclusive", response_bonus=bonus)
+        ch, val, _ = truth(r_.decide(delta, w))
+        if ch >= g.floor and (best is None or val > best[1]):
+            best = (float(lam), val)
+    return best
+
+
 def part_guardrails(args, cache) -> dict:
     from hmum.decision.evaluation import ground_truth_effects
     from hmum.decision.guardrails import NOBODY_SIGMA, parse_guardrail
     from hmum.decision.policies import decide, population_policy
     from hmum.decision.rules import DecisionRule
     from hmum.exceptions import DecisionConfigError
-    from hmum.workflows.ddm import fit_guardrail_rule, hum_deltas
+    from hmum.workflows.ddm import fit_guardrail_rule, hum_deltas, out_of_fold_deltas
 
     g = parse_guardrail(args.guardrail, RESP)
     gi = RESP.index(g.response)
@@ -268,6 +310,47 @@ def part_guardrails(args, cache) -> dict:
                         # would clear the floor (absent where it did; None: never)
                         "unconstrained_users_needed":
                             rep["fit"].get("unconstrained_users_needed", "met")}
+        if args.crossfit_folds > 1:
+            # every experiment user calibrates: fold j scored by a refit of the deployed
+            # HUM's recipe that did not see it (hmum decide --calibration-folds)
+            full = fit_hum(logs, args, seed=100 + s)  # the deployed model: every user
+            models: list = []
+            oof = out_of_fold_deltas(full, logs, args.crossfit_folds, seed=s,
+                                     models_out=models)
+            w_all = vw_user_weights(vw, cal_cfg, len(logs))
+            try:
+                rule, rep = fit_guardrail_rule(logs, hum_deltas(full, logs), w_all,
+                                               guardrails=[g], mode="exclusive",
+                                               estimate="dr", oof_deltas=oof, seed=s)
+            except DecisionConfigError:
+                rule = DecisionRule(RESP, ["t1", "t2"], sigma=[NOBODY_SIGMA] * 2)
+                rep = {"fit": {}}
+            d_routed = routed_deltas(models, ev)
+            ch, val, chg = truth(rule.decide(d_routed, w_ev))
+            row["dr_crossfit"] = {
+                "change_g": ch, "value": val, "change": chg, "held": ch >= g.floor,
+                "bonus": rule.response_bonus, "sigma": rule.sigma,
+                "unconstrained_users_needed":
+                    rep["fit"].get("unconstrained_users_needed", "met")}
+            ch, val, _ = truth(decide(d_routed, w_ev, mode="exclusive")[1])
+            row["crossfit_unconstrained"] = {"change_g": ch, "value": val}
+            # the same rule on the deployed HUM (what a platform serves): the out-of-fold
+            # fit calibrated the rule, not this model
+            d_full = hum_deltas(full, ev)["delta"]
+            ch, val, fl = truth(rule.decide(d_full, w_ev))
+            row["dr_crossfit_full_model"] = {"change_g": ch, "value": val, "change": fl,
+                                             "held": ch >= g.floor}
+            ch, val, _ = truth(decide(d_full, w_ev, mode="exclusive")[1])
+            row["full_model_unconstrained"] = {"change_g": ch, "value": val}
+            for key, dd in (("crossfit", d_routed), ("full_model", d_full)):
+                lam_ = best_lambda_rule(truth, dd, w_ev, g, gi)
+                row[f"{key}_best_lambda_rule_in_hindsight"] = (
+                    {"lambda": lam_[0], "value": lam_[1]} if lam_ else None)
+        # the best lambda-rule (the family fit_rule searches, sigma 0) meeting the guardrail
+        # on the truth, with the one HUM: the best value a rule of that family could have had
+        best_lam = best_lambda_rule(truth, d_ev, w_ev, g, gi)
+        row["best_lambda_rule_in_hindsight"] = ({"lambda": best_lam[0], "value": best_lam[1]}
+                                                if best_lam else None)
         best = None  # the best plain sigma rule meeting the guardrail on the truth (hindsight)
         for sig in np.linspace(-0.02, 0.08, 101):
             ch, val, _ = truth(decide(d_ev, w_ev, sigma=sig, mode="exclusive")[1])
@@ -282,7 +365,8 @@ def part_guardrails(args, cache) -> dict:
         row["population"] = pops
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
-        held = {e: "held" if row[e]["held"] else "NOT held" for e in ("model", "dr")}
+        ests = [e for e in ESTS if e in row]
+        held = {e: "held" if row[e]["held"] else "NOT held" for e in ests}
         print(f"[guardrails] seed {s}: true Δ{g.response} unconstrained "
               f"{100 * row['unconstrained']['change_g']:+.3f}% | model rule "
               f"{100 * row['model']['change_g']:+.3f}% ({held['model']}"
@@ -292,9 +376,22 @@ def part_guardrails(args, cache) -> dict:
               f"{100 * row['unconstrained']['value']:+.4f}%, best sigma rule in hindsight "
               + (f"{100 * best[1]:+.4f}%" if best else "none") + f" ({row['seconds']:.0f}s); "
               f"users for the unconstrained rule's dr bound: "
-              f"{row['dr']['unconstrained_users_needed']}")
+              f"{row['dr']['unconstrained_users_needed']}"
+              + (f" | dr cross-fit rule {100 * row['dr_crossfit']['change_g']:+.3f}% "
+                 f"({held['dr_crossfit']}, value {100 * row['dr_crossfit']['value']:+.4f}%; "
+                 f"its models unconstrained "
+                 f"{100 * row['crossfit_unconstrained']['change_g']:+.3f}%, value "
+                 f"{100 * row['crossfit_unconstrained']['value']:+.4f}%); on one HUM of "
+                 f"every user {100 * row['dr_crossfit_full_model']['change_g']:+.3f}% "
+                 f"({held['dr_crossfit_full_model']}, value "
+                 f"{100 * row['dr_crossfit_full_model']['value']:+.4f}%; unconstrained "
+                 f"{100 * row['full_model_unconstrained']['change_g']:+.3f}%, value "
+                 f"{100 * row['full_model_unconstrained']['value']:+.4f}%)"
+                 if "dr_crossfit" in row else "")
+              + " | best lambda rule in hindsight "
+              + (f"{100 * best_lam[1]:+.4f}%" if best_lam else "none"))
     summ = {"guardrail": g.text(), "seeds": args.seeds}
-    for est in ("model", "dr"):
+    for est in [e for e in ESTS if e in rows[0]]:
         summ[f"{est}_held_share"] = float(np.mean([r[est]["held"] for r in rows]))
         summ[f"{est}_mean_value"] = float(np.mean([r[est]["value"] for r in rows]))
     summ["unconstrained_held_share"] = float(np.mean([r["unconstrained"]["change_g"] >= g.floor
@@ -303,13 +400,43 @@ def part_guardrails(args, cache) -> dict:
     hs = [r["best_plain_sigma_in_hindsight"]["value"] for r in rows
           if r["best_plain_sigma_in_hindsight"]]
     summ["best_plain_sigma_in_hindsight_mean_value"] = float(np.mean(hs)) if hs else None
+    hl = [r["best_lambda_rule_in_hindsight"]["value"] for r in rows
+          if r["best_lambda_rule_in_hindsight"]]
+    summ["best_lambda_rule_in_hindsight_mean_value"] = float(np.mean(hl)) if hl else None
+    summ["best_lambda_rule_in_hindsight_seeds"] = len(hl)
+    if "dr_crossfit" in rows[0]:
+        cu = [r["crossfit_unconstrained"] for r in rows]
+        summ["crossfit_unconstrained_held_share"] = float(np.mean(
+            [c["change_g"] >= g.floor for c in cu]))
+        summ["crossfit_unconstrained_mean_value"] = float(np.mean([c["value"] for c in cu]))
+        for key in ("crossfit", "full_model"):
+            hc = [r[f"{key}_best_lambda_rule_in_hindsight"]["value"] for r in rows
+                  if r[f"{key}_best_lambda_rule_in_hindsight"]]
+            summ[f"{key}_best_lambda_rule_in_hindsight_mean_value"] = (
+                float(np.mean(hc)) if hc else None)
+            summ[f"{key}_best_lambda_rule_in_hindsight_seeds"] = len(hc)
+        fu = [r["full_model_unconstrained"] for r in rows]
+        summ["full_model_unconstrained_held_share"] = float(np.mean(
+            [c["change_g"] >= g.floor for c in fu]))
+        summ["full_model_unconstrained_mean_value"] = float(np.mean([c["value"] for c in fu]))
     print(f"[guardrails] {g.text()} held on the truth: model rule {summ['model_held_share']:.0%}"
           f", dr rule {summ['dr_held_share']:.0%}, unconstrained "
           f"{summ['unconstrained_held_share']:.0%} of {args.seeds} seeds; mean true value: model "
           f"{100 * summ['model_mean_value']:+.4f}%, dr {100 * summ['dr_mean_value']:+.4f}%, "
           f"unconstrained {100 * summ['unconstrained_mean_value']:+.4f}%, best sigma rule in "
           "hindsight " + (f"{100 * summ['best_plain_sigma_in_hindsight_mean_value']:+.4f}%"
-                          if hs else "n/a"))
+                          if hs else "n/a")
+          + (f"; dr cross-fit rule held {summ['dr_crossfit_held_share']:.0%}, value "
+             f"{100 * summ['dr_crossfit_mean_value']:+.4f}% (its models unconstrained: held "
+             f"{summ['crossfit_unconstrained_held_share']:.0%}, value "
+             f"{100 * summ['crossfit_unconstrained_mean_value']:+.4f}%); on one HUM of every "
+             f"user held {summ['dr_crossfit_full_model_held_share']:.0%}, value "
+             f"{100 * summ['dr_crossfit_full_model_mean_value']:+.4f}% (unconstrained: held "
+             f"{summ['full_model_unconstrained_held_share']:.0%}, value "
+             f"{100 * summ['full_model_unconstrained_mean_value']:+.4f}%)"
+             if "dr_crossfit_held_share" in summ else "")
+          + f"; best lambda rule in hindsight (exists in {len(hl)} seeds) "
+          + (f"{100 * summ['best_lambda_rule_in_hindsight_mean_value']:+.4f}%" if hl else "n/a"))
     return {"summary": summ, "per_seed": rows}
 
 

@@ -159,3 +159,72 @@ def test_guardrail_lines_name_the_users_the_bound_lacks():
     assert "its estimate itself is below a floor" in " ".join(guardrail_lines(rep, [g]))
     del rep["fit"]["unconstrained_users_needed"]  # feasible, or the model estimate
     assert "calibration users" not in " ".join(guardrail_lines(rep, [g]))
+
+
+def test_out_of_fold_deltas_score_each_fold_by_a_model_that_did_not_see_it(sim):
+    """With the arm means as the model, fold j's y_hat is the per-arm mean of the
+    *other* folds' responses, computed by hand."""
+    from hmum.models.arm_means import ArmMeansEstimator
+    from hmum.workflows.ddm import out_of_fold_deltas
+
+    users = sim["users"]
+    est = ArmMeansEstimator(users.schema).fit(users)
+    oof = out_of_fold_deltas(est, users, 3, seed=4)
+    fold = oof["fold"]
+    assert np.bincount(fold).tolist() == pytest.approx([len(users) / 3] * 3, abs=3)
+    for j in range(3):
+        other = fold != j
+        by_hand = np.stack([users.y[other & (users.arm == a)].mean(axis=0)
+                            for a in range(users.schema.K + 1)])
+        np.testing.assert_allclose(oof["y_hat"][fold == j], np.broadcast_to(
+            by_hand, (int((fold == j).sum()), *by_hand.shape)), rtol=1e-12)
+        # and not the model fitted on every user, which saw fold j
+        assert not np.allclose(oof["y_hat"][fold == j][0], est.means_, rtol=1e-9)
+    np.testing.assert_allclose(oof["delta"], oof["y_hat"][:, 1:] / oof["y_hat"][:, :1] - 1,
+                               rtol=1e-9)
+
+
+def test_fit_guardrail_rule_out_of_fold_calibrates_on_every_user(sim):
+    from hmum.models.arm_means import ArmMeansEstimator
+    from hmum.workflows.ddm import out_of_fold_deltas
+
+    users = sim["users"]
+    est = ArmMeansEstimator(users.schema).fit(users)
+    oof = out_of_fold_deltas(est, users, 2, seed=0)
+    g = Guardrail("video_views", -0.5)
+    rule, rep = fit_guardrail_rule(users, hum_deltas(est, users), np.full((len(users), 2), 0.5),
+                                   guardrails=[g], mode="exclusive", oof_deltas=oof)
+    assert rep["estimate"] == "dr" and rep["check"] == "in_sample"
+    assert rep["n_calibration"] == len(users) == rep["held_out"]["n_users"]
+    # the check reads the deployed model: no dr on rows it may have trained on
+    assert "dr_change" not in rep["held_out"]["chosen"]
+    assert "true_change" in rep["held_out"]["chosen"]
+    assert rule.fit["calibration"] == "out_of_fold" and rule.fit["folds"] == 2
+    assert "calibration_share" not in rule.fit
+
+
+def test_cli_decide_calibration_folds(sim, models, tmp_path):
+    from hmum.cli.app import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, _args(sim, models, tmp_path / "a.parquet", "--guardrail",
+                                 "video_views>=-5%", "--mode", "exclusive",
+                                 "--calibration-folds", "2", "--decision-config-out",
+                                 str(tmp_path / "dc")))
+    assert r.exit_code == 0, r.output
+    text = flat(r)
+    assert "fold 1/2: refitting on" in text and "fold 2/2: refitting on" in text
+    assert ("Guardrail rule (dr estimate; fitted out of fold on all 4,000 users, checked with "
+            "the deployed model on the same users)") in text
+    assert "true change with the deployed model on the same users" in text
+    rule = load_rule(tmp_path / "dc")
+    assert rule.fit["calibration"] == "out_of_fold" and rule.fit["folds"] == 2
+    for extra, parts in (
+            (["--guardrail", "video_views>=0", "--calibration-folds", "2",
+              "--calibration-share", "0.5"], ("--calibration-share:", "--calibration-folds")),
+            (["--calibration-folds", "2"], ("--calibration-folds:", "--guardrail")),
+            (["--guardrail", "video_views>=0", "--calibration-folds", "1"],
+             ("--calibration-folds",))):
+        r = runner.invoke(app, _args(sim, models, tmp_path / "x.parquet", *extra))
+        assert r.exit_code == 2, r.output
+        assert all(p in flat(r) for p in parts) and "Traceback" not in flat(r)

@@ -38,7 +38,7 @@ MODES = ("independent", "exclusive")
 DDM_FLAGS = {"missing": "--drop-unknown-users", "test_split": "--test-split",
              "drop_invalid_responses": "--drop-invalid-responses", "users": "--users",
              "requests": "--requests", "guardrails": "--guardrail",
-             "calibration_share": "--calibration-share"}
+             "calibration_share": "--calibration-share", "folds": "--calibration-folds"}
 
 
 WEIGHTS_HELP = ("fixed business weights per response instead of a value-weight model, e.g. "
@@ -261,10 +261,15 @@ def decide(
         help="one-sided confidence of the dr lower bound")] = 0.9,
     guardrail_margin: Annotated[float, typer.Option(
         help="with the model estimate: added to every floor (a fraction)")] = 0.0,
-    calibration_share: Annotated[float, typer.Option(
-        help="share of --users the guardrail rule is fitted on (seeded); the rest checks it")]
-    = 0.5,
-    seed: Annotated[int, typer.Option(help="seed of the calibration split")] = 0,
+    calibration_share: Annotated[float | None, typer.Option(
+        help="share of --users the guardrail rule is fitted on (seeded); the rest checks it "
+             "[default: 0.5]")] = None,
+    calibration_folds: Annotated[int | None, typer.Option(
+        help="fit the guardrail rule on every user of --users instead, each scored by a "
+             "refit of --model's recipe on the other F-1 folds (F fits), so the doubly "
+             "robust bound uses them all, the rows --model trained on included; --model "
+             "then makes the decisions", min=2)] = None,
+    seed: Annotated[int, typer.Option(help="seed of the calibration split or folds")] = 0,
     decision_config: Annotated[Path | None, typer.Option(
         help="apply this frozen decision config (written by --decision-config-out) instead "
              "of --sigma / --mode / guardrails")] = None,
@@ -281,7 +286,8 @@ def decide(
     With --guardrail / --max-share the per-treatment thresholds and one multiplier per
     guarded response are fitted on a calibration split of --users (best predicted value
     subject to the guardrails and caps), checked on the rest, and frozen into the
-    decision config.
+    decision config. With --calibration-folds F they are fitted on every user instead,
+    each scored by a refit of --model's recipe that did not see them.
     """
     from hmum.models.registry import load_estimator
     from hmum.models.value_weight import load_value_weight_model
@@ -294,6 +300,13 @@ def decide(
     if guardrail_estimate not in ("auto", "model", "dr"):
         _fail(f"--guardrail-estimate: expected one of auto, model, dr, got {guardrail_estimate!r}")
     fitting = bool(guardrail or max_share)
+    if calibration_folds is not None and calibration_share is not None:
+        _fail("--calibration-share: with --calibration-folds every user calibrates (out of "
+              "fold); leave out one of them")
+    if calibration_folds is not None and not fitting:
+        _fail("--calibration-folds: calibrates a guardrail rule; give --guardrail or "
+              "--max-share")
+    calibration_share = 0.5 if calibration_share is None else calibration_share
     if fitting and decision_config is not None:
         _fail("--decision-config applies a frozen rule; it cannot be combined with --guardrail "
               "or --max-share (which fit a new one)")
@@ -323,20 +336,20 @@ def decide(
         if vw is None and req is not None:  # fixed / per-user weights for each request
             vw = _request_weights_model(u, fixed_w, w_user, rn_)
         deltas = None
-        if fitting and req is None:
-            deltas = wf.hum_deltas(hum, u)
-            rule, rep = wf.fit_guardrail_rule(
-                u, deltas, w_user, guardrails=guards, max_share=caps, mode=mode, sigma=sigma,
-                estimate=guardrail_estimate, confidence=guardrail_confidence,
-                margin=guardrail_margin, calibration_share=calibration_share, seed=seed)
-            console.print(guardrail_rich_table(rep, u.schema.response_names, guards))
-            for line in guardrail_lines(rep, guards):
-                console.print(line)
-        elif fitting:
-            rule, deltas, rep = wf.fit_request_guardrails(
-                u, hum, vw, req, guards, caps, mode=mode, sigma=sigma,
-                estimate=guardrail_estimate, confidence=guardrail_confidence,
-                margin=guardrail_margin, calibration_share=calibration_share, seed=seed)
+        if fitting:
+            fit_options = {"mode": mode, "sigma": sigma, "estimate": guardrail_estimate,
+                           "confidence": guardrail_confidence, "margin": guardrail_margin,
+                           "calibration_share": calibration_share, "seed": seed}
+            if calibration_folds is not None:
+                fit_options["oof_deltas"] = wf.out_of_fold_deltas(
+                    hum, u, calibration_folds, seed=seed, log_fold=console.print)
+            if req is None:
+                deltas = wf.hum_deltas(hum, u)
+                rule, rep = wf.fit_guardrail_rule(u, deltas, w_user, guardrails=guards,
+                                                  max_share=caps, **fit_options)
+            else:
+                rule, deltas, rep = wf.fit_request_guardrails(u, hum, vw, req, guards, caps,
+                                                              **fit_options)
             console.print(guardrail_rich_table(rep, u.schema.response_names, guards))
             for line in guardrail_lines(rep, guards):
                 console.print(line)
@@ -379,11 +392,12 @@ def decide(
 def guardrail_lines(rep: dict, guards) -> list[str]:
     """Plain sentences of the held-out check (the table cells wrap in narrow terminals)."""
     hc, hf = rep["held_out"]["chosen"], rep["held_out"]["unconstrained"]
+    on = _check_words(rep)
     out = []
     for g in guards:
         if hc.get("true_change") is not None:
             v = hc["true_change"][g.response]
-            out.append(f"guardrail {g.text()}: true change on the held-out users {_pct(v)}, "
+            out.append(f"guardrail {g.text()}: true change {on} {_pct(v)}, "
                        + ("held" if hc["held"][g.response] else "NOT held"))
         elif "dr_change" in hc:
             out.append(f"guardrail {g.text()}: dr estimate on the held-out users "
@@ -403,12 +417,22 @@ def guardrail_lines(rep: dict, guards) -> list[str]:
     return out
 
 
+def _check_words(rep: dict) -> str:
+    """Where the fitted rule was checked, in words."""
+    if rep.get("check") == "in_sample":
+        return "with the deployed model on the same users"
+    return "on the held-out users"
+
+
 def guardrail_rich_table(rep: dict, response_names, guards) -> Table:
     """The guardrail fit: chosen vs unconstrained rule, on calibration and held-out users."""
     fit, held = rep["fit"], rep["held_out"]
-    t = Table(title=f"Guardrail rule ({rep['estimate']} estimate; fitted on "
-                    f"{rep['n_calibration']:,} calibration users, checked on "
-                    f"{held['n_users']:,} others)")
+    in_sample = rep.get("check") == "in_sample"
+    where = (f"fitted out of fold on all {rep['n_calibration']:,} users, checked "
+             f"{_check_words(rep)}" if in_sample else
+             f"fitted on {rep['n_calibration']:,} calibration users, checked on "
+             f"{held['n_users']:,} others")
+    t = Table(title=f"Guardrail rule ({rep['estimate']} estimate; {where})")
     t.add_column("")
     t.add_column("chosen", justify="right")
     t.add_column("unconstrained", justify="right")
@@ -425,18 +449,19 @@ def guardrail_rich_table(rep: dict, response_names, guards) -> Table:
             t.add_row(f"calibration: dr lower bound Δ {r}", _pct(ch["dr_lower"][r]),
                       _pct(fr["dr_lower"][r]))
     hc, hf = held["chosen"], held["unconstrained"]
-    for key, label in (("predicted_change", "held-out: predicted Δ"),
-                       ("dr_change", "held-out: dr Δ"), ("true_change", "held-out: true Δ")):
+    pre = "deployed model" if in_sample else "held-out"
+    for key, label in (("predicted_change", f"{pre}: predicted Δ"),
+                       ("dr_change", f"{pre}: dr Δ"), ("true_change", f"{pre}: true Δ")):
         if hc.get(key) is not None:
             for r in response_names:
                 other = hf.get(key) or {}
                 t.add_row(f"{label} {r}", _pct(hc[key][r]),
                           _pct(other[r]) if r in other else "n/a")
     if "true_value" in hc:
-        t.add_row("held-out: true value", f"{100 * hc['true_value']:+.4f}%",
+        t.add_row(f"{pre}: true value", f"{100 * hc['true_value']:+.4f}%",
                   f"{100 * hf.get('true_value', float('nan')):+.4f}%")
         for g in guards:
-            t.add_row(f"held-out: guardrail {g.text()} held on the truth",
+            t.add_row(f"{pre}: guardrail {g.text()} held on the truth",
                       "yes" if hc["held"][g.response] else "NO",
                       "yes" if hf.get("held", {}).get(g.response) else "no")
     for k, v in hc["share"].items():

@@ -68,6 +68,52 @@ def hum_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR)
     return {"y_hat": y_hat, "delta": relative_uplift(y_hat, floor)}
 
 
+def refit_like(estimator):
+    """An unfitted estimator of ``estimator``'s recipe: its class, model and trainer
+    configs (any registered model, fitted or loaded from an artifact)."""
+    return type(estimator)(estimator.schema, model=estimator.model, trainer=estimator.trainer)
+
+
+def out_of_fold_deltas(estimator, users: ExperimentData, folds: int, *, seed: int = 0,
+                       floor: float = Y0_FLOOR, log_fold: Callable[[str], None] | None = None,
+                       models_out: list | None = None) -> dict:
+    """Cross-fitted ``hum_deltas``: {"y_hat" (N, K+1, R), "delta" (N, K, R), "fold" (N,)}.
+
+    The users are split into ``folds`` parts within every arm (seeded); fold j is scored
+    by a refit of ``estimator``'s recipe (``refit_like``) on the other folds' users, so
+    no user's own outcome is in the model that scores it. A doubly robust estimate on
+    these deltas can then use every user of the experiment, including the ones the
+    deployed model trained on (``fit_guardrail_rule(oof_deltas=...)``). Costs
+    ``folds`` fits on (folds - 1) / folds of the users each; ``models_out`` (a list)
+    receives the fitted fold models in fold order.
+    """
+    from hmum.data.split import split_indices
+
+    if folds < 2:
+        raise ValueError(f"{option_name('folds', 'folds')}: expected at least 2 folds, got "
+                         f"{folds}")
+    if users.arm is None or users.y is None:
+        raise DataError("out-of-fold deltas refit the model: the users need the logged arm "
+                        "and responses")
+    parts = split_indices(users.arm, (1.0 / folds,) * folds, seed=seed)
+    fold = np.empty(len(users), dtype=np.int64)
+    out: dict = {}
+    for j, rows in enumerate(parts):
+        fold[rows] = j
+        if log_fold is not None:
+            log_fold(f"fold {j + 1}/{folds}: refitting on {len(users) - len(rows):,} users, "
+                     f"scoring {len(rows):,}")
+        est = refit_like(estimator).fit(users.take(np.setdiff1d(np.arange(len(users)), rows)))
+        if models_out is not None:
+            models_out.append(est)
+        dj = hum_deltas(est, users.take(rows), floor=floor)
+        for key, arr in dj.items():
+            out.setdefault(key, np.empty((len(users), *arr.shape[1:]), dtype=np.float64))
+            out[key][rows] = arr
+    out["fold"] = fold
+    return out
+
+
 def branch_member_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR,
                          batch_size: int = 65536) -> np.ndarray:
     """member_delta (M, N, K, R): HUM's branches as M = branches_per_treatment members.
@@ -455,17 +501,24 @@ def fit_guardrail_rule(
     calibration_share: float = 0.5,
     seed: int = 0,
     w_true: np.ndarray | None = None,
+    oof_deltas: dict | None = None,
 ) -> tuple:
     """Fit a guardrail rule on a calibration split of ``users``; check it on the rest.
 
-    deltas: ``hum_deltas`` of these users (y_hat (N, K+1, R), delta (N, K, R));
-    w_user (N, R): each user's value weight. ``estimate``: "model", "dr" or "auto"
-    (dr when the users carry a logged arm and responses and the mode gives one
-    treatment per user, else model). Returns (rule, report): report["fit"] is
-    ``guardrails.fit_rule``'s report on the calibration users; report["held_out"]
+    deltas: ``hum_deltas`` of these users (y_hat (N, K+1, R), delta (N, K, R)) by the
+    deployed model; w_user (N, R): each user's value weight. ``estimate``: "model",
+    "dr" or "auto" (dr when the users carry a logged arm and responses and the mode
+    gives one treatment per user, else model). Returns (rule, report): report["fit"]
+    is ``guardrails.fit_rule``'s report on the calibration users; report["held_out"]
     the chosen and the unconstrained rule on the evaluation users: predicted change,
     DR change with its interval when logged, and on simulated data the true change,
     value and whether each guardrail held.
+
+    ``oof_deltas`` (``out_of_fold_deltas`` of the same users): the rule is fitted on
+    *every* user with those deltas (``calibration_share`` unused), and the check is
+    the deployed model's ``deltas`` on the same users (report["check"] = "in_sample":
+    predicted and, on simulated data, true change; no DR, as the deployed model may
+    have trained on them).
     """
     from hmum.decision.guardrails import dr_change, fit_rule, predicted_effects
     from hmum.decision.rules import DecisionRule
@@ -475,19 +528,24 @@ def fit_guardrail_rule(
     logged = users.arm is not None and users.y is not None
     if estimate == "auto":
         estimate = "dr" if logged and (mode == "exclusive" or s.K == 1) else "model"
-    cal, ev = calibration_split(len(users), calibration_share, seed)
+    if oof_deltas is None:
+        cal, ev = calibration_split(len(users), calibration_share, seed)
+        fitting = deltas
+    else:  # every user calibrates out of fold; the check reads the deployed model
+        cal = ev = np.arange(len(users))
+        fitting = oof_deltas
     y_hat, delta = deltas["y_hat"], deltas["delta"]
 
-    def part(rows):
+    def part(rows, src):
         if not logged:
             return None
-        return {"y": users.y[rows], "arm": users.arm[rows], "y_hat": y_hat[rows],
+        return {"y": users.y[rows], "arm": users.arm[rows], "y_hat": src["y_hat"][rows],
                 "propensity": None if users.propensity is None else users.propensity[rows]}
 
     rule, fit_rep = fit_rule(
-        delta[cal], w_user[cal], y_hat[cal, 0], responses=rn, treatments=tn,
-        guardrails=guardrails, max_share=max_share, mode=mode, sigma=sigma, estimate=estimate,
-        margin=margin, confidence=confidence, logged=part(cal))
+        fitting["delta"][cal], w_user[cal], fitting["y_hat"][cal, 0], responses=rn,
+        treatments=tn, guardrails=guardrails, max_share=max_share, mode=mode, sigma=sigma,
+        estimate=estimate, margin=margin, confidence=confidence, logged=part(cal, fitting))
     free = DecisionRule(rn, tn, mode=mode, sigma=[sigma] * s.K)
     held: dict = {"n_users": len(ev)}
     for name, r_ in (("chosen", rule), ("unconstrained", free)):
@@ -496,9 +554,9 @@ def fit_guardrail_rule(
         row = {"predicted_change": dict(zip(rn, map(float, pe["change"]), strict=True)),
                "predicted_value": pe["value"],
                "share": dict(zip(tn, map(float, pe["share"]), strict=True))}
-        if logged and en.sum(axis=1).max(initial=0) <= 1:
+        if logged and oof_deltas is None and en.sum(axis=1).max(initial=0) <= 1:
             pa_ = np.where(en.any(axis=1), en.argmax(axis=1) + 1, 0)
-            lg = part(ev)
+            lg = part(ev, deltas)
             ch, lo = dr_change(pa_, lg["y"], lg["arm"], lg["y_hat"],
                                propensity=lg["propensity"], confidence=confidence)
             row["dr_change"] = dict(zip(rn, map(float, ch), strict=True))
@@ -517,11 +575,13 @@ def fit_guardrail_rule(
                 row["held"] = {g.response: bool(gt["change"][rn.index(g.response)] >= g.floor)
                                for g in guardrails}
         held[name] = row
+    check = "held_out" if oof_deltas is None else "in_sample"
     report = {"estimate": estimate, "fit": fit_rep, "held_out": held,
-              "n_calibration": len(cal)}
-    rule = DecisionRule(**{**rule.__dict__, "fit": {**rule.fit, "calibration_share":
-                                                    calibration_share, "seed": seed,
-                                                    "held_out": held}})
+              "n_calibration": len(cal), "check": check}
+    how = ({"calibration_share": calibration_share} if oof_deltas is None else
+           {"calibration": "out_of_fold", "folds": int(oof_deltas["fold"].max()) + 1})
+    rule = DecisionRule(**{**rule.__dict__, "fit": {**rule.fit, **how, "seed": seed,
+                                                    "check": check, "held_out": held}})
     return rule, report
 
 
