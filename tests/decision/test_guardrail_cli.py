@@ -217,6 +217,7 @@ def test_cli_decide_calibration_folds(sim, models, tmp_path):
     assert ("Guardrail rule (dr estimate; fitted out of fold on all 4,000 users, checked with "
             "the deployed model on the same users)") in text
     assert "true change with the deployed model on the same users" in text
+    assert "note: --users is the table --model was trained from" not in text
     rule = load_rule(tmp_path / "dc")
     assert rule.fit["calibration"] == "out_of_fold" and rule.fit["folds"] == 2
     for extra, parts in (
@@ -228,3 +229,13 @@ def test_cli_decide_calibration_folds(sim, models, tmp_path):
         r = runner.invoke(app, _args(sim, models, tmp_path / "x.parquet", *extra))
         assert r.exit_code == 2, r.output
         assert all(p in flat(r) for p in parts) and "Traceback" not in flat(r)
+
+
+def test_cli_decide_dr_on_the_training_table_says_so(sim, models, tmp_path):
+    from hmum.cli.app import app
+
+    r = CliRunner().invoke(app, _args(sim, models, tmp_path / "a.parquet", "--guardrail",
+                                      "video_views>=-5%", "--mode", "exclusive"))
+    assert r.exit_code == 0, r.output
+    assert ("note: --users is the table --model was trained from, so the dr bound's outcome "
+            "model has seen most calibration users' outcomes") in flat(r)

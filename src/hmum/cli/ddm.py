@@ -353,6 +353,11 @@ def decide(
             console.print(guardrail_rich_table(rep, u.schema.response_names, guards))
             for line in guardrail_lines(rep, guards):
                 console.print(line)
+            if calibration_folds is None and rep["estimate"] == "dr" and wf.trained_on(hum, u):
+                console.print("note: --users is the table --model was trained from, so the dr "
+                              "bound's outcome model has seen most calibration users' "
+                              "outcomes; --calibration-folds F scores every user with a "
+                              "refit that did not")
         if req is None:
             df = wf.decide_users(u, hum, w_user, sigma=sigma, mode=mode, out_path=out,
                                  deltas=deltas, rule=rule)

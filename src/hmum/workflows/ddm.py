@@ -74,6 +74,15 @@ def refit_like(estimator):
     return type(estimator)(estimator.schema, model=estimator.model, trainer=estimator.trainer)
 
 
+def trained_on(estimator, users: ExperimentData) -> bool:
+    """True when ``users`` is the very table ``estimator`` was trained from (its
+    recorded fingerprint: row count and a hash of the user ids, or of the rows)."""
+    from hmum.data.validate import data_fingerprint
+
+    recorded = getattr(estimator, "data_fingerprint_", None)
+    return bool(recorded) and data_fingerprint(users) == recorded
+
+
 def out_of_fold_deltas(estimator, users: ExperimentData, folds: int, *, seed: int = 0,
                        floor: float = Y0_FLOOR, log_fold: Callable[[str], None] | None = None,
                        models_out: list | None = None) -> dict:
