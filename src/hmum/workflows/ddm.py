@@ -70,8 +70,12 @@ def hum_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR)
 
 def refit_like(estimator):
     """An unfitted estimator of ``estimator``'s recipe: its class, model and trainer
-    configs (any registered model, fitted or loaded from an artifact)."""
-    return type(estimator)(estimator.schema, model=estimator.model, trainer=estimator.trainer)
+    configs, and its encoder config where it was given one (any registered model,
+    fitted or loaded from an artifact; an artifact's encoder is refitted with the
+    default config, the one ``hmum train`` uses)."""
+    extra = {} if getattr(estimator, "encoder", None) is None else {"encoder": estimator.encoder}
+    return type(estimator)(estimator.schema, model=estimator.model, trainer=estimator.trainer,
+                           **extra)
 
 
 def trained_on(estimator, users: ExperimentData) -> bool:
