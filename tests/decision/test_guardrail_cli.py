@@ -239,3 +239,21 @@ def test_cli_decide_dr_on_the_training_table_says_so(sim, models, tmp_path):
     assert r.exit_code == 0, r.output
     assert ("note: --users is the table --model was trained from, so the dr bound's outcome "
             "model has seen most calibration users' outcomes") in flat(r)
+
+
+def test_refit_like_keeps_the_recipe_of_a_saved_model(sim, tmp_path):
+    """A loaded artifact's refit has its model, trainer and (non-default) encoder configs."""
+    from hmum.models.hum import HUMEstimator
+    from hmum.models.registry import load_estimator
+    from hmum.workflows.ddm import refit_like
+
+    HUMEstimator(sim["users"].schema, model=SMALL_HUM, encoder={"n_bins": 5},
+                 trainer={"max_epochs": 1, "batch_size": 512, "lr": 3e-3}
+                 ).fit(sim["users"].take(np.arange(1500))).save(tmp_path / "hum")
+    hum = load_estimator(tmp_path / "hum")
+    fresh = refit_like(hum)
+    assert type(fresh) is HUMEstimator and not hasattr(fresh, "module_")
+    m, t, e = fresh._configs()
+    m0, t0, _ = hum._configs()
+    assert m == m0 and t == t0 and t.lr == 3e-3
+    assert e.n_bins == 5 == hum.encoder_.config.n_bins

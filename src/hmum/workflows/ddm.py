@@ -70,10 +70,14 @@ def hum_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR)
 
 def refit_like(estimator):
     """An unfitted estimator of ``estimator``'s recipe: its class, model and trainer
-    configs, and its encoder config where it was given one (any registered model,
-    fitted or loaded from an artifact; an artifact's encoder is refitted with the
-    default config, the one ``hmum train`` uses)."""
-    extra = {} if getattr(estimator, "encoder", None) is None else {"encoder": estimator.encoder}
+    configs and, for the neural models, its encoder config (the one it was given, or
+    the fitted encoder's, as an artifact records it); any registered model, fitted or
+    loaded from an artifact."""
+    enc = getattr(estimator, "encoder", None)
+    fitted = getattr(estimator, "encoder_", None)
+    if enc is None and fitted is not None:
+        enc = fitted.config.model_dump()
+    extra = {} if enc is None else {"encoder": enc}
     return type(estimator)(estimator.schema, model=estimator.model, trainer=estimator.trainer,
                            **extra)
 
