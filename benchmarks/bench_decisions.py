@@ -115,15 +115,9 @@ def fit_hum(d, args, seed: int, trainer: dict | None = None, **model):
 def routed_deltas(models, d) -> np.ndarray:
     """delta (N, K, R) of fresh users, user n scored by models[n % F]: the policy that
     the out-of-fold calibration evaluated."""
-    from hmum.workflows.ddm import hum_deltas
+    from hmum.workflows.ddm import deltas_by_fold
 
-    fold = np.arange(len(d)) % len(models)
-    out = None
-    for j, m in enumerate(models):
-        dj = hum_deltas(m, d.take(np.flatnonzero(fold == j)))["delta"]
-        out = np.empty((len(d), *dj.shape[1:])) if out is None else out
-        out[fold == j] = dj
-    return out
+    return deltas_by_fold(models, d, np.arange(len(d)) % len(models))["delta"]
 
 
 def fit_vw(cfg, args):

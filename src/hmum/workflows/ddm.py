@@ -112,22 +112,30 @@ def out_of_fold_deltas(estimator, users: ExperimentData, folds: int, *, seed: in
     if users.arm is None or users.y is None:
         raise DataError("out-of-fold deltas refit the model: the users need the logged arm "
                         "and responses")
-    parts = split_indices(users.arm, (1.0 / folds,) * folds, seed=seed)
     fold = np.empty(len(users), dtype=np.int64)
-    out: dict = {}
-    for j, rows in enumerate(parts):
+    for j, rows in enumerate(split_indices(users.arm, (1.0 / folds,) * folds, seed=seed)):
         fold[rows] = j
+    models = []
+    for j in range(folds):
         if log_fold is not None:
-            log_fold(f"fold {j + 1}/{folds}: refitting on {len(users) - len(rows):,} users, "
-                     f"scoring {len(rows):,}")
-        est = refit_like(estimator).fit(users.take(np.setdiff1d(np.arange(len(users)), rows)))
-        if models_out is not None:
-            models_out.append(est)
-        dj = hum_deltas(est, users.take(rows), floor=floor)
-        for key, arr in dj.items():
+            log_fold(f"fold {j + 1}/{folds}: refitting on {int((fold != j).sum()):,} users, "
+                     f"scoring {int((fold == j).sum()):,}")
+        models.append(refit_like(estimator).fit(users.take(np.flatnonzero(fold != j))))
+    if models_out is not None:
+        models_out.extend(models)
+    return {**deltas_by_fold(models, users, fold, floor=floor), "fold": fold}
+
+
+def deltas_by_fold(models: Sequence, users: ExperimentData, fold: np.ndarray, *,
+                   floor: float = Y0_FLOOR) -> dict:
+    """``hum_deltas`` with user n scored by ``models[fold[n]]``: {"y_hat" (N, K+1, R),
+    "delta" (N, K, R)}; fold (N,) ints in [0, len(models))."""
+    out: dict = {}
+    for j, m in enumerate(models):
+        rows = np.flatnonzero(fold == j)
+        for key, arr in hum_deltas(m, users.take(rows), floor=floor).items():
             out.setdefault(key, np.empty((len(users), *arr.shape[1:]), dtype=np.float64))
             out[key][rows] = arr
-    out["fold"] = fold
     return out
 
 
