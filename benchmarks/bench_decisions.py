@@ -241,10 +241,11 @@ def best_lambda_rule(truth, delta, w, g, gi: int):
     """(lambda, true value) of the best rule of fit_rule's family (guarded response's
     multiplier lambda on its grid, sigma 0, exclusive) whose true change meets the floor;
     None if none does. A hindsight reference: it reads the truth."""
+    from hmum.decision.guardrails import lambda_grid
     from hmum.decision.rules import DecisionRule
 
     best = None
-    for lam in np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 60)]):
+    for (lam,) in lambda_grid(1):
         bonus = [0.0] * len(RESP)
         bonus[gi] = float(lam)
         r_ = DecisionRule(RESP, ["t1", "t2"], mode="exclusive", response_bonus=bonus)
@@ -254,13 +255,31 @@ def best_lambda_rule(truth, delta, w, g, gi: int):
     return best
 
 
-def part_guardrails(args, cache) -> dict:
-    from hmum.decision.evaluation import ground_truth_effects
-    from hmum.decision.guardrails import NOBODY_SIGMA, parse_guardrail
-    from hmum.decision.policies import decide, population_policy
+def rule_or_nobody(*args, **kwargs):
+    """``fit_guardrail_rule(*args, **kwargs)`` -> (rule, report), or the treat-nobody rule
+    where no rule meets the floor on the calibration users (DecisionConfigError)."""
+    from hmum.decision.guardrails import NOBODY_SIGMA
     from hmum.decision.rules import DecisionRule
     from hmum.exceptions import DecisionConfigError
-    from hmum.workflows.ddm import fit_guardrail_rule, hum_deltas, out_of_fold_deltas
+    from hmum.workflows.ddm import fit_guardrail_rule
+
+    try:
+        return fit_guardrail_rule(*args, **kwargs)
+    except DecisionConfigError:
+        return DecisionRule(RESP, ["t1", "t2"], sigma=[NOBODY_SIGMA] * 2), {"fit": {}}
+
+
+def held_and_value(entries, floor: float) -> tuple[float, float]:
+    """(share of entries whose change_g >= floor, mean value) over per-seed entries."""
+    return (float(np.mean([e["change_g"] >= floor for e in entries])),
+            float(np.mean([e["value"] for e in entries])))
+
+
+def part_guardrails(args, cache) -> dict:
+    from hmum.decision.evaluation import ground_truth_effects
+    from hmum.decision.guardrails import parse_guardrail
+    from hmum.decision.policies import decide, population_policy
+    from hmum.workflows.ddm import hum_deltas, out_of_fold_deltas
 
     g = parse_guardrail(args.guardrail, RESP)
     gi = RESP.index(g.response)
@@ -290,13 +309,9 @@ def part_guardrails(args, cache) -> dict:
         row["unconstrained"] = dict(zip(("change_g", "value", "change"), truth(free),
                                         strict=True))
         for est in ("model", "dr"):
-            try:
-                rule, rep = fit_guardrail_rule(cal, hum_deltas(hum, cal), w_cal, guardrails=[g],
-                                               mode="exclusive", estimate=est,
-                                               calibration_share=0.999, seed=s)
-            except DecisionConfigError:  # no rule meets the floor on the calibration users:
-                rule = DecisionRule(RESP, ["t1", "t2"], sigma=[NOBODY_SIGMA] * 2)  # treat nobody
-                rep = {"fit": {}}
+            rule, rep = rule_or_nobody(cal, hum_deltas(hum, cal), w_cal, guardrails=[g],
+                                       mode="exclusive", estimate=est,
+                                       calibration_share=0.999, seed=s)
             ch, val, full = truth(rule.decide(d_ev, w_ev))
             row[est] = {"change_g": ch, "value": val, "change": full, "held": ch >= g.floor,
                         "bonus": rule.response_bonus, "sigma": rule.sigma,
@@ -312,13 +327,9 @@ def part_guardrails(args, cache) -> dict:
             oof = out_of_fold_deltas(full, logs, args.crossfit_folds, seed=s,
                                      models_out=models)
             w_all = vw_user_weights(vw, cal_cfg, len(logs))
-            try:
-                rule, rep = fit_guardrail_rule(logs, hum_deltas(full, logs), w_all,
-                                               guardrails=[g], mode="exclusive",
-                                               estimate="dr", oof_deltas=oof, seed=s)
-            except DecisionConfigError:
-                rule = DecisionRule(RESP, ["t1", "t2"], sigma=[NOBODY_SIGMA] * 2)
-                rep = {"fit": {}}
+            rule, rep = rule_or_nobody(logs, hum_deltas(full, logs), w_all, guardrails=[g],
+                                       mode="exclusive", estimate="dr", oof_deltas=oof,
+                                       seed=s)
             d_routed = routed_deltas(models, ev)
             ch, val, chg = truth(rule.decide(d_routed, w_ev))
             row["dr_crossfit"] = {
@@ -385,12 +396,9 @@ def part_guardrails(args, cache) -> dict:
               + " | best lambda rule in hindsight "
               + (f"{100 * best_lam[1]:+.4f}%" if best_lam else "none"))
     summ = {"guardrail": g.text(), "seeds": args.seeds}
-    for est in [e for e in ESTS if e in rows[0]]:
-        summ[f"{est}_held_share"] = float(np.mean([r[est]["held"] for r in rows]))
-        summ[f"{est}_mean_value"] = float(np.mean([r[est]["value"] for r in rows]))
-    summ["unconstrained_held_share"] = float(np.mean([r["unconstrained"]["change_g"] >= g.floor
-                                                     for r in rows]))
-    summ["unconstrained_mean_value"] = float(np.mean([r["unconstrained"]["value"] for r in rows]))
+    for key in [e for e in ESTS if e in rows[0]] + ["unconstrained"]:
+        summ[f"{key}_held_share"], summ[f"{key}_mean_value"] = held_and_value(
+            [r[key] for r in rows], g.floor)
     hs = [r["best_plain_sigma_in_hindsight"]["value"] for r in rows
           if r["best_plain_sigma_in_hindsight"]]
     summ["best_plain_sigma_in_hindsight_mean_value"] = float(np.mean(hs)) if hs else None
@@ -399,20 +407,15 @@ def part_guardrails(args, cache) -> dict:
     summ["best_lambda_rule_in_hindsight_mean_value"] = float(np.mean(hl)) if hl else None
     summ["best_lambda_rule_in_hindsight_seeds"] = len(hl)
     if "dr_crossfit" in rows[0]:
-        cu = [r["crossfit_unconstrained"] for r in rows]
-        summ["crossfit_unconstrained_held_share"] = float(np.mean(
-            [c["change_g"] >= g.floor for c in cu]))
-        summ["crossfit_unconstrained_mean_value"] = float(np.mean([c["value"] for c in cu]))
+        for key in ("crossfit_unconstrained", "full_model_unconstrained"):
+            summ[f"{key}_held_share"], summ[f"{key}_mean_value"] = held_and_value(
+                [r[key] for r in rows], g.floor)
         for key in ("crossfit", "full_model"):
             hc = [r[f"{key}_best_lambda_rule_in_hindsight"]["value"] for r in rows
                   if r[f"{key}_best_lambda_rule_in_hindsight"]]
             summ[f"{key}_best_lambda_rule_in_hindsight_mean_value"] = (
                 float(np.mean(hc)) if hc else None)
             summ[f"{key}_best_lambda_rule_in_hindsight_seeds"] = len(hc)
-        fu = [r["full_model_unconstrained"] for r in rows]
-        summ["full_model_unconstrained_held_share"] = float(np.mean(
-            [c["change_g"] >= g.floor for c in fu]))
-        summ["full_model_unconstrained_mean_value"] = float(np.mean([c["value"] for c in fu]))
     print(f"[guardrails] {g.text()} held on the truth: model rule {summ['model_held_share']:.0%}"
           f", dr rule {summ['dr_held_share']:.0%}, unconstrained "
           f"{summ['unconstrained_held_share']:.0%} of {args.seeds} seeds; mean true value: model "

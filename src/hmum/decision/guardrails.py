@@ -218,7 +218,8 @@ def cap_thresholds(score: np.ndarray, sigma: Sequence[float], caps: Mapping[int,
 # --------------------------------------------------------------------------------------
 
 
-def _lambda_grid(n_guards: int) -> list[np.ndarray]:
+def lambda_grid(n_guards: int) -> list[np.ndarray]:
+    """The multipliers (n_guards,) that fit_rule searches: 0 and a log grid to 1e3."""
     pts = {1: 61, 2: 25}.get(n_guards, 9)
     axis = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, pts - 1)])
     mesh = np.meshgrid(*([axis] * n_guards), indexing="ij")
@@ -308,7 +309,7 @@ def fit_rule(
         return res
 
     free = evaluate(np.zeros(len(gidx)), np.full(k, float(sigma)))
-    cands = [evaluate(lam) for lam in _lambda_grid(len(gidx))]
+    cands = [evaluate(lam) for lam in lambda_grid(len(gidx))]
     # nobody treated, the last resort (a finite threshold no score reaches: |delta| < 1e6)
     cands.append(evaluate(np.zeros(len(gidx)), np.full(k, NOBODY_SIGMA)))
     feasible = [c for c in cands if c["feasible"]]
