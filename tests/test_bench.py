@@ -88,6 +88,40 @@ def test_interrupted_run_resumes_without_refitting_finished_cells(tmp_path, monk
     assert counter.n == 1
 
 
+def test_a_results_json_without_its_cells_folder_is_resumed_from(tmp_path, monkeypatch):
+    # a fresh clone keeps results.json but not cells/ (gitignored): only what changed reruns
+    load = tiny_loader()
+    counter = FitCounter(monkeypatch, HUMEstimator)
+    res = run_bench("toy", ["hum", "arm_means"], 2, tmp_path, loader=load, **TINY)
+    assert counter.n == 2
+    saved = json.loads(res.files["json"].read_text())
+    for f in (tmp_path / "cells").glob("*.json"):
+        f.unlink()
+    # one cell tampered with (its key no longer matches its settings): run again, not trusted
+    tampered = next(c for c in saved["cells"] if c["model"] == "hum" and c["seed"] == 1)
+    tampered["settings"]["seed"] = 7
+    res.files["json"].write_text(json.dumps(saved))
+    counter.n = 0
+    again = run_bench("toy", ["hum", "arm_means"], 2, tmp_path, loader=load, **TINY)
+    assert counter.n == 1 and again.fitted == 1 and again.reused == 3
+    assert [(c["model"], c["seed"]) for c in again.cells if not c.get("reused")] == [("hum", 1)]
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 4
+    # a model whose defaults changed (new defaults_version) is refit, the others reused
+    monkeypatch.setattr(HUMEstimator, "defaults_version", HUMEstimator.defaults_version + 1)
+    for f in (tmp_path / "cells").glob("*.json"):
+        f.unlink()
+    counter.n = 0
+    third = run_bench("toy", ["hum", "arm_means"], 2, tmp_path, loader=load, **TINY)
+    assert counter.n == 2 and third.reused == 2
+    # an unreadable results.json restores nothing and the run goes on
+    res.files["json"].write_text("{not json")
+    for f in (tmp_path / "cells").glob("*.json"):
+        f.unlink()
+    counter.n = 0
+    run_bench("toy", ["hum"], 1, tmp_path, loader=load, **TINY)
+    assert counter.n == 1
+
+
 def test_failed_model_is_reported_and_the_run_goes_on(tmp_path, monkeypatch):
     counter = FitCounter(monkeypatch, HUMEstimator)
     class GhostEstimator(HUMEstimator):

@@ -135,7 +135,8 @@ def bench(
 
     Writes results.md, results.csv and results.json under --out, and one JSON per
     finished (model, seed, split) cell under --out/cells: an interrupted run started
-    again resumes without redoing finished cells. A model that fails is reported in
+    again resumes without redoing finished cells (read back from results.json where
+    cells/ is gone, as in a fresh clone). A model that fails is reported in
     the table and the run goes on.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -248,6 +248,33 @@ def _read_cell(path: Path) -> dict | None:
     return cell if isinstance(cell, dict) and "status" in cell else None
 
 
+def _restore_cells(results: Path, cells_dir: Path) -> int:
+    """Write back, into ``cells_dir``, the cells a ``results.json`` holds but ``cells_dir`` lacks.
+
+    Only a cell whose recorded key is its own settings' key is restored, so a cell edited
+    or written by another harness is run again rather than trusted. Returns how many were
+    written; an unreadable ``results.json`` restores nothing (the cells are simply run).
+    """
+    try:
+        old = json.loads(results.read_text())
+    except (OSError, json.JSONDecodeError):
+        return 0
+    written = 0
+    for cell in old.get("cells", []) if isinstance(old, dict) else []:
+        if not (isinstance(cell, dict) and isinstance(cell.get("settings"), dict)
+                and cell.get("status") in ("ok", "failed")):
+            continue
+        try:
+            key, file = _cell_file(cells_dir, cell["settings"])
+        except (KeyError, TypeError):
+            continue
+        if key != cell.get("key") or file.exists():
+            continue
+        _write_json_atomic(file, {k: v for k, v in cell.items() if k != "reused"})
+        written += 1
+    return written
+
+
 def _short_error(e: BaseException) -> str:
     # str(KeyError("x")) is "'x'": take the argument itself
     msg = (str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)).strip() or repr(e)
@@ -404,7 +431,9 @@ def run_bench(
         threads: torch threads and LightGBM n_jobs (None: torch as is, LightGBM 1).
         trainer: more TrainerConfig overrides (e.g. {"lr": 1e-3}); part of the cell key.
         options: dataset loader options (e.g. {"replications": 10}).
-        resume: read back cells an earlier run finished with the same settings.
+        resume: read back cells an earlier run finished with the same settings: from
+            ``cells/``, or, for a cell whose file is missing (a fresh clone keeps only
+            the tables), from the ``results.json`` already in ``out_dir``.
         retry_failed: with ``resume``, run failed cells again instead of reusing them.
         callbacks: progress hooks (:class:`BenchCallbacks`).
         loader: ``loader(dataset, path, seed=..., **options) -> list of splits``
@@ -453,6 +482,8 @@ def run_bench(
 
         old_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
+    if resume:
+        _restore_cells(out / "results.json", cells_dir)
     try:
         cells, fitted, specs, skipped, info = _run_cells(
             dataset, models, seed_list, load, path, path_key, options, overrides, threads,
