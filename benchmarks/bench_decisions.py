@@ -80,7 +80,8 @@ def _args(argv=None):
 
 RESP = ["usage_time", "video_views"]
 #: the guardrail rules compared (dr_crossfit with --crossfit-folds > 1)
-ESTS = ("model", "dr", "dr_crossfit", "dr_crossfit_full_model")
+ESTS = ("model", "dr", "dr_crossfit", "dr_crossfit_full_model", "model_in_sample",
+        "dr_in_sample")
 
 
 def world_config(world: str, args, seed: int, n_users: int):
@@ -269,6 +270,10 @@ def rule_or_nobody(*args, **kwargs):
         return DecisionRule(RESP, ["t1", "t2"], sigma=[NOBODY_SIGMA] * 2), {"fit": {}}
 
 
+def held_word(entry: dict) -> str:
+    return "held" if entry["held"] else "NOT held"
+
+
 def held_and_value(entries, floor: float) -> tuple[float, float]:
     """(share of entries whose change_g >= floor, mean value) over per-seed entries."""
     return (float(np.mean([e["change_g"] >= floor for e in entries])),
@@ -347,6 +352,22 @@ def part_guardrails(args, cache) -> dict:
                                              "held": ch >= g.floor}
             ch, val, _ = truth(decide(d_full, w_ev, mode="exclusive")[1])
             row["full_model_unconstrained"] = {"change_g": ch, "value": val}
+            # the shortcuts a platform might take instead: the deployed HUM's own deltas on
+            # the users it trained on, with its predicted change or the dr bound
+            d_in = hum_deltas(full, logs)
+            for est in ("model", "dr"):
+                rule, _ = rule_or_nobody(logs, d_in, w_all, guardrails=[g], mode="exclusive",
+                                         estimate=est, calibration_share=0.999, seed=s)
+                ch, val, fl = truth(rule.decide(d_full, w_ev))
+                row[f"{est}_in_sample"] = {"change_g": ch, "value": val, "change": fl,
+                                           "held": ch >= g.floor}
+            print(f"[guardrails] seed {s}: calibrated in sample on the deployed HUM: model "
+                  f"rule {100 * row['model_in_sample']['change_g']:+.3f}% "
+                  f"({held_word(row['model_in_sample'])}, value "
+                  f"{100 * row['model_in_sample']['value']:+.4f}%), dr rule "
+                  f"{100 * row['dr_in_sample']['change_g']:+.3f}% "
+                  f"({held_word(row['dr_in_sample'])}, value "
+                  f"{100 * row['dr_in_sample']['value']:+.4f}%)")
             for key, dd in (("crossfit", d_routed), ("full_model", d_full)):
                 lam_ = best_lambda_rule(truth, dd, w_ev, g, gi)
                 row[f"{key}_best_lambda_rule_in_hindsight"] = (
@@ -371,7 +392,7 @@ def part_guardrails(args, cache) -> dict:
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         ests = [e for e in ESTS if e in row]
-        held = {e: "held" if row[e]["held"] else "NOT held" for e in ests}
+        held = {e: held_word(row[e]) for e in ests}
         print(f"[guardrails] seed {s}: true Δ{g.response} unconstrained "
               f"{100 * row['unconstrained']['change_g']:+.3f}% | model rule "
               f"{100 * row['model']['change_g']:+.3f}% ({held['model']}"
@@ -431,6 +452,11 @@ def part_guardrails(args, cache) -> dict:
              f"{100 * summ['dr_crossfit_full_model_mean_value']:+.4f}% (unconstrained: held "
              f"{summ['full_model_unconstrained_held_share']:.0%}, value "
              f"{100 * summ['full_model_unconstrained_mean_value']:+.4f}%)"
+             + (f"; calibrated in sample on that HUM: model rule held "
+                f"{summ['model_in_sample_held_share']:.0%}, value "
+                f"{100 * summ['model_in_sample_mean_value']:+.4f}%, dr rule held "
+                f"{summ['dr_in_sample_held_share']:.0%}, value "
+                f"{100 * summ['dr_in_sample_mean_value']:+.4f}%")
              if "dr_crossfit_held_share" in summ else "")
           + f"; best lambda rule in hindsight (exists in {len(hl)} seeds) "
           + (f"{100 * summ['best_lambda_rule_in_hindsight_mean_value']:+.4f}%" if hl else "n/a"))
