@@ -36,14 +36,23 @@ from bench_crossfit_decisions import population
 from bench_hum_uplift_rule import protocol_parser
 
 
+def arm_mean_residual(y: np.ndarray, arm: np.ndarray, fit: np.ndarray, k: int) -> np.ndarray:
+    """(K+1, R): per arm a, the mean of y - fit^a over the rows that got arm a.
+
+    y (N, R), arm (N,), fit (N, >= K+1, R): the true means or a model's predictions.
+    """
+    resid = y - fit[np.arange(len(arm)), arm]  # (N, R) factual residuals
+    return np.stack([resid[arm == a].mean(0) for a in range(k + 1)])
+
+
 def level_shift(y: np.ndarray, arm: np.ndarray, mu: np.ndarray, k: int, dr: bool):
     """(K, R): estimated minus true E[y^k] / E[y^0] - 1 on these rows (arms 0..K).
 
     y (N, R), arm (N,), mu (N, >= K+1, R) the true means; ``dr``: mean_n mu^a plus
     the arm-a rows' mean residual y - mu^a (randomized arms), else the raw arm means.
     """
-    est = np.stack([(mu[:, a].mean(0) + (y[arm == a] - mu[arm == a, a]).mean(0)) if dr
-                    else y[arm == a].mean(0) for a in range(k + 1)])
+    est = (mu[:, : k + 1].mean(0) + arm_mean_residual(y, arm, mu, k) if dr
+           else np.stack([y[arm == a].mean(0) for a in range(k + 1)]))
     true = mu[:, : k + 1].mean(0)
     return (est[1:] / est[:1] - 1) - (true[1:] / true[:1] - 1)
 
@@ -93,9 +102,7 @@ def one_seed(seed: int, es: float, args) -> list[dict]:
                "model level error": (100 * error).round(3).tolist()}
         for part_name, part in (("train", train), ("valid", valid)):
             fit = np.asarray(est.predict_outcomes(part), dtype=np.float64)
-            resid = part.y - fit[np.arange(len(part.arm)), part.arm]  # (n, R) factual
-            corr = np.stack([resid[part.arm == a].mean(0) for a in range(k + 1)])
-            lev = plug + corr
+            lev = plug + arm_mean_residual(part.y, part.arm, fit, k)
             shift = (lev[1:] / lev[:1]) - (plug[1:] / plug[:1])  # (K, R)
             row[f"model + dr level ({part_name} rows)"] = share(delta + shift[None])
         out.append(row)
