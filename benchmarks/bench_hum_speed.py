@@ -12,8 +12,13 @@ Measured side by side in one process with the same thread count:
    stopping off), interleaved, median of ``--repeats``; the ratio is the target
    (HUM <= 3x the S-Learner).
 
+With ``--fit-dataset NAME`` (a benchmark dataset, e.g. starbucks or social_pressure,
+read from ../shared/data) only part 4 runs, on the first rows of that dataset's
+seed-0 training split: the ratio on data of another shape (K, features) than the
+simulator's.
+
 Usage: python benchmarks/bench_hum_speed.py [--threads 2] [--users 200000]
-       [--fit-rows 80000 --fit-epochs 3 --repeats 3]
+       [--fit-rows 80000 --fit-epochs 3 --repeats 3] [--fit-dataset NAME]
 """
 
 from __future__ import annotations
@@ -77,9 +82,21 @@ def main() -> None:
     ap.add_argument("--fit-rows", type=int, default=80_000)
     ap.add_argument("--fit-epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--fit-dataset", default=None,
+                    help="only the fit cost, on this benchmark dataset's training split")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.fit_dataset:
+        from hmum.workflows.bench import load_dataset_splits
+
+        train = load_dataset_splits(args.fit_dataset, None, seed=0)[0].train
+        out = {"dataset": args.fit_dataset, "threads": args.threads, "K": train.schema.K,
+               "features": len(train.schema.features), "fit_vs_slearner": fit_costs(train, args)}
+        print(json.dumps(out, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2))
+        return
 
     from hmum.data.simulator import SimulatorConfig, simulate
     from hmum.data.validate import load_experiment
