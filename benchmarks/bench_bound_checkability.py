@@ -27,21 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from hmum.data.simulator import CONTESTED_WORLD, SimulatorConfig, simulate_users, simulation_schema
-from hmum.data.validate import validate_table
+from bench_decisions import population as validated_population
+from hmum.data.simulator import CONTESTED_WORLD, SimulatorConfig
 from hmum.decision.core import relative_uplift
 from hmum.decision.evaluation import ope_terms
 
-RESP = ["usage_time", "video_views"]
-
 
 def population(world: str, effect_scale: float, seed: int, n: int):
+    """Validated users and their true weights (N, R) of ``world`` (bench_decisions')."""
     extra = CONTESTED_WORLD if world == "contested" else {}
-    cfg = SimulatorConfig(n_users=n, seed=seed, effect_scale=effect_scale, **extra)
-    t = simulate_users(cfg, include_latent=True)
-    d = validate_table(t, simulation_schema(cfg))
-    w = np.stack([t.column(f"true_w_{r}").to_numpy() for r in RESP], axis=1)
-    return d, w
+    return validated_population(SimulatorConfig(n_users=n, seed=seed,
+                                                effect_scale=effect_scale, **extra))
 
 
 def dr_delta(d) -> np.ndarray:
