@@ -91,11 +91,9 @@ def main() -> None:
         from hmum.workflows.bench import load_dataset_splits
 
         train = load_dataset_splits(args.fit_dataset, None, seed=0)[0].train
-        out = {"dataset": args.fit_dataset, "threads": args.threads, "K": train.schema.K,
-               "features": len(train.schema.features), "fit_vs_slearner": fit_costs(train, args)}
-        print(json.dumps(out, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(out, indent=2))
+        emit({"dataset": args.fit_dataset, "threads": args.threads, "K": train.schema.K,
+              "features": len(train.schema.features), "fit_vs_slearner": fit_costs(train, args)},
+             args.json)
         return
 
     from hmum.data.simulator import SimulatorConfig, simulate
@@ -173,9 +171,13 @@ def main() -> None:
         "train_fraction_of_peak": round(train_flops_per_row * rows_s / 1e9 / peak, 3),
     }
     out["fit_vs_slearner"] = fit_costs(data, args)
+    emit(out, args.json)
+
+
+def emit(out: dict, path: Path | None) -> None:
     print(json.dumps(out, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
+    if path:
+        path.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
