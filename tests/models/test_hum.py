@@ -159,11 +159,14 @@ def test_kl_weight_zero_drops_the_term():
 def test_hand_computed_loss():
     """One control row and one treated row, K=1 with a single branch, R=1."""
     from hmum.models.hum import FactualOutput
-    # slots: pass 0 (treated) holds row 1 (prediction 5), pass 1 (control) row 0 (prediction 1)
+    # slots: the treated pass holds row 1 (prediction 5), the control pass row 0 (prediction 1)
     out = FactualOutput(
-        y=torch.tensor([[[[5.0]], [[1.0]]]]),  # (B=1, 2, n=1, R=1)
-        rows=torch.tensor([[[1], [0]]]),
-        valid=torch.ones(1, 2, 1, dtype=torch.bool),
+        y_treated=torch.tensor([[[5.0]]]),  # (B=1, n_t=1, R=1)
+        rows_treated=torch.tensor([[1]]),
+        valid_treated=torch.ones(1, 1, dtype=torch.bool),
+        y_control=torch.tensor([[[1.0]]]),  # (B=1, n_0=1, R=1)
+        rows_control=torch.tensor([0]),
+        valid_control=torch.ones(1, dtype=torch.bool),
         gate_control=torch.full((1, 1, 1, 2), 0.5),
     )
     y = torch.tensor([[3.0], [3.0]])
@@ -185,16 +188,25 @@ def _dense_reference_loss(m: HUM, x, arm, y, kl_weight):
     return ((d_t * treated).sum() + (d_c * control).sum() + kl_weight * kl) / len(arm)
 
 
-@pytest.mark.parametrize(("K", "bpt", "losses"), [(2, None, ["mse", "mse"]), (3, None, ["gamma", "poisson"]),
-                                                  (1, 3, ["mse", "gamma"])])
-def test_factual_forward_equals_the_dense_masked_loss(K, bpt, losses):
+@pytest.mark.parametrize(("K", "bpt", "losses", "arms"), [
+    (2, None, ["mse", "mse"], "balanced"), (3, None, ["gamma", "poisson"], "balanced"),
+    (1, 3, ["mse", "gamma"], "balanced"),
+    # a large control arm (the treated passes are padded apart from it), and none at all
+    (3, None, ["mse", "gamma"], "mostly control"), (2, None, ["mse", "poisson"], "no control"),
+])
+def test_factual_forward_equals_the_dense_masked_loss(K, bpt, losses, arms):
     """The sparse training forward gives eq. 5's loss and gradients of the full forward."""
     m = build(K=K, bpt=bpt)
     m.losses = losses
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, 3, (40, 3), generator=g)
     arm = torch.randint(0, K + 1, (40,), generator=g)
-    arm[:3] = 0  # both kinds of rows present
+    if arms == "balanced":
+        arm[:3] = 0  # both kinds of rows present
+    elif arms == "mostly control":
+        arm[:34] = 0
+    else:
+        arm = torch.randint(1, K + 1, (40,), generator=g)
     y = torch.rand(40, 2, generator=g) * 10 + 0.1
     loss, _ = hum_loss(m.forward_factual(x, arm), y, m.losses, m.y_mean, m.y_std, kl_weight=0.7)
     loss.backward()

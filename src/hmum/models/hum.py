@@ -92,19 +92,24 @@ class HUMOutput(NamedTuple):
 class FactualOutput(NamedTuple):
     """What the masked loss of eq. 5 reads, and nothing else (``HUM.forward_factual``).
 
-    Pass 0 of branch b runs on the rows of arm t(b), pass 1 (control) on the rows
-    of arm 0; each (branch, pass) holds n row slots, padded past its row count.
+    The treated pass of branch b runs on the rows of arm t(b), padded to the largest
+    treated arm's n_t slots; the control passes run on the arm-0 rows (n_0 slots,
+    the same rows in the same order for every branch). The two are padded apart so
+    that a large control arm does not pad every treated pass to its size.
 
-    y: (B, 2, n, R) estimates in original units (pass 0: y^b, pass 1: y^{0,b}).
-    rows: (B, 2, n) long, the batch row of each slot.
-    valid: (B, 2, n) bool, False on padding slots.
-    gate_control: (B, n, R, M) control-side gates z^{0,b} of the arm-0 rows (the
-        same rows, in the same order, for every branch).
+    y_treated: (B, n_t, R) estimates y^b in original units; rows_treated (B, n_t)
+        long, the batch row of each slot; valid_treated (B, n_t) bool, False on padding.
+    y_control: (B, n_0, R) estimates y^{0,b}; rows_control (n_0,) long;
+        valid_control (n_0,) bool (n_0 >= 1: one padding slot when no row is control).
+    gate_control: (B, n_0, R, M) control-side gates z^{0,b} of the arm-0 rows.
     """
 
-    y: torch.Tensor
-    rows: torch.Tensor
-    valid: torch.Tensor
+    y_treated: torch.Tensor
+    rows_treated: torch.Tensor
+    valid_treated: torch.Tensor
+    y_control: torch.Tensor
+    rows_control: torch.Tensor
+    valid_control: torch.Tensor
     gate_control: torch.Tensor
 
 
@@ -209,14 +214,21 @@ class HUM(nn.Module):
         counts = torch.bincount(arm, minlength=self.K + 1)  # (K+1,)
         order = torch.argsort(arm, stable=True)  # rows grouped by arm
         starts = torch.cumsum(counts, 0) - counts
-        pass_arm = self._pass_arms()
-        n = max(int(counts[pass_arm].max()), 1)
-        slot = torch.arange(n, device=x.device)
-        valid = slot.unsqueeze(0) < counts.unsqueeze(1)  # (K+1, n)
-        rows = order[(starts.unsqueeze(1) + slot).clamp(max=n_rows - 1)]  # (K+1, n)
-        rows, valid = rows[pass_arm], valid[pass_arm]  # (B, 2, n)
-        y, gates = self._heads(e_x[rows], self._pass_embeddings())
-        return FactualOutput(y=y, rows=rows, valid=valid, gate_control=gates[:, 1])
+
+        def slots(arms: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """(len(arms), n) batch rows of each arm's first n rows and their validity."""
+            slot = torch.arange(n, device=x.device)
+            valid = slot.unsqueeze(0) < counts[arms].unsqueeze(1)
+            return order[(starts[arms].unsqueeze(1) + slot).clamp(max=n_rows - 1)], valid
+
+        e_t = self._pass_embeddings()  # (B, 2, d)
+        rows_t, valid_t = slots(self.branch_treatment, max(int(counts[1:].max()), 1))
+        y_t, _ = self._heads(e_x[rows_t].unsqueeze(1), e_t[:, :1])  # (B, 1, n_t, R)
+        rows_c, valid_c = slots(arm.new_zeros(1), max(int(counts[0]), 1))
+        rows_c, valid_c = rows_c[0], valid_c[0]
+        y_c, gates = self._heads(e_x[rows_c], e_t[:, 1:])  # shared rows: (B, 1, n_0, R)
+        return FactualOutput(y_t[:, 0], rows_t, valid_t, y_c[:, 0], rows_c, valid_c,
+                             gates[:, 0])
 
     def potential_outcomes(self, out: HUMOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """Aggregate branches: (y_hat (N, K+1, R), y0_branch (N, K, R)).
@@ -289,14 +301,20 @@ def hum_loss(
         (scalar loss, {"fit": ..., "kl": ...} as floats for logging).
     """
     n = y.shape[0]
-    valid = out.valid.to(out.y.dtype)  # (B, 2, n)
-    dev = deviance(out.y, y[out.rows], losses, y_mean, y_std, tweedie_power).sum(-1)
-    fit = (dev * valid).sum()
+
+    def fit_sum(pred, rows, valid):  # pred (B, n_slots, R), rows / valid broadcast to (B, n_slots)
+        dev = deviance(pred, y[rows].expand_as(pred), losses, y_mean, y_std,
+                       tweedie_power).sum(-1)
+        return (dev * valid.to(pred.dtype)).sum()
+
+    valid_c = out.valid_control.to(out.y_control.dtype)  # (n_0,)
+    fit = (fit_sum(out.y_treated, out.rows_treated, out.valid_treated)
+           + fit_sum(out.y_control, out.rows_control, out.valid_control))
     loss = fit
     kl_val = 0.0
     if kl_weight > 0:
-        kl_rows = control_gate_kl(out.gate_control.transpose(0, 1)).sum(-1)  # (n, B)
-        kl = (kl_rows * valid[0, 1].unsqueeze(1)).sum()
+        kl_rows = control_gate_kl(out.gate_control.transpose(0, 1)).sum(-1)  # (n_0, B)
+        kl = (kl_rows * valid_c.unsqueeze(1)).sum()
         loss = loss + kl_weight * kl
         kl_val = float(kl.detach()) / n
     return loss / n, {"fit": float(fit.detach()) / n, "kl": kl_val}
