@@ -476,14 +476,14 @@ def run_bench(
             raise ValueError(f"reference: expected one of the models run {names}, received "
                              f"{reference!r}")
 
+    if resume:  # before the thread count changes: a failed write must not leave it changed
+        _restore_cells(out / "results.json", cells_dir)
     old_threads = None
     if threads:
         import torch
 
         old_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
-    if resume:
-        _restore_cells(out / "results.json", cells_dir)
     try:
         cells, fitted, specs, skipped, info = _run_cells(
             dataset, models, seed_list, load, path, path_key, options, overrides, threads,
