@@ -307,14 +307,13 @@ def hum_loss(
                        tweedie_power).sum(-1)
         return (dev * valid.to(pred.dtype)).sum()
 
-    valid_c = out.valid_control.to(out.y_control.dtype)  # (n_0,)
     fit = (fit_sum(out.y_treated, out.rows_treated, out.valid_treated)
            + fit_sum(out.y_control, out.rows_control, out.valid_control))
     loss = fit
     kl_val = 0.0
     if kl_weight > 0:
         kl_rows = control_gate_kl(out.gate_control.transpose(0, 1)).sum(-1)  # (n_0, B)
-        kl = (kl_rows * valid_c.unsqueeze(1)).sum()
+        kl = (kl_rows * out.valid_control.to(kl_rows.dtype).unsqueeze(1)).sum()
         loss = loss + kl_weight * kl
         kl_val = float(kl.detach()) / n
     return loss / n, {"fit": float(fit.detach()) / n, "kl": kl_val}
