@@ -274,6 +274,13 @@ def held_word(entry: dict) -> str:
     return "held" if entry["held"] else "NOT held"
 
 
+def rule_words(entry: dict) -> str:
+    """"+2.913% (held, value +3.7280%)": a rule's true change of the guarded response,
+    whether it held, and its true value."""
+    return (f"{100 * entry['change_g']:+.3f}% ({held_word(entry)}, value "
+            f"{100 * entry['value']:+.4f}%)")
+
+
 def held_and_value(entries, floor: float) -> tuple[float, float]:
     """(share of entries whose change_g >= floor, mean value) over per-seed entries."""
     return (float(np.mean([e["change_g"] >= floor for e in entries])),
@@ -362,12 +369,8 @@ def part_guardrails(args, cache) -> dict:
                 row[f"{est}_in_sample"] = {"change_g": ch, "value": val, "change": fl,
                                            "held": ch >= g.floor}
             print(f"[guardrails] seed {s}: calibrated in sample on the deployed HUM: model "
-                  f"rule {100 * row['model_in_sample']['change_g']:+.3f}% "
-                  f"({held_word(row['model_in_sample'])}, value "
-                  f"{100 * row['model_in_sample']['value']:+.4f}%), dr rule "
-                  f"{100 * row['dr_in_sample']['change_g']:+.3f}% "
-                  f"({held_word(row['dr_in_sample'])}, value "
-                  f"{100 * row['dr_in_sample']['value']:+.4f}%)")
+                  f"rule {rule_words(row['model_in_sample'])}, dr rule "
+                  f"{rule_words(row['dr_in_sample'])}")
             for key, dd in (("crossfit", d_routed), ("full_model", d_full)):
                 lam_ = best_lambda_rule(truth, dd, w_ev, g, gi)
                 row[f"{key}_best_lambda_rule_in_hindsight"] = (
@@ -391,25 +394,21 @@ def part_guardrails(args, cache) -> dict:
         row["population"] = pops
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
-        ests = [e for e in ESTS if e in row]
-        held = {e: held_word(row[e]) for e in ests}
         print(f"[guardrails] seed {s}: true Δ{g.response} unconstrained "
               f"{100 * row['unconstrained']['change_g']:+.3f}% | model rule "
-              f"{100 * row['model']['change_g']:+.3f}% ({held['model']}"
-              f", value {100 * row['model']['value']:+.4f}%) | dr rule "
-              f"{100 * row['dr']['change_g']:+.3f}% ({held['dr']}"
-              f", value {100 * row['dr']['value']:+.4f}%) | unconstrained value "
+              f"{rule_words(row['model'])} | dr rule {rule_words(row['dr'])} | unconstrained value "
               f"{100 * row['unconstrained']['value']:+.4f}%, best sigma rule in hindsight "
               + (f"{100 * best[1]:+.4f}%" if best else "none") + f" ({row['seconds']:.0f}s); "
               f"users for the unconstrained rule's dr bound: "
               f"{row['dr']['unconstrained_users_needed']}"
               + (f" | dr cross-fit rule {100 * row['dr_crossfit']['change_g']:+.3f}% "
-                 f"({held['dr_crossfit']}, value {100 * row['dr_crossfit']['value']:+.4f}%; "
+                 f"({held_word(row['dr_crossfit'])}, value "
+                 f"{100 * row['dr_crossfit']['value']:+.4f}%; "
                  f"its models unconstrained "
                  f"{100 * row['crossfit_unconstrained']['change_g']:+.3f}%, value "
                  f"{100 * row['crossfit_unconstrained']['value']:+.4f}%); on one HUM of "
                  f"every user {100 * row['dr_crossfit_full_model']['change_g']:+.3f}% "
-                 f"({held['dr_crossfit_full_model']}, value "
+                 f"({held_word(row['dr_crossfit_full_model'])}, value "
                  f"{100 * row['dr_crossfit_full_model']['value']:+.4f}%; unconstrained "
                  f"{100 * row['full_model_unconstrained']['change_g']:+.3f}%, value "
                  f"{100 * row['full_model_unconstrained']['value']:+.4f}%)"
