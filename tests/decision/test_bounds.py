@@ -55,9 +55,32 @@ def test_lower_bound_rule_switches_on_a_subset():
     d = rng.normal(0.005, 0.01, (4, 500, 2, 2))
     w = rng.dirichlet([1, 1], 500)
     iv = phi_interval(d, w, level=0.9)
+    from hmum.decision.bounds import pack_spread
+    from hmum.exceptions import DecisionConfigError
+
     rule = DecisionRule(["a", "b"], ["t1", "t2"], bound={"level": 0.9, "source": "seeds"})
-    point, lower = rule.decide(d.mean(0), w), rule.decide(d.mean(0), w, score=iv["lo"])
+    point = DecisionRule(["a", "b"], ["t1", "t2"]).decide(d.mean(0), w)
+    lower = rule.decide(d.mean(0), w, spread=pack_spread(d), members=4)
+    np.testing.assert_array_equal(lower, iv["lo"] > 0)
+    np.testing.assert_array_equal(rule.decide(d.mean(0), w, score=iv["lo"]), lower)
     assert lower.sum() < point.sum() and not (lower & ~point).any()
+    with pytest.raises(DecisionConfigError, match="needs the members' spread"):
+        rule.decide(d.mean(0), w)
+
+
+@pytest.mark.parametrize("bound, match", [
+    ({"level": 1.0, "source": "seeds"}, "bound.level"),
+    ({"level": True, "source": "seeds"}, "bound.level"),
+    ({"level": 0.9, "source": "magic"}, "bound.source"),
+    ({"level": 0.9, "source": "seeds", "method": "z"}, "bound.method"),
+    ({"level": 0.9, "source": "seeds", "lvl": 1}, r"unknown field\(s\) \['lvl'\]"),
+    (0.9, "expected"),
+])
+def test_rule_bound_is_checked(bound, match):
+    from hmum.exceptions import DecisionConfigError
+
+    with pytest.raises(DecisionConfigError, match=match):
+        DecisionRule(["a"], ["t1"], bound=bound)
 
 
 def test_bootstrap_rows_seeded():
@@ -131,3 +154,28 @@ def test_cross_fit_members_each_bring_their_branches():
     y0b = out.y_control.double().numpy().reshape(800, 2, 2, 2)
     ytb = out.y_treated.double().numpy().reshape(800, 2, 2, 2)
     np.testing.assert_allclose(md[2], ytb[:, :, 0] / y0b[:, :, 0] - 1.0, atol=1e-6)
+
+
+def test_packed_spread_gives_the_members_interval_for_any_weights():
+    # the served form (mean + covariance per user) equals the members' own phi spread
+    from hmum.decision.bounds import pack_spread, spread_interval, spread_width, unpack_spread
+
+    rng = np.random.default_rng(3)
+    d = rng.normal(0.01, 0.02, (5, 300, 2, 3))
+    w = rng.dirichlet([1, 1, 1], 300)
+    bonus = np.array([0.0, 0.5, 0.1])
+    spread = pack_spread(d)
+    assert spread.shape == (300, spread_width(2, 3)) == (300, 2 * 3 + 2 * 6)
+    mean, cov = unpack_spread(spread, 2, 3)
+    np.testing.assert_allclose(mean, d.mean(0))
+    np.testing.assert_allclose(cov[7, 1], np.cov(d[:, 7, 1].T, ddof=1))
+    phis = np.einsum("mnkr,nr->mnk", d, w + bonus)
+    got = spread_interval(spread, 5, w, k=2, level=0.8, bonus=bonus)
+    np.testing.assert_allclose(got["phi"], phis.mean(0))
+    np.testing.assert_allclose(got["sd"], phis.std(0, ddof=1))
+    half = 1.5332062740589438 * phis.std(0, ddof=1) * np.sqrt(1.2)  # t_{4, 0.9}
+    np.testing.assert_allclose(got["lo"], phis.mean(0) - half)
+    with pytest.raises(ValueError, match=r"w must have shape \(N, R\) = \(300, 3\)"):
+        spread_interval(spread, 5, w[:, :2], k=2)
+    with pytest.raises(ValueError, match="members must be an integer >= 2"):
+        spread_interval(spread, 1, w, k=2)

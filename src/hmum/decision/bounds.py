@@ -25,7 +25,13 @@ on simulated ground truth, and ``benchmarks/bench_decisions.py`` reports it per
 source. ``DecisionRule.bound`` records the level and source; the rule then switches
 k on where the lower bound clears sigma_k (``DecisionRule.decide(score=lo)``).
 
-Shapes: member_delta (M, N, K, R), w (N, R), phi / sd / lo / hi (N, K), truth (N, K).
+Served (``hmum score`` with a bound rule, ``hmum serve``): ``pack_spread`` keeps per user
+the members' mean delta and the R x R covariance of their delta per treatment, which give
+phi's mean and sd for any request's weights exactly (``spread_interval``), in S floats
+instead of M * K * R.
+
+Shapes: member_delta (M, N, K, R), w (N, R), phi / sd / lo / hi (N, K), truth (N, K),
+spread (N, S) with S = ``spread_width(K, R)`` = K R + K R (R + 1) / 2.
 """
 
 from __future__ import annotations
@@ -44,6 +50,50 @@ def _t_quantile(p: float, df: int) -> float:
     return float(student_t.ppf(p, df))
 
 
+def spread_width(k: int, r: int) -> int:
+    """Floats of one user's packed spread (``pack_spread``): K * R member means and the
+    K * R * (R + 1) / 2 upper-triangle entries of the members' R x R covariances."""
+    return k * r + k * r * (r + 1) // 2
+
+
+def pack_spread(member_delta: np.ndarray) -> np.ndarray:
+    """spread (N, S) float64 from member_delta (M, N, K, R), S = ``spread_width(K, R)``.
+
+    Per user: the member mean of delta (K, R), row-major, then for each k the upper
+    triangle (i <= j, row-major) of the covariance over members of delta^k (ddof 1).
+    Everything ``phi_interval`` needs for *any* weights, in far fewer floats than the
+    members (S = 10 for K = R = 2, against 4 M), so a store can hold it per user and a
+    service can weigh it with each request's w.
+    """
+    d = np.asarray(member_delta, dtype=np.float64)
+    if d.ndim != 4 or d.shape[0] < 2:
+        raise ValueError(f"member_delta must have shape (M, N, K, R) with M >= 2 members, got "
+                         f"{d.shape}")
+    _, n, k, r = d.shape
+    mean = d.mean(axis=0)
+    dev = d - mean[None]
+    cov = np.einsum("mnki,mnkj->nkij", dev, dev) / (d.shape[0] - 1)
+    iu = np.triu_indices(r)
+    return np.concatenate([mean.reshape(n, k * r), cov[:, :, iu[0], iu[1]].reshape(n, -1)],
+                          axis=1)
+
+
+def unpack_spread(spread: np.ndarray, k: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (N, K, R), cov (N, K, R, R)) from spread (N, S) (``pack_spread``)."""
+    s = np.asarray(spread, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != spread_width(k, r):
+        raise ValueError(f"spread must have shape (N, {spread_width(k, r)}) for K = {k}, R = "
+                         f"{r}, got {s.shape}")
+    n = s.shape[0]
+    mean = s[:, :k * r].reshape(n, k, r)
+    tri = s[:, k * r:].reshape(n, k, -1)
+    iu = np.triu_indices(r)
+    cov = np.empty((n, k, r, r))
+    cov[:, :, iu[0], iu[1]] = tri
+    cov[:, :, iu[1], iu[0]] = tri
+    return mean, cov
+
+
 def phi_interval(member_delta: np.ndarray, w: np.ndarray, *, level: float = 0.9,
                  method: str = "t", bonus: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """{"phi", "sd", "lo", "hi"} (N, K) from member deltas (M, N, K, R) and w (N, R).
@@ -51,26 +101,46 @@ def phi_interval(member_delta: np.ndarray, w: np.ndarray, *, level: float = 0.9,
     phi_m = einsum(delta_m, w + bonus) per member; phi = mean over members, sd their
     standard deviation (ddof 1), [lo, hi] = phi -/+ q * sd * sqrt(1 + 1/M) with q the
     t quantile (M - 1 degrees of freedom) or, with ``method="normal"``, z * sd.
-    ``bonus`` (R,): a rule's guardrail multipliers (default 0).
+    ``bonus`` (R,): a rule's guardrail multipliers (default 0). The same numbers as
+    ``spread_interval(pack_spread(member_delta), M, ...)``, which computes them.
     """
-    d = np.asarray(member_delta, dtype=np.float64)
-    if d.ndim != 4 or d.shape[0] < 2:
-        raise ValueError(f"member_delta must have shape (M, N, K, R) with M >= 2 members, got "
-                         f"{d.shape}")
+    d = np.asarray(member_delta)
+    spread = pack_spread(d)
+    return spread_interval(spread, d.shape[0], w, k=d.shape[2], level=level, method=method,
+                           bonus=bonus)
+
+
+def spread_interval(spread: np.ndarray, members: int, w: np.ndarray, *, k: int,
+                    level: float = 0.9, method: str = "t",
+                    bonus: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``phi_interval`` from a packed spread (N, S) of ``members`` = M members, w (N, R).
+
+    With b = w + bonus: phi = b . mean^k and sd^2 = b' cov^k b, which is the variance
+    (ddof 1) of the members' phi_m. K = ``k``; R is w's width.
+    """
+    if not isinstance(members, int | np.integer) or members < 2:
+        raise ValueError(f"members must be an integer >= 2, got {members!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if np.ndim(spread) != 2:
+        raise ValueError(f"spread must have shape (N, S), got {np.shape(spread)}")
+    n, width = np.shape(spread)
+    r = next((r for r in range(1, width + 1) if spread_width(k, r) == width), None)
+    if r is None:
+        raise ValueError(f"spread of width {width} fits no R for K = {k}")
     w = np.asarray(w, dtype=np.float64)
-    if w.shape != (d.shape[1], d.shape[3]):
-        raise ValueError(f"w must have shape (N, R) = {(d.shape[1], d.shape[3])}, got {w.shape}")
+    if w.shape != (n, r):
+        raise ValueError(f"w must have shape (N, R) = {(n, r)}, got {w.shape}")
+    mean, cov = unpack_spread(spread, k, r)
     wb = w + (0.0 if bonus is None else np.asarray(bonus, dtype=np.float64)[None, :])
-    phis = np.einsum("mnkr,nr->mnk", d, wb)
-    m = d.shape[0]
-    phi, sd = phis.mean(axis=0), phis.std(axis=0, ddof=1)
+    phi = np.einsum("nkr,nr->nk", mean, wb)
+    # rounding can leave a tiny negative variance where the members agree
+    sd = np.sqrt(np.maximum(np.einsum("nr,nkrs,ns->nk", wb, cov, wb), 0.0))
     p = (1 + level) / 2
     if method == "t":
-        half = _t_quantile(p, m - 1) * sd * np.sqrt(1 + 1 / m)
+        half = _t_quantile(p, int(members) - 1) * sd * np.sqrt(1 + 1 / members)
     else:
         half = NormalDist().inv_cdf(p) * sd
     return {"phi": phi, "sd": sd, "lo": phi - half, "hi": phi + half}

@@ -14,8 +14,9 @@ With every lambda_r = 0 and every sigma_k = sigma this is exactly
 ``policies.decide`` (the paper's rule). A guarded response r gets a positive
 lambda_r (its uplift counts more in every user's score) and a capped treatment a
 raised sigma_k; ``hmum.decision.guardrails.fit_rule`` chooses them on a
-calibration split. With ``bound`` set, the decision uses a lower confidence
-bound of phi (``hmum.decision.bounds``) instead of its point estimate.
+calibration split. With ``bound`` ({"level", "source", "method"}) set, the decision
+uses a lower confidence bound of phi'^k (``hmum.decision.bounds``) instead of its point
+estimate, from the members' spread of delta stored beside delta (``lower_scores``).
 
 ``weights``: "personalized" (the value-weight model's w per request) or
 "fixed" (``fixed_weights`` (R,) for everyone).
@@ -27,7 +28,7 @@ version (``rule_to_version_extra`` / ``rule_from_version_extra``): the rule and 
 sha256 in the version's ``VersionInfo.extra``, so the store's atomic switch and
 rollback move the rule together with the uplifts it was fitted on.
 
-Shapes: delta (N, K, R), w (N, R), phi_lo (N, K), enable (N, K) bool.
+Shapes: delta (N, K, R), w (N, R), spread (N, S), phi_lo (N, K), enable (N, K) bool.
 """
 
 from __future__ import annotations
@@ -100,9 +101,7 @@ class DecisionRule:
                 raise DecisionConfigError(f"fixed_weights: expected {r} numbers >= 0 with a "
                                           f"positive sum, got {fw}")
         if self.bound is not None:
-            lvl = self.bound.get("level")
-            if not isinstance(lvl, int | float) or not 0 < lvl < 1:
-                raise DecisionConfigError(f"bound.level: expected a number in (0, 1), got {lvl!r}")
+            self._check_bound(self.bound)
         unknown = sorted(set(self.max_share) - set(self.treatments))
         if unknown:
             raise DecisionConfigError(f"max_share: unknown treatment(s) {unknown}; expected "
@@ -128,9 +127,57 @@ class DecisionRule:
                                       f"{(delta.shape[0], delta.shape[2])}, got {wv.shape}")
         return np.einsum("nkr,nr->nk", delta, wv + np.asarray(self.response_bonus)[None, :])
 
+    @staticmethod
+    def _check_bound(bound: Any) -> None:
+        from hmum.decision.bounds import METHODS, SOURCES
+
+        if not isinstance(bound, dict):
+            raise DecisionConfigError(f"bound: expected {{'level', 'source'[, 'method']}} or "
+                                      f"null, got {bound!r}")
+        lvl = bound.get("level")
+        if isinstance(lvl, bool) or not isinstance(lvl, int | float) or not 0 < lvl < 1:
+            raise DecisionConfigError(f"bound.level: expected a number in (0, 1), got {lvl!r}")
+        if bound.get("source") not in SOURCES:
+            raise DecisionConfigError(f"bound.source: expected one of {SOURCES}, got "
+                                      f"{bound.get('source')!r}")
+        if bound.get("method", "t") not in METHODS:
+            raise DecisionConfigError(f"bound.method: expected one of {METHODS}, got "
+                                      f"{bound.get('method')!r}")
+        unknown = sorted(set(bound) - {"level", "source", "method"})
+        if unknown:
+            raise DecisionConfigError(f"bound: unknown field(s) {unknown}")
+
+    def lower_scores(self, spread: np.ndarray, members: int,
+                     w: np.ndarray | None = None) -> np.ndarray:
+        """The lower bound (N, K) of phi'^k at the rule's ``bound`` level, from the
+        members' packed spread (N, S) (``hmum.decision.bounds.pack_spread``) of
+        ``members`` = M members; its guardrail bonuses count as in ``scores``."""
+        from hmum.decision.bounds import spread_interval
+
+        if self.bound is None:
+            raise DecisionConfigError("this decision rule has no bound; it decides on phi")
+        n = np.shape(spread)[0]
+        return spread_interval(spread, members, self.value_weights(w, n), k=len(self.treatments),
+                               level=float(self.bound["level"]),
+                               method=self.bound.get("method", "t"),
+                               bonus=np.asarray(self.response_bonus))["lo"]
+
     def decide(self, delta: np.ndarray, w: np.ndarray | None = None, *,
-               score: np.ndarray | None = None) -> np.ndarray:
-        """enable (N, K) bool. ``score`` (N, K) replaces phi' (e.g. its lower bound)."""
+               score: np.ndarray | None = None, spread: np.ndarray | None = None,
+               members: int | None = None) -> np.ndarray:
+        """enable (N, K) bool. ``score`` (N, K) replaces phi' (e.g. its lower bound).
+
+        A rule with ``bound`` decides on ``lower_scores(spread, members, w)`` and needs
+        the members' spread (N, S) unless ``score`` is given.
+        """
+        if score is None and self.bound is not None:
+            if spread is None or members is None:
+                raise DecisionConfigError(
+                    "this decision rule switches on a lower bound of phi: it needs the "
+                    "members' spread of delta (a HUM with several branches or cross-fit "
+                    "members, scored with its members)")
+            self._check(np.asarray(delta))
+            score = self.lower_scores(spread, members, w)
         s = self.scores(delta, w) if score is None else np.asarray(score, dtype=np.float64)
         return decide_margin(s - np.asarray(self.sigma)[None, :], self.mode)
 

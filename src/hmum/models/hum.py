@@ -28,6 +28,7 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import nn
 
+from hmum.decision.core import Y0_FLOOR
 from hmum.models.base import NeuralUpliftEstimator
 from hmum.nn.layers import BlockMMoE, FieldEmbedding, FieldSelector
 from hmum.nn.links import LossConfig, apply_link, deviance, link_bias
@@ -361,3 +362,59 @@ class HUMEstimator(NeuralUpliftEstimator):
     def predict_branch_controls(self, data, *, batch_size: int = 65536) -> np.ndarray:
         """y0_branch (N, K, R): each treatment branch's own no-treatment estimate."""
         return self.predict_all(data, batch_size=batch_size)["y0_branch"]
+
+    @property
+    def n_members_(self) -> int:
+        """M of ``member_deltas``: branches per treatment x cross-fit members (1 without)."""
+        self._check_fitted()
+        nets = self._member_nets()
+        return len(nets) * (nets[0].B // self.schema.K)
+
+    def _member_nets(self) -> list[HUM]:
+        from hmum.models.crossfit import CrossFitModule
+
+        mod = self.module_
+        return list(mod.members) if isinstance(mod, CrossFitModule) else [mod]
+
+    @torch.inference_mode()
+    def member_deltas(self, data, *, floor: float = Y0_FLOOR,
+                      batch_size: int = 65536) -> np.ndarray:
+        """member_delta (M, N, K, R) float64: HUM's branches as M = ``n_members_`` members.
+
+        Member j is branch j of every treatment, read as a HUM of its own with one branch
+        per treatment: its no-treatment estimate is y0*_j = mean_k y^{0,(k,j)} (eq. 6
+        within the member) and its treated estimate follows the model's uplift rule
+        (``HUMConfig.uplift``): the paper's y^{k,j}, or within_branch's y0*_j + (y^{k,j} -
+        y^{0,(k,j)}) (a ratio for positive responses); delta by eq. 7. Under the paper's
+        rule the members' outcomes average back to HUM's estimate exactly. Reads the
+        module's forward (``HUMOutput``: y_treated, y_control (N, B, R) with B = K * M,
+        branch b serving treatment b // M + 1), the per-branch outputs that
+        ``predict_all`` averages away. A cross-fit HUM (``TrainerConfig.crossfit``)
+        contributes every member's branches, unshrunk: M = crossfit x
+        branches_per_treatment. ``data``: as ``predict_all``. ValueError when M < 2.
+        """
+        m = self.n_members_
+        if m < 2:
+            raise ValueError("the HUM model has 1 branch per treatment; its members need "
+                             "branches_per_treatment >= 2 or crossfit >= 2 (or seeds / "
+                             "bootstrap fits)")
+        x = data if isinstance(data, np.ndarray) else self.encode(data)
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        k, nets = self.schema.K, self._member_nets()
+        parts = [np.concatenate([_branch_deltas(net, x[s:s + batch_size], k, floor)
+                                 for net in nets], axis=1)
+                 for s in range(0, x.shape[0], batch_size)]
+        return np.concatenate(parts).transpose(1, 0, 2, 3)
+
+
+def _branch_deltas(mod: HUM, x: torch.Tensor, k: int, floor: float) -> np.ndarray:
+    """(n, M, K, R) deltas of one HUM network's M branches per treatment on x (n, F)."""
+    out = mod(x)
+    n, b, r = out.y_treated.shape
+    yt = out.y_treated.reshape(n, k, b // k, r).transpose(1, 2)  # (n, M, K, R)
+    y0b = out.y_control.reshape(n, k, b // k, r).transpose(1, 2)
+    y0 = y0b.mean(dim=2, keepdim=True)  # (n, M, 1, R): each member's y0*
+    if mod.uplift == "within_branch":
+        yt = mod._within_branch(y0, yt, y0b)
+    y0 = y0.double().numpy()
+    return yt.double().numpy() / np.maximum(y0, floor) - 1.0

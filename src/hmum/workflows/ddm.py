@@ -139,61 +139,19 @@ def deltas_by_fold(models: Sequence, users: ExperimentData, fold: np.ndarray, *,
     return out
 
 
-def branch_member_deltas(hum_estimator, users: ExperimentData, *, floor: float = Y0_FLOOR,
+def branch_member_deltas(estimator, users, *, floor: float = Y0_FLOOR,
                          batch_size: int = 65536) -> np.ndarray:
-    """member_delta (M, N, K, R): HUM's branches as M = branches_per_treatment members.
-
-    Member j is branch j of every treatment, read as a HUM of its own with one branch
-    per treatment: its no-treatment estimate is y0*_j = mean_k y^{0,(k,j)} (eq. 6
-    within the member) and its treated estimate follows the model's uplift rule
-    (``HUMConfig.uplift``): the paper's y^{k,j}, or within_branch's y0*_j + (y^{k,j} -
-    y^{0,(k,j)}) (a ratio for positive responses); delta by eq. 7. Under the paper's
-    rule the members' outcomes average back to HUM's estimate exactly. Reads the
-    module's forward (``HUMOutput``: y_treated, y_control (N, B, R) with B = K * M,
-    branch b serving treatment b // M + 1), the per-branch outputs that ``predict_all``
-    averages away. A cross-fit HUM (``TrainerConfig.crossfit``) contributes every
-    member's branches, unshrunk: M = crossfit x branches_per_treatment. Needs a fitted
-    HUMEstimator with M >= 2.
-    """
-    import torch
-
-    from hmum.models.crossfit import CrossFitModule
+    """member_delta (M, N, K, R) of one fitted model's members
+    (``HUMEstimator.member_deltas``: its branches, cross-fit members unshrunk); a
+    ValueError naming the model when it is not HUM or has one member."""
     from hmum.models.hum import HUMEstimator
 
-    if not isinstance(hum_estimator, HUMEstimator):
-        name = (getattr(hum_estimator, "registry_name_", None)
-                or getattr(hum_estimator, "model_type", type(hum_estimator).__name__))
+    if not isinstance(estimator, HUMEstimator):
+        name = (getattr(estimator, "registry_name_", None)
+                or getattr(estimator, "model_type", type(estimator).__name__))
         raise ValueError(f"bounds from branches need a HUM model (its branches are the "
                          f"members); this model is {name}: use seeds or bootstrap members")
-    mod = hum_estimator.module_
-    # cross-fit HUM: every member's branches are members (unshrunk, as the module gives them)
-    nets = list(mod.members) if isinstance(mod, CrossFitModule) else [mod]
-    k = users.schema.K
-    m = nets[0].B // k
-    if m * len(nets) < 2:
-        raise ValueError(f"the HUM model has {m} branch per treatment; bounds from branches need "
-                         "branches_per_treatment >= 2 (or crossfit >= 2, or seeds / bootstrap "
-                         "members)")
-    x = torch.from_numpy(np.ascontiguousarray(hum_estimator.encode(users)))
-    parts = []
-    with torch.inference_mode():
-        for s in range(0, x.shape[0], batch_size):
-            parts.append(np.concatenate(
-                [_branch_deltas(net, x[s:s + batch_size], k, m, floor) for net in nets], axis=1))
-    return np.concatenate(parts).transpose(1, 0, 2, 3)
-
-
-def _branch_deltas(mod, x, k: int, m: int, floor: float) -> np.ndarray:
-    """(n, M, K, R) deltas of one HUM network's M branches per treatment on x (n, F)."""
-    out = mod(x)
-    n, _, r = out.y_treated.shape
-    yt = out.y_treated.reshape(n, k, m, r).transpose(1, 2)  # (n, M, K, R)
-    y0b = out.y_control.reshape(n, k, m, r).transpose(1, 2)
-    y0 = y0b.mean(dim=2, keepdim=True)  # (n, M, 1, R): each member's y0*
-    if mod.uplift == "within_branch":
-        yt = mod._within_branch(y0, yt, y0b)
-    y0 = y0.double().numpy()
-    return yt.double().numpy() / np.maximum(y0, floor) - 1.0
+    return estimator.member_deltas(users, floor=floor, batch_size=batch_size)
 
 
 def ensemble_member_deltas(estimators, users: ExperimentData, *,
