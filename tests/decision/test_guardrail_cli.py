@@ -257,3 +257,70 @@ def test_refit_like_keeps_the_recipe_of_a_saved_model(sim, tmp_path):
     m0, t0, _ = hum._configs()
     assert m == m0 and t == t0 and t.lr == 3e-3
     assert e.n_bins == 5 == hum.encoder_.config.n_bins
+
+
+@pytest.fixture(scope="module")
+def crossfit_model(sim, tmp_path_factory):
+    from hmum.workflows.train import train_hum
+
+    out = tmp_path_factory.mktemp("cfmodel")
+    hum, _ = train_hum(sim["users"], model=SMALL_HUM, trainer={"max_epochs": 1,
+                                                                "batch_size": 512,
+                                                                "crossfit": 3})
+    hum.save(out / "hum")
+    return out / "hum"
+
+
+def test_cli_decide_with_a_bound_freezes_it_and_the_store_serves_it(sim, crossfit_model,
+                                                                      tmp_path):
+    from hmum.cli.app import app
+    from hmum.serving.store import SQLiteStore
+
+    res = sim["res"]
+    base = ["decide", "--users", str(res.users_path), "--model", str(crossfit_model),
+            "--weights", "usage_time=0.6,video_views=0.4", "--sigma", "-0.005"]
+    runner = CliRunner()
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "a.parquet"), "--bound", "0.9",
+                            "--decision-config-out", str(tmp_path / "dc")])
+    assert r.exit_code == 0, r.output
+    assert "lower bound at 0.9 from the crossfit members" in flat(r)
+    a = pq.read_table(tmp_path / "a.parquet").to_pandas()
+    for t in ("t1", "t2"):  # enabled exactly where the lower bound clears sigma
+        assert ((a[f"phi_lower_{t}"] > -0.005) == a[f"enable_{t}"]).all()
+    assert 0 < a["enable_t1"].sum() < (a["phi_t1"] > -0.005).sum()  # the bound holds some back
+    rule = load_rule(tmp_path / "dc")
+    assert rule.bound == {"level": 0.9, "source": "crossfit", "method": "t"}
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "b.parquet"), "--decision-config",
+                            str(tmp_path / "dc")])
+    assert r.exit_code == 0, r.output
+    b = pq.read_table(tmp_path / "b.parquet").to_pandas()
+    assert (a["arms"] == b["arms"]).all()
+    # hmum score freezes the bound rule with the members' spread, so the service can apply it
+    db = tmp_path / "s.sqlite"
+    r = runner.invoke(app, ["score", "--model", str(crossfit_model), "--input",
+                            str(res.users_path), "--out", str(tmp_path / "rec"), "--store",
+                            str(db), "--date", "2024-01-02", "--decision-config",
+                            str(tmp_path / "dc")])
+    assert r.exit_code == 0, r.output
+    with SQLiteStore(db) as st:
+        info = st.info(st.current())
+        assert info.members == 3
+        got = st.get(a["user_id"].to_numpy()[:50])
+    rule_v = rule.lower_scores(got.spread, got.members, np.full((50, 2), [0.6, 0.4]))
+    np.testing.assert_allclose(rule_v, a[["phi_lower_t1", "phi_lower_t2"]].to_numpy()[:50],
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--bound", "1.5"], "--bound: expected a confidence level in (0, 1)"),
+    (["--bound", "0.9", "--bound-method", "z"], "--bound-method: expected t or normal"),
+    (["--bound", "0.9", "--guardrail", "video_views>=0"], "--bound: the guardrail rule"),
+    (["--bound", "0.9"], "--bound: the interval of phi comes from --model's members"),
+])
+def test_cli_bound_errors_are_one_line(sim, models, tmp_path, extra, needle):
+    from hmum.cli.app import app
+
+    r = CliRunner().invoke(app, _args(sim, models, tmp_path / "x.parquet", *extra))
+    assert r.exit_code == 2, r.output
+    text = flat(r)
+    assert needle in text and "Traceback" not in text

@@ -37,9 +37,9 @@ def users_table(n: int = N_USERS, seed: int = 7, id_offset: int = 1000) -> pa.Ta
     })
 
 
-def train_model(path, seed: int = 0, R: int = 2):
+def train_model(path, seed: int = 0, R: int = 2, **model):
     d = make_experiment(n=600, K=2, R=R, effect=0.5, seed=3)
-    est = HUMEstimator(d.schema, model=SMALL,
+    est = HUMEstimator(d.schema, model={**SMALL, **model},
                        trainer={"batch_size": 128, "max_epochs": 1, "seed": seed})
     est.fit(d)
     est.save(path)

@@ -69,6 +69,29 @@ def test_ray_output_is_identical_to_the_local_runner(ray_address, reference, mod
     st.close()
 
 
+def test_ray_scores_the_members_spread_like_the_local_runner(ray_address, users_path,
+                                                            tmp_path):
+    # a decision rule with a lower bound of phi: both runners store the members' spread
+    from hmum.decision.rules import DecisionRule
+    from tests.serving.conftest import train_model
+
+    est = train_model(tmp_path / "m", branches_per_treatment=2)
+    rule = DecisionRule(est.schema.response_names, est.schema.arms[1:],
+                        bound={"level": 0.9, "source": "branches"})
+    cfg = {**CFG, "decision": rule.to_dict()}
+    local, remote = SQLiteStore(tmp_path / "a.sqlite"), SQLiteStore(tmp_path / "b.sqlite")
+    a = run_scoring(tmp_path / "m", users_path, tmp_path / "oa", local, cfg)
+    b = run_scoring_ray(tmp_path / "m", users_path, tmp_path / "ob", remote, cfg, workers=2)
+    assert_same(snapshot(a.partition, local, a.store_version),
+                snapshot(b.partition, remote, b.store_version))
+    ids = local.dump(a.store_version)[0]
+    sa, sb = local.get(ids), remote.get(ids)
+    assert sa.members == sb.members == 2 and sa.found.all()
+    np.testing.assert_array_equal(sa.spread, sb.spread)
+    local.close()
+    remote.close()
+
+
 def test_cli_ray_resumes_a_broken_local_run(ray_address, reference, model_dir, users_path,
                                             tmp_path, monkeypatch):
     """Partial state of every kind, left by the local runner; ``hmum score --engine ray``
@@ -205,7 +228,7 @@ class FakeStore:
     def __init__(self, clock, put_seconds: float = 0.0):
         self.clock, self.put_seconds, self.puts = clock, put_seconds, []
 
-    def put(self, version, ids, delta, *, shard=None):
+    def put(self, version, ids, delta, *, spread=None, shard=None):
         self.puts.append((version, ids.tolist(), delta.shape, shard, self.clock.t))
         self.clock.t += self.put_seconds
 

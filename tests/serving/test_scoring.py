@@ -53,7 +53,7 @@ def test_record_table_columns_round_trip(model_dir):
     assert d_cols == ["delta__t1__y0", "delta__t1__y1", "delta__t2__y0", "delta__t2__y1"]
     assert y_cols[0] == "y_hat__control__y0"
     np.testing.assert_array_equal(rec.column("delta__t2__y0").to_numpy(), s.delta[:, 1, 0])
-    ids, d = record_delta(rec, est.schema, "user_id")
+    ids, d, _ = record_delta(rec, est.schema, "user_id")
     np.testing.assert_array_equal(d, s.delta)
     np.testing.assert_array_equal(ids, s.user_ids)
 
@@ -130,7 +130,7 @@ def test_run_layout_and_store(reference, model_dir):
     assert rec.num_rows == N_USERS
     assert set(rec.column("model_version").to_pylist()) == {mv}
     est = load_estimator(model_dir)
-    ids, d = record_delta(rec, est.schema, "user_id")
+    ids, d, _ = record_delta(rec, est.schema, "user_id")
     order = np.argsort(ids)
     np.testing.assert_array_equal(ids[order], snap["ids"])
     np.testing.assert_array_equal(d[order], snap["delta"])

@@ -45,12 +45,61 @@ def test_value_encoding_is_k_major_float32_le():
     d = np.arange(2 * K * R, dtype=np.float64).reshape(2, K, R) / 4
     vals = encode_values(d)
     assert vals[1] == (np.array([6, 7, 8, 9, 10, 11], "<f4") / 4).tobytes() and len(vals[0]) == K * R * 4
-    np.testing.assert_array_equal(decode_values(vals, K, R), d.astype(np.float32))
+    got, spread = decode_values(vals, info())
+    np.testing.assert_array_equal(got, d.astype(np.float32))
+    assert spread is None
 
 
 def test_decode_rejects_wrong_size():
-    with pytest.raises(StoreError, match="value of 5 bytes where K\\*R\\*4 = 24"):
-        decode_values([b"12345"], K, R)
+    with pytest.raises(StoreError, match="value of 5 bytes where version 'v1' holds 24"):
+        decode_values([b"12345"], info())
+
+
+def test_value_with_members_appends_the_spread():
+    # K = 2, R = 3: S = 6 means + 2 * 6 covariance entries = 18 floats after delta's 6
+    d = np.arange(2 * K * R, dtype=np.float32).reshape(2, K, R)
+    sp = -np.arange(2 * 18, dtype=np.float32).reshape(2, 18)
+    vi = info(members=4)
+    assert vi.spread_width == 18 and vi.value_bytes == (6 + 18) * 4
+    vals = encode_values(d, sp)
+    assert vals[1] == np.concatenate([d[1].ravel(), sp[1]]).astype("<f4").tobytes()
+    got, spread = decode_values(vals, vi)
+    np.testing.assert_array_equal(got, d)
+    np.testing.assert_array_equal(spread, sp)
+    with pytest.raises(StoreError, match="holds 96"):
+        decode_values(encode_values(d), vi)  # a value without its spread
+    with pytest.raises(ValueError, match="members must be None or an integer >= 2"):
+        info(members=1)
+
+
+def test_round_trip_with_the_members_spread(store):
+    ids = np.arange(50) * 3
+    d = rand_delta(50)
+    sp = np.random.default_rng(1).normal(size=(50, 18)).astype(np.float32)
+    store.create_version(info("vs", members=5), expected_rows=50)
+    with pytest.raises(ValueError, match="holds the spread of its members: pass spread"):
+        store.put("vs", ids, d)
+    with pytest.raises(ValueError, match=r"spread must have shape \(n, S\) = \(50, 18\)"):
+        store.put("vs", ids, d, spread=sp[:, :4])
+    store.put("vs", ids, d, spread=sp, shard=0)
+    store.mark_ready("vs", 50)
+    got = store.get([ids[4], 1, ids[0]], version="vs")
+    assert got.members == 5
+    np.testing.assert_array_equal(got.found, [True, False, True])
+    np.testing.assert_array_equal(got.spread[[0, 2]], sp[[4, 0]])
+    assert np.isnan(got.spread[1]).all() and np.isnan(got.delta[1]).all()
+    np.testing.assert_array_equal(got.delta[[0, 2]], d[[4, 0]])
+    store.verify("vs", rows=50, sample_ids=ids[:7], sample_delta=d[:7], sample_spread=sp[:7])
+    bad = sp[:7].copy()
+    bad[2, 3] += 1
+    with pytest.raises(StoreError, match=rf"users \[{ids[2]}\]"):
+        store.verify("vs", rows=50, sample_ids=ids[:7], sample_delta=d[:7], sample_spread=bad)
+    np.testing.assert_array_equal(store.dump("vs")[1], d)
+    # a version of delta only refuses a spread, and reads without one
+    load(store, "v1")
+    with pytest.raises(ValueError, match="holds delta only"):
+        store.put("v1", ids, d, spread=sp)
+    assert store.get([500], version="v1").spread is None
 
 
 # --- round trip -------------------------------------------------------------------------

@@ -276,6 +276,16 @@ def decide(
     decision_config_out: Annotated[Path | None, typer.Option(
         help="write the decision config (mode, sigma per treatment, guardrail bonuses) to "
              "this folder (decision.json + sha256 manifest), for hmum serve")] = None,
+    bound: Annotated[float | None, typer.Option(
+        metavar="LEVEL",
+        help="enable k only where the lower bound of a LEVEL (e.g. 0.9) confidence interval "
+             "of phi clears sigma; the interval comes from --model's members (a HUM with "
+             "branches_per_treatment >= 2 or trainer crossfit >= 2; cross-fit members "
+             "measured closest to nominal, docs/decisions.md)")] = None,
+    bound_method: Annotated[str, typer.Option(
+        metavar="<t|normal>",
+        help="with --bound: t (a prediction interval with M-1 degrees of freedom) or normal "
+             "(z * sd)")] = "t",
 ) -> None:
     """Per-request value weights, balanced scores phi and decisions (paper eqs. 6-11).
 
@@ -310,6 +320,18 @@ def decide(
     if fitting and decision_config is not None:
         _fail("--decision-config applies a frozen rule; it cannot be combined with --guardrail "
               "or --max-share (which fit a new one)")
+    if bound is not None:
+        if not 0 < bound < 1:
+            _fail(f"--bound: expected a confidence level in (0, 1), e.g. 0.9; got {bound}")
+        if bound_method not in ("t", "normal"):
+            _fail(f"--bound-method: expected t or normal, got {bound_method!r}")
+        if decision_config is not None:
+            _fail("--bound: --decision-config applies a frozen rule with its own bound (or "
+                  "none); leave out one of them")
+        if fitting:
+            _fail("--bound: the guardrail rule is fitted on point scores, so a lower bound "
+                  "would break the guardrails it checked; leave out --bound, or --guardrail "
+                  "and --max-share")
     check_out_file(out, "--out", (".parquet", ".csv"))
     if decision_config_out is not None:
         check_out_folder(decision_config_out, "--decision-config-out")
@@ -321,6 +343,16 @@ def decide(
 
         rule = load_rule(decision_config)
     rn_, tn_ = hum.schema.response_names, hum.schema.arms[1:]
+    if bound is not None:
+        from hmum.decision.rules import DecisionRule
+
+        m = getattr(hum, "n_members_", 1)
+        if m < 2:
+            _fail(f"--bound: the interval of phi comes from --model's members, and {hum_model} "
+                  f"has {m}; train a HUM with members: hmum train --crossfit 5 (measured "
+                  "closest to nominal) or -o branches_per_treatment=5")
+        rule = DecisionRule(rn_, tn_, mode=mode, sigma=[sigma] * len(tn_), bound={
+            "level": bound, "source": wf.model_bound_source(hum), "method": bound_method})
     guards, caps = [], {}
     if fitting:
         from hmum.decision.guardrails import parse_guardrail, parse_max_share
@@ -378,6 +410,8 @@ def decide(
     rn = rn_
     how = (f"decision config, {rule.mode} mode, sigma {[round(x, 6) for x in rule.sigma]}"
            if rule is not None else f"sigma {sigma}, {mode} mode")
+    if rule is not None and rule.bound is not None:
+        how += f", lower bound at {rule.bound['level']:g} from the {rule.bound['source']} members"
     how += f", weights: {_weights_text(w_rec)}"
     t = Table(title=f"Decisions for {len(df):,} {'requests' if req is not None else 'users'} "
                     f"({how})")
@@ -387,6 +421,11 @@ def decide(
         t.add_row(f"mean w {r}", f"{df[f'w_{r}'].mean():.3f}")
     for k in tn:
         t.add_row(f"mean phi {k}", f"{df[f'phi_{k}'].mean():+.4f}")
+        if f"phi_lower_{k}" in df:
+            t.add_row(f"mean lower bound of phi {k}", f"{df[f'phi_lower_{k}'].mean():+.4f}")
+            if not any(rule.response_bonus):  # then phi is the rule's point score
+                t.add_row(f"share with phi {k} > sigma (point)",
+                          f"{(df[f'phi_{k}'] > rule.sigma[tn.index(k)]).mean():.3f}")
         t.add_row(f"share enabling {k}", f"{df[f'enable_{k}'].mean():.3f}")
     for arms, share in df["arms"].value_counts(normalize=True).items():
         t.add_row(f"arm set {arms}", f"{share:.3f}")

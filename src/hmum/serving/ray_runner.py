@@ -93,7 +93,7 @@ class ShardScorer:
     """
 
     def __init__(self, model: Any, plan: InputPlan, id_column: str, batch_size: int,
-                 threads: int) -> None:
+                 threads: int, members: bool = False) -> None:
         import torch
 
         # Before the model is loaded: one intra-op pool of `threads` per actor.
@@ -103,7 +103,7 @@ class ShardScorer:
 
             model = load_estimator(model)
         self.est, self.plan = model, plan
-        self.id_column, self.batch_size = id_column, batch_size
+        self.id_column, self.batch_size, self.members = id_column, batch_size, members
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out: list[ShardResult] = []
@@ -112,7 +112,7 @@ class ShardScorer:
             try:
                 out.append(score_shard(self.est, self.plan, shard, start, stop,
                                        schema=self.est.schema, id_column=self.id_column,
-                                       batch_size=self.batch_size))
+                                       batch_size=self.batch_size, members=self.members))
             except DataError as e:
                 return pa.table({"shard": [shard], "error": [str(e)]})
         return results_table(out)
@@ -208,7 +208,7 @@ def ray_compute(*, workers: int, threads: int, max_tasks_in_flight_per_actor: in
             num_cpus=threads,
             fn_constructor_kwargs={"model": job.model, "plan": job.plan,
                                    "id_column": job.id_column, "batch_size": job.batch_size,
-                                   "threads": threads},
+                                   "threads": threads, "members": job.members is not None},
         )
         ctx = ray.data.DataContext.get_current()
         log = logging.getLogger("ray.data")

@@ -33,7 +33,12 @@ So a run killed at any point and started again ends with exactly the content of
 an uninterrupted run. The record is laid out as
 ``{out}/date=YYYY-MM-DD/model_version=V/part-XXXXX.parquet`` with columns: the id
 column, ``y_hat__{arm}__{response}`` for the K+1 arms and
-``delta__{treatment}__{response}`` for the K treatments (float32).
+``delta__{treatment}__{response}`` for the K treatments (float32); with a decision
+rule that switches on a lower bound of phi (``ScoringConfig.decision`` with ``bound``),
+also the members' spread (``hmum.decision.bounds.pack_spread``; model: a HUM with M >= 2
+members, ``HUMEstimator.member_deltas``) as ``member_mean__{treatment}__{response}``
+and ``member_cov__{treatment}__{response}__{response}``, stored beside delta
+(``VersionInfo.members`` = M) for the service to bound phi per request.
 
 Versioning: the store version is ``YYYYMMDD-{model_version}`` (one per day and
 model, since features change daily); it is loaded while ``loading``, checked
@@ -122,11 +127,13 @@ class Scores:
         user_ids: (N,) int64 or object (str).
         y_hat: (N, K+1, R) float32 potential outcomes; y_hat[:, 0] is y0*.
         delta: (N, K, R) float32 relative uplift (``hmum.decision.relative_uplift``).
+        spread: (N, S) float32 members' spread (``pack_spread``), or None.
     """
 
     user_ids: np.ndarray
     y_hat: np.ndarray
     delta: np.ndarray
+    spread: np.ndarray | None = None
 
 
 def user_ids_of(table: pa.Table, id_column: str) -> np.ndarray:
@@ -149,16 +156,24 @@ def user_ids_of(table: pa.Table, id_column: str) -> np.ndarray:
 
 
 def score_table(estimator, table: pa.Table, *, id_column: str,
-                batch_size: int = 65_536) -> Scores:
+                batch_size: int = 65_536, members: bool = False) -> Scores:
     """Score one table of users with ``estimator`` (any ``predict_outcomes`` model).
 
     table: N rows holding the schema's feature columns and ``id_column``.
-    Returns Scores: user_ids (N,), y_hat (N, K+1, R), delta (N, K, R), float32.
+    Returns Scores: user_ids (N,), y_hat (N, K+1, R), delta (N, K, R), float32, and
+    with ``members`` (a HUM with M >= 2 members) the members' spread (N, S).
     """
     ids = user_ids_of(table, id_column)
-    y_hat = np.asarray(estimator.predict_outcomes(table, batch_size=batch_size), np.float32)
+    data, spread = table, None
+    if members:
+        from hmum.decision.bounds import pack_spread
+
+        data = estimator.encode(table)  # encoded once for both passes
+        spread = pack_spread(estimator.member_deltas(data, batch_size=batch_size)
+                             ).astype(np.float32)
+    y_hat = np.asarray(estimator.predict_outcomes(data, batch_size=batch_size), np.float32)
     delta = np.asarray(relative_uplift(y_hat), dtype=np.float32)
-    return Scores(user_ids=ids, y_hat=y_hat, delta=delta)
+    return Scores(user_ids=ids, y_hat=y_hat, delta=delta, spread=spread)
 
 
 def record_columns(schema: Schema) -> tuple[list[str], list[str]]:
@@ -166,6 +181,17 @@ def record_columns(schema: Schema) -> tuple[list[str], list[str]]:
     y_cols = [f"y_hat__{a}__{r}" for a in schema.arms for r in schema.response_names]
     d_cols = [f"delta__{a}__{r}" for a in schema.arms[1:] for r in schema.response_names]
     return y_cols, d_cols
+
+
+def spread_columns(schema: Schema) -> list[str]:
+    """The S columns of the members' spread, in ``pack_spread``'s order: K*R member means
+    (``member_mean__{treatment}__{response}``), then per treatment the upper triangle
+    of the members' covariance (``member_cov__{treatment}__{response}__{response}``)."""
+    rn = schema.response_names
+    means = [f"member_mean__{a}__{r}" for a in schema.arms[1:] for r in rn]
+    covs = [f"member_cov__{a}__{rn[i]}__{rn[j]}" for a in schema.arms[1:]
+            for i in range(len(rn)) for j in range(i, len(rn))]
+    return means + covs
 
 
 def record_table(scores: Scores, schema: Schema, id_column: str) -> pa.Table:
@@ -182,15 +208,23 @@ def record_table(scores: Scores, schema: Schema, id_column: str) -> pa.Table:
         cols[c] = pa.array(np.ascontiguousarray(y2[:, j]))
     for j, c in enumerate(d_cols):
         cols[c] = pa.array(np.ascontiguousarray(d2[:, j]))
+    if scores.spread is not None:
+        for j, c in enumerate(spread_columns(schema)):
+            cols[c] = pa.array(np.ascontiguousarray(scores.spread[:, j]))
     return pa.table(cols)
 
 
-def record_delta(table: pa.Table, schema: Schema, id_column: str) -> tuple[np.ndarray, np.ndarray]:
-    """(user_ids (N,), delta (N, K, R) float32) back from a record table."""
+def record_delta(table: pa.Table, schema: Schema, id_column: str, *, members: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(user_ids (N,), delta (N, K, R) float32, spread (N, S) float32 when ``members``
+    else None) back from a record table."""
+    def stack(cols: list[str]) -> np.ndarray:
+        return np.stack([table.column(c).to_numpy() for c in cols], axis=1).astype(np.float32)
+
     _, d_cols = record_columns(schema)
     ids = user_ids_of(table, id_column)
-    d = np.stack([table.column(c).to_numpy() for c in d_cols], axis=1).astype(np.float32)
-    return ids, d.reshape(len(ids), schema.K, schema.R)
+    d = stack(d_cols).reshape(len(ids), schema.K, schema.R)
+    return ids, d, (stack(spread_columns(schema)) if members else None)
 
 
 def model_version_of(model_path: str | Path) -> str:
@@ -302,6 +336,7 @@ class ShardResult:
         data: the shard's Parquet record (zstd): the exact bytes of ``part-XXXXX.parquet``.
         user_ids: (rows,) ids, or None (then read back from ``data`` for the store).
         delta: (rows, K, R) float32, or None (likewise).
+        spread: (rows, S) float32 members' spread when scored with members, else None.
         timings: seconds spent by the computing process in read, score, record.
         worker: the computing process: {"pid", "peak_rss_mib"} (for capacity reports).
     """
@@ -312,14 +347,18 @@ class ShardResult:
     data: bytes
     user_ids: np.ndarray | None = None
     delta: np.ndarray | None = None
+    spread: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     worker: dict[str, Any] = field(default_factory=dict)
 
-    def ids_and_delta(self, schema: Schema, id_column: str) -> tuple[np.ndarray, np.ndarray]:
-        """(user_ids (rows,), delta (rows, K, R)); decoded from the record if not held."""
-        if self.user_ids is None or self.delta is None:
-            return record_delta(pq.read_table(pa.BufferReader(self.data)), schema, id_column)
-        return self.user_ids, self.delta
+    def ids_and_delta(self, schema: Schema, id_column: str, *, members: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(user_ids (rows,), delta (rows, K, R), spread (rows, S) or None); decoded from
+        the record if not held."""
+        if self.user_ids is None or self.delta is None or (members and self.spread is None):
+            return record_delta(pq.read_table(pa.BufferReader(self.data)), schema, id_column,
+                                members=members)
+        return self.user_ids, self.delta, self.spread
 
 
 def peak_rss_mib() -> float:
@@ -330,18 +369,20 @@ def peak_rss_mib() -> float:
 
 
 def score_shard(est, plan: InputPlan, shard: int, start: int, stop: int, *, schema: Schema,
-                id_column: str, batch_size: int) -> ShardResult:
+                id_column: str, batch_size: int, members: bool = False) -> ShardResult:
     """Read rows [start, stop) of ``plan``, score them, serialize the shard's record.
 
     The one function that computes a shard, for every runner: the local runner
     calls it in its process, the Ray runner in its actors; equal inputs give equal
-    bytes. Raises DataError when the shard repeats a user id.
+    bytes. ``members``: also the members' spread (``score_table``). Raises DataError
+    when the shard repeats a user id.
     """
     rows = stop - start
     t0 = time.perf_counter()
     table = plan.read(start, stop)
     t1 = time.perf_counter()
-    scores = score_table(est, table, id_column=id_column, batch_size=batch_size)
+    scores = score_table(est, table, id_column=id_column, batch_size=batch_size,
+                         members=members)
     del table
     vals, counts = np.unique(scores.user_ids, return_counts=True)
     if len(vals) != rows:
@@ -354,7 +395,8 @@ def score_shard(est, plan: InputPlan, shard: int, start: int, stop: int, *, sche
     t3 = time.perf_counter()
     return ShardResult(
         shard=shard, start=start, rows=rows, data=data, user_ids=scores.user_ids,
-        delta=scores.delta, timings={"read": t1 - t0, "score": t2 - t1, "record": t3 - t2},
+        delta=scores.delta, spread=scores.spread,
+        timings={"read": t1 - t0, "score": t2 - t1, "record": t3 - t2},
         worker={"pid": os.getpid(), "peak_rss_mib": peak_rss_mib()},
     )
 
@@ -393,8 +435,10 @@ class StoreSink:
         self.waited = 0.0
         self.rows = 0
 
-    def load(self, shard: int, user_ids: np.ndarray, delta: np.ndarray) -> None:
-        """Upsert one shard, user_ids (n,), delta (n, K, R), and record it as loaded."""
+    def load(self, shard: int, user_ids: np.ndarray, delta: np.ndarray,
+             spread: np.ndarray | None = None) -> None:
+        """Upsert one shard, user_ids (n,), delta (n, K, R) [, spread (n, S)], and record
+        it as loaded."""
         n = len(user_ids)
         if self.max_rows_per_s is not None:
             now = self._clock()
@@ -403,7 +447,7 @@ class StoreSink:
                 self.waited += self._next - now
                 now = self._next
             self._next = now + n / self.max_rows_per_s
-        self.store.put(self.version, user_ids, delta, shard=shard)
+        self.store.put(self.version, user_ids, delta, spread=spread, shard=shard)
         self.rows += n
 
 
@@ -444,7 +488,8 @@ class ScoringJob:
     """The resolved settings of one run (the same for every runner).
 
     ``model`` is what the caller gave (artifact folder or estimator), ``est`` the
-    loaded estimator; shard i is rows ``bounds(i)`` of ``plan``.
+    loaded estimator; shard i is rows ``bounds(i)`` of ``plan``. ``members``: M when
+    the members' spread is scored and stored (a decision rule with a bound), else None.
     """
 
     model: Any
@@ -458,6 +503,7 @@ class ScoringJob:
     shard_rows: int
     batch_size: int
     part_dir: Path
+    members: int | None = None
 
     @property
     def n_shards(self) -> int:
@@ -476,14 +522,15 @@ class ScoringJob:
             "id_column": self.id_column, "shard_rows": self.shard_rows,
             "batch_size": self.batch_size, "n_shards": self.n_shards,
             "rows": self.plan.total_rows, "arms": s.arms, "responses": s.response_names,
-            "input": self.plan.fingerprint,
+            "input": self.plan.fingerprint, "members": self.members,
         }
 
     def score(self, shard: int) -> ShardResult:
         """Compute shard ``shard`` in this process (``score_shard``)."""
         lo, hi = self.bounds(shard)
         return score_shard(self.est, self.plan, shard, lo, hi, schema=self.schema,
-                           id_column=self.id_column, batch_size=self.batch_size)
+                           id_column=self.id_column, batch_size=self.batch_size,
+                           members=self.members is not None)
 
 
 #: How a runner computes shards: (job, shard indices) -> their results, in any order.
@@ -506,6 +553,7 @@ def prepare_job(model, input_path: str | Path, out_dir: str | Path,
         model_version = cfg.model_version
     check_name(model_version, "model_version")
     schema: Schema = est.schema
+    members = _bound_members(cfg, est)  # a rule it cannot serve fails before any read
     id_column = cfg.id_column or schema.user_id or "user_id"
     date = cfg.date or dt.datetime.now(dt.UTC).date()
     part_dir = Path(out_dir) / f"date={date.isoformat()}" / f"model_version={model_version}"
@@ -514,6 +562,7 @@ def prepare_job(model, input_path: str | Path, out_dir: str | Path,
         id_column=id_column, date=date, version=store_version_name(date, model_version),
         plan=InputPlan(input_path, [*schema.feature_names, id_column]),
         shard_rows=cfg.shard_rows, batch_size=cfg.batch_size, part_dir=part_dir,
+        members=members,
     )
 
 
@@ -588,6 +637,7 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
     """
     t_start = time.perf_counter() if t_start is None else t_start
     schema, version, part_dir, n_shards = job.schema, job.version, job.part_dir, job.n_shards
+    members = job.members is not None
     extra = _decision_extra(cfg, schema)  # checked before the store is touched
     own_store = not isinstance(store, UpliftStore)
     st = open_store(store, namespace, create=True) if own_store else store
@@ -606,6 +656,7 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
                 version=version, K=schema.K, R=schema.R, arms=schema.arms,
                 responses=schema.response_names, id_kind=_id_kind(job.plan, job.id_column),
                 model_version=job.model_version, date=job.date.isoformat(), extra=extra,
+                members=job.members,
             ), expected_rows=job.plan.total_rows)
             run["created"], run["checked"] = True, info.status == "ready"
             timings = {"read": 0.0, "score": 0.0, "record": 0.0, "store": 0.0, "throttle": 0.0}
@@ -624,10 +675,11 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
                 progress("shards", finished, n_shards)
             scored = loaded = 0
 
-            def load(shard: int, ids: np.ndarray, delta: np.ndarray) -> None:
+            def load(shard: int, ids: np.ndarray, delta: np.ndarray,
+                     spread: np.ndarray | None) -> None:
                 nonlocal loaded
                 t0, w0 = time.perf_counter(), sink.waited
-                sink.load(shard, ids, delta)
+                sink.load(shard, ids, delta, spread)
                 timings["throttle"] += sink.waited - w0
                 timings["store"] += time.perf_counter() - t0 - (sink.waited - w0)
                 loaded += 1
@@ -637,7 +689,7 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
                 if s in pending or done_in_store.get(s) == rows_of[s]:
                     continue
                 load(s, *record_delta(pq.read_table(part_dir / _part_name(s)), schema,
-                                      job.id_column))
+                                      job.id_column, members=members))
                 finished += 1
                 if progress is not None:
                     progress("shards", finished, n_shards)
@@ -659,7 +711,8 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
                     _tally(workers, res)
                     scored += 1
                     if done_in_store.get(res.shard) != res.rows:
-                        load(res.shard, *res.ids_and_delta(schema, job.id_column))
+                        load(res.shard, *res.ids_and_delta(schema, job.id_column,
+                                                           members=members))
                     finished += 1
                     if progress is not None:
                         progress("shards", finished, n_shards)
@@ -672,9 +725,10 @@ def execute(job: ScoringJob, store: UpliftStore | str | Path, cfg: ScoringConfig
                 raise ScoringError(f"the {engine} engine finished without shard(s) "
                                    f"{sorted(pending)[:10]}; run again to resume")
             if info.status != "ready" or loaded:
-                ids, delta = _samples(part_dir, n_shards, schema, job.id_column,
-                                      cfg.sample_reads)
-                st.verify(version, rows=job.plan.total_rows, sample_ids=ids, sample_delta=delta)
+                ids, delta, spread = _samples(part_dir, n_shards, schema, job.id_column,
+                                              cfg.sample_reads, members=members)
+                st.verify(version, rows=job.plan.total_rows, sample_ids=ids, sample_delta=delta,
+                          sample_spread=spread)
                 st.mark_ready(version, job.plan.total_rows)
             run["checked"] = True  # complete and verified: a later failure leaves it ready
             cur, prev = st.pointers()
@@ -716,10 +770,35 @@ def _decision_extra(cfg: ScoringConfig, schema: Schema) -> dict[str, Any]:
             f"decision config: made for responses {rule.responses} and treatments "
             f"{rule.treatments}; the model scores {schema.response_names} and "
             f"{schema.arms[1:]}")
-    if rule.bound is not None:
-        raise DecisionConfigError("decision config: its rule switches on a lower bound of phi, "
-                                  "which the store (point uplifts only) cannot serve")
     return rule_to_version_extra(rule)
+
+
+def _bound_members(cfg: ScoringConfig, est) -> int | None:
+    """M when ``cfg.decision`` switches on a lower bound of phi (the members' spread is
+    then scored and stored), else None. DecisionConfigError when ``est`` has no members
+    to bound it with: only one model is scored, so the bound comes from its own members."""
+    if cfg.decision is None:
+        return None
+    from hmum.decision.rules import DecisionRule
+    from hmum.exceptions import DecisionConfigError
+
+    bound = DecisionRule.from_dict(cfg.decision, source="decision config").bound
+    if bound is None:
+        return None
+    source = bound["source"]
+    if source not in ("branches", "crossfit"):
+        raise DecisionConfigError(
+            f"decision config: its bound comes from {source!r} members (several fits); the "
+            "scoring job scores one model, so it can serve bounds from that model's own "
+            "members only (source 'branches' or 'crossfit')")
+    m = getattr(est, "n_members_", 1) if hasattr(est, "member_deltas") else 1
+    if m < 2:
+        name = getattr(est, "registry_name_", None) or type(est).__name__
+        raise DecisionConfigError(
+            f"decision config: its rule switches on a lower bound of phi, which needs the "
+            f"model's members; this model ({name}) has {m}: score a HUM with "
+            "branches_per_treatment >= 2 or trainer crossfit >= 2")
+    return int(m)
 
 
 def _check_switchable(st: UpliftStore, schema: Schema, version: str) -> None:
@@ -878,19 +957,22 @@ def _check_run_file(part_dir: Path, run_info: dict) -> None:
     _atomic_write(path, json.dumps(run_info, indent=2).encode())
 
 
-def _samples(part_dir: Path, n_shards: int, schema: Schema, id_column: str, n: int
-             ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Up to ``n`` (user id, delta) pairs from up to 8 evenly spaced shards' records."""
+def _samples(part_dir: Path, n_shards: int, schema: Schema, id_column: str, n: int, *,
+             members: bool = False) -> tuple[np.ndarray | None, ...]:
+    """Up to ``n`` (user id, delta[, spread]) samples from up to 8 evenly spaced shards'
+    records: (ids (n,), delta (n, K, R), spread (n, S) or None), or Nones."""
     if n <= 0:
-        return None, None
+        return None, None, None
     shards = np.unique(np.linspace(0, n_shards - 1, min(n_shards, 8)).round().astype(int))
     per = -(-n // len(shards))
     _, d_cols = record_columns(schema)
-    ids, deltas = [], []
+    cols = [id_column, *d_cols, *(spread_columns(schema) if members else [])]
+    parts = []
     for s in shards.tolist():
-        t = pq.read_table(part_dir / _part_name(s), columns=[id_column, *d_cols])
+        t = pq.read_table(part_dir / _part_name(s), columns=cols)
         take = np.random.default_rng(s).choice(t.num_rows, min(per, t.num_rows), replace=False)
-        i, d = record_delta(t.take(pa.array(np.sort(take))), schema, id_column)
-        ids.append(i)
-        deltas.append(d)
-    return np.concatenate(ids), np.concatenate(deltas)
+        parts.append(record_delta(t.take(pa.array(np.sort(take))), schema, id_column,
+                                  members=members))
+    ids, delta, spread = zip(*parts, strict=True)
+    return np.concatenate(ids), np.concatenate(delta), \
+        (np.concatenate(spread) if members else None)

@@ -7,6 +7,10 @@ and treatment k is enabled when phi_k > sigma (eqs. 10, 11) -- or, when the stor
 version holds a frozen decision rule (``hmum score --decision-config``;
 ``hmum.decision.rules``: per-treatment thresholds, guardrail multipliers, exclusive
 mode), by that rule, so a switch or rollback of the store moves the rule with it.
+A rule with a ``bound`` enables k where the lower confidence bound of its score clears
+sigma_k, from the members' spread stored beside delta (``VersionInfo.members``,
+``hmum.decision.bounds.spread_interval``) weighed with this request's w; the decision
+then also carries ``phi_lower`` (K,), that lower bound.
 
 Endpoints
 ---------
@@ -36,6 +40,7 @@ Decision (JSON)::
      "weights": {"usage_time": 0.62, "video_views": 0.38},   # w (R,), sums to 1
      "phi": {"t1": 0.013, "t2": -0.002} | null,              # (K,); null without delta
      "enabled": ["t1"],                                       # treatments with phi > sigma
+     "phi_lower": {"t1": 0.004, "t2": -0.011},               # only with a bound rule
      "degraded": false,
      "reason": null | "unknown_user" | "store_timeout" | "store_error" | "breaker_open"
                | "store_layout",
@@ -448,6 +453,10 @@ class DecisionService:
                                  or list(rule.treatments) != list(info.arms[1:])):
             return (f"store version {version!r}: its decision rule is for responses "
                     f"{rule.responses} and treatments {rule.treatments}")
+        if rule is not None and rule.bound is not None and info.members is None:
+            return (f"store version {version!r}: its decision rule switches on a lower bound "
+                    "of phi, but the version holds no members' spread (score it with hmum "
+                    "score --decision-config and a HUM with several members)")
         self._rules[version] = rule
         return None
 
@@ -577,7 +586,7 @@ class DecisionService:
         w = self.weights(items) if w is None else w
         res, reason = self.lookup([it[0] for it in items])
         treatments: list[str] = []
-        phi = enabled = None
+        phi = enabled = lower = None
         store_version = None
         if res is not None and res is not _NOT_FOUND:
             treatments, err = self._layouts[res.version]
@@ -591,8 +600,14 @@ class DecisionService:
                     np.einsum("nkr,nr->nk", res.delta, w)
                 rule = self._rules.get(res.version)
                 # NaN rows (unknown users): False either way
-                enabled = (phi > self.config.sigma).tolist() if rule is None else \
-                    rule.decide(res.delta, w).tolist()
+                if rule is None:
+                    enabled = (phi > self.config.sigma).tolist()
+                elif rule.bound is None:
+                    enabled = rule.decide(res.delta, w).tolist()
+                else:  # the rule's score's lower bound, from the members' spread
+                    lower = rule.lower_scores(res.spread, res.members, w)
+                    enabled = rule.decide(res.delta, w, score=lower).tolist()
+                    lower = lower.tolist()
                 phi = phi.tolist()
         if store_version != self.store_version and store_version is not None:
             self.store_version = store_version
@@ -612,6 +627,8 @@ class DecisionService:
                 count("none")
             else:
                 d["phi"] = dict(zip(treatments, phi[i], strict=True))
+                if lower is not None:
+                    d["phi_lower"] = dict(zip(treatments, lower[i], strict=True))
                 on = [t for t, e in zip(treatments, enabled[i], strict=True) if e]
                 d["enabled"] = on
                 for t in on or ("none",):

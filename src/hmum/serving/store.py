@@ -19,6 +19,12 @@ each), row-major: the float at index ``k * R + r`` is delta for treatment
 ``k + 1`` (arm ``arms[k + 1]``) and response ``responses[r]``. K, R, the arm
 and response names are kept in the version's metadata (``VersionInfo``).
 
+A version scored for a decision rule with a lower bound of phi (``VersionInfo.members``
+= M, the model's members) appends the members' packed spread to every value: S =
+``hmum.decision.bounds.spread_width(K, R)`` more float32 (the members' mean delta,
+then the upper triangle of their covariance per treatment; ``pack_spread``), so
+the service can bound phi for each request's weights. ``Lookup.spread`` (n, S).
+
 Versions and the current pointer
 --------------------------------
 Every scoring run loads into its own *version* (a namespace of its own), first
@@ -47,7 +53,8 @@ hash field is the id in decimal (integers) or the id itself (strings).
 ``n_buckets`` is fixed per version (``VersionInfo.n_buckets``), sized for about
 64 users per bucket so each bucket stays a compact listpack (Redis' defaults:
 ``hash-max-listpack-entries 128``, ``hash-max-listpack-value 64`` bytes, i.e.
-K*R <= 16; larger values still work, with the bigger hashtable encoding).
+K*R <= 16, or K*R + S <= 16 with the members' spread (K = R = 2: 4 + 10); larger
+values still work, with the bigger hashtable encoding).
 Small hashes cost a few bytes per user instead of ~100 for one key per user.
 
 SQLite layout
@@ -111,6 +118,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hmum.decision.bounds import spread_width
 from hmum.exceptions import StoreError, StoreTimeout
 
 #: Names of namespaces and versions: they become parts of Redis keys, SQLite
@@ -164,6 +172,8 @@ class VersionInfo:
         created: UTC time of creation, ISO 8601.
         model_version, date: what produced it (informational).
         n_buckets: Redis only, hash buckets of this version.
+        members: M >= 2 when every value also holds the members' spread (S floats
+            after delta, module docstring); None: delta only.
     """
 
     version: str
@@ -179,6 +189,7 @@ class VersionInfo:
     date: str | None = None
     n_buckets: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    members: int | None = None
 
     def __post_init__(self) -> None:
         check_name(self.version, "version")
@@ -190,11 +201,20 @@ class VersionInfo:
             raise ValueError(f"responses must hold R = {self.R} names, got {self.responses}")
         if self.id_kind not in ("int", "str"):
             raise ValueError(f"id_kind must be 'int' or 'str', got {self.id_kind!r}")
+        if self.members is not None and (isinstance(self.members, bool)
+                                         or not isinstance(self.members, int)
+                                         or self.members < 2):
+            raise ValueError(f"members must be None or an integer >= 2, got {self.members!r}")
+
+    @property
+    def spread_width(self) -> int:
+        """S: floats of the members' spread in each value (0 without members)."""
+        return 0 if self.members is None else spread_width(self.K, self.R)
 
     @property
     def value_bytes(self) -> int:
-        """Bytes of one user's value: K * R * 4."""
-        return self.K * self.R * 4
+        """Bytes of one user's value: (K * R + S) * 4."""
+        return (self.K * self.R + self.spread_width) * 4
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -204,9 +224,9 @@ class VersionInfo:
         return cls(**json.loads(raw))
 
     def same_layout(self, other: VersionInfo) -> bool:
-        return (self.K, self.R, list(self.arms), list(self.responses), self.id_kind) == (
-            other.K, other.R, list(other.arms), list(other.responses), other.id_kind
-        )
+        return (self.K, self.R, list(self.arms), list(self.responses), self.id_kind,
+                self.members) == (other.K, other.R, list(other.arms), list(other.responses),
+                                  other.id_kind, other.members)
 
 
 @dataclass
@@ -217,11 +237,16 @@ class Lookup:
         delta: (n, K, R) float32; NaN for users not found.
         found: (n,) bool.
         version: the version that was read.
+        spread: (n, S) float32 members' spread (NaN where not found) when the version
+            holds one (``VersionInfo.members``), else None.
+        members: the version's M, or None.
     """
 
     delta: np.ndarray
     found: np.ndarray
     version: str
+    spread: np.ndarray | None = None
+    members: int | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -229,22 +254,31 @@ class Lookup:
 # --------------------------------------------------------------------------------------
 
 
-def encode_values(delta: np.ndarray) -> list[bytes]:
-    """delta (n, K, R) -> n values of K*R little-endian float32 bytes (row-major)."""
+def encode_values(delta: np.ndarray, spread: np.ndarray | None = None) -> list[bytes]:
+    """delta (n, K, R) [+ spread (n, S)] -> n values of K*R [+ S] little-endian float32
+    bytes (row-major)."""
     a = np.ascontiguousarray(delta, dtype="<f4").reshape(delta.shape[0], -1)
+    if spread is not None:
+        a = np.ascontiguousarray(np.concatenate([a, np.asarray(spread, dtype="<f4")], axis=1))
     # One buffer, viewed as n fixed-width records: tolist() gives n bytes objects
     # without a Python-level loop over floats.
     return a.view(np.dtype((np.void, a.shape[1] * 4))).ravel().tolist()
 
 
-def decode_values(values: Sequence[bytes], K: int, R: int) -> np.ndarray:  # noqa: N803
-    """n values -> delta (n, K, R) float32. Raises StoreError on a value of the wrong size."""
+def decode_values(values: Sequence[bytes], info: VersionInfo
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """n values of ``info``'s layout -> (delta (n, K, R) float32, spread (n, S) float32 or
+    None). Raises StoreError on a value of the wrong size."""
     raw = b"".join(values)
-    width = K * R * 4
+    width = info.value_bytes
     if len(raw) != width * len(values):
         bad = next(len(v) for v in values if len(v) != width)
-        raise StoreError(f"stored value of {bad} bytes where K*R*4 = {width} were expected")
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(len(values), K, R)
+        raise StoreError(f"stored value of {bad} bytes where version {info.version!r} holds "
+                         f"{width} ((K*R + S)*4)")
+    a = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(len(values), -1)
+    kr = info.K * info.R
+    delta = a[:, :kr].reshape(len(values), info.K, info.R)
+    return delta, (a[:, kr:] if info.members is not None else None)
 
 
 def id_array(user_ids: Any, what: str = "user_ids") -> np.ndarray:
@@ -394,7 +428,8 @@ class UpliftStore(ABC):
 
     @abstractmethod
     def items(self, version: str, *, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every (user_ids (m,), delta (m, K, R)) of ``version``, in chunks (any order)."""
+        """Every (user_ids (m,), delta (m, K, R)) of ``version``, in chunks (any order);
+        a version's members' spread, where held, is read with ``get``."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -450,8 +485,10 @@ class UpliftStore(ABC):
         self._create(info, expected_rows)
         return self.info(info.version)
 
-    def put(self, version: str, user_ids, delta: np.ndarray, *, shard: int | None = None) -> None:
-        """Upsert users: user_ids (n,), delta (n, K, R). Idempotent.
+    def put(self, version: str, user_ids, delta: np.ndarray, *, spread: np.ndarray | None = None,
+            shard: int | None = None) -> None:
+        """Upsert users: user_ids (n,), delta (n, K, R), and spread (n, S) exactly when the
+        version holds the members' spread (``VersionInfo.members``). Idempotent.
 
         With ``shard``, the shard is recorded as loaded once its rows are in (a
         resumed job skips it; see ``loaded_shards``).
@@ -466,7 +503,19 @@ class UpliftStore(ABC):
             )
         if not np.isfinite(d).all():
             raise ValueError("delta contains NaN or inf; refusing to store it")
-        self._put(info, ids, encode_values(d), shard)
+        if (spread is None) != (info.members is None):
+            raise ValueError(
+                f"spread: version {version!r} "
+                + ("holds the spread of its members: pass spread (n, S)" if spread is None
+                   else "holds delta only (no members): pass no spread"))
+        if spread is not None:
+            sp = np.asarray(spread)
+            if sp.shape != (len(ids), info.spread_width):
+                raise ValueError(f"spread must have shape (n, S) = ({len(ids)}, "
+                                 f"{info.spread_width}) for version {version!r}, got {sp.shape}")
+            if not np.isfinite(sp).all():
+                raise ValueError("spread contains NaN or inf; refusing to store it")
+        self._put(info, ids, encode_values(d, spread), shard)
 
     def mark_ready(self, version: str, rows: int) -> VersionInfo:
         """Mark a checked version ready to be switched to."""
@@ -491,9 +540,11 @@ class UpliftStore(ABC):
         without a read (SQLite: whether the file at its path is still the one open)."""
         return {"backend": self.backend, "available": True, "reason": None}
 
-    def verify(self, version: str, *, rows: int, sample_ids=None, sample_delta=None) -> None:
+    def verify(self, version: str, *, rows: int, sample_ids=None, sample_delta=None,
+               sample_spread=None) -> None:
         """Check that ``version`` holds ``rows`` users and that the samples read back
-        exactly (sample_ids (m,), sample_delta (m, K, R)). StoreError otherwise."""
+        exactly (sample_ids (m,), sample_delta (m, K, R), sample_spread (m, S) when the
+        version holds spreads). StoreError otherwise."""
         n = self.count(version)
         if n != rows:
             raise StoreError(
@@ -505,9 +556,17 @@ class UpliftStore(ABC):
             if not got.found.all():
                 miss = np.asarray(sample_ids)[~got.found][:5].tolist()
                 raise StoreError(f"version {version!r}: sample users {miss} not found")
-            want = np.asarray(sample_delta, dtype=np.float32)
-            if not np.array_equal(got.delta, want):
-                bad = np.flatnonzero((got.delta != want).reshape(len(want), -1).any(1))[:5]
+            want = np.asarray(sample_delta, dtype=np.float32).reshape(len(sample_ids), -1)
+            have = got.delta.reshape(len(want), -1)
+            if got.spread is not None:
+                if sample_spread is None:
+                    raise StoreError(f"version {version!r} holds spreads; verify needs "
+                                     "sample_spread")
+                want = np.concatenate([want, np.asarray(sample_spread, np.float32)], axis=1)
+                have = np.concatenate([have, got.spread], axis=1)
+            if have.shape != want.shape or not np.array_equal(have, want):
+                bad = np.flatnonzero((have != want).any(1))[:5] if have.shape == want.shape \
+                    else np.arange(min(5, len(want)))
                 raise StoreError(
                     f"version {version!r}: sample reads differ from the scored values "
                     f"(users {np.asarray(sample_ids)[bad].tolist()})"
@@ -604,9 +663,15 @@ class UpliftStore(ABC):
         info, values = self._get(info, ids, deadline)
         found = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
         delta = np.full((len(values), info.K, info.R), np.nan, dtype=np.float32)
+        spread = None if info.members is None else \
+            np.full((len(values), info.spread_width), np.nan, dtype=np.float32)
         if found.any():
-            delta[found] = decode_values([v for v in values if v is not None], info.K, info.R)
-        return Lookup(delta=delta, found=found, version=info.version)
+            d, sp = decode_values([v for v in values if v is not None], info)
+            delta[found] = d
+            if spread is not None:
+                spread[found] = sp
+        return Lookup(delta=delta, found=found, version=info.version, spread=spread,
+                      members=info.members)
 
     @staticmethod
     def _scatter(values: list, keep: np.ndarray | None, n: int) -> list:
@@ -1010,7 +1075,7 @@ class SQLiteStore(UpliftStore):
             if not rows:
                 return
             ids = as_user_ids([r[0] for r in rows], info.id_kind)
-            yield ids, decode_values([r[1] for r in rows], info.K, info.R)
+            yield ids, decode_values([r[1] for r in rows], info)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -1286,7 +1351,7 @@ class RedisStore(UpliftStore):
                 ids = np.array([int(k) for k, _ in pairs], dtype=np.int64)
             else:
                 ids = np.array([k.decode() for k, _ in pairs], dtype=object)
-            yield ids, decode_values([v for _, v in pairs], info.K, info.R)
+            yield ids, decode_values([v for _, v in pairs], info)[0]
 
     def check_reachable(self) -> None:
         try:

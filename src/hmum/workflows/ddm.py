@@ -44,7 +44,7 @@ from hmum.decision.policies import (
     population_policy,
     random_policy,
 )
-from hmum.exceptions import DataError, option_name
+from hmum.exceptions import DataError, DecisionConfigError, option_name
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,36 @@ def branch_member_deltas(estimator, users, *, floor: float = Y0_FLOOR,
         raise ValueError(f"bounds from branches need a HUM model (its branches are the "
                          f"members); this model is {name}: use seeds or bootstrap members")
     return estimator.member_deltas(users, floor=floor, batch_size=batch_size)
+
+
+def model_bound_source(estimator) -> str:
+    """The ``DecisionRule.bound`` source of a model's own members: "crossfit" for a
+    cross-fit HUM, else "branches"."""
+    from hmum.models.crossfit import CrossFitModule
+
+    return "crossfit" if isinstance(getattr(estimator, "module_", None), CrossFitModule) \
+        else "branches"
+
+
+def rule_spread(rule, estimator, users) -> tuple[np.ndarray | None, int | None]:
+    """(spread (N, S), M) of ``estimator``'s members on ``users`` when ``rule`` switches on
+    a lower bound of phi, else (None, None). DecisionConfigError when the bound's members
+    are not the model's own (seeds, bootstrap) or the model has fewer than 2."""
+    if rule is None or rule.bound is None:
+        return None, None
+    from hmum.decision.bounds import pack_spread
+
+    if rule.bound["source"] not in ("branches", "crossfit"):
+        raise DecisionConfigError(
+            f"the decision config's bound comes from {rule.bound['source']!r} members "
+            "(several fits); decisions here read the members of the one model given "
+            "(source 'branches' or 'crossfit')")
+    try:
+        md = branch_member_deltas(estimator, users)
+    except ValueError as e:
+        raise DecisionConfigError(f"a lower bound of phi needs the model's members: {e}"
+                                  ) from None
+    return pack_spread(md), md.shape[0]
 
 
 def ensemble_member_deltas(estimators, users: ExperimentData, *,
@@ -325,8 +355,9 @@ def decide(
     Returns a DataFrame (Nq rows, fewer after ``missing="drop"``: then
     ``df.attrs["n_dropped"]`` requests were dropped): request_id, user_id,
     w_<response>, phi_<treatment>, enable_<treatment> (bool) and ``arms`` (the
-    enabled set, "none" or e.g. "t1+t2"). Written to ``out_path`` (.parquet or
-    .csv) when given.
+    enabled set, "none" or e.g. "t1+t2"); with a ``rule`` that has a bound also
+    phi_lower_<treatment> (the lower bound it decided on, from the model's members).
+    Written to ``out_path`` (.parquet or .csv) when given.
     """
     if missing not in ("error", "drop"):
         raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
@@ -353,29 +384,38 @@ def decide(
                     len(idx) - len(keep), len(bad))
         requests, idx, req_uid = requests.take(pa.array(keep)), idx[keep], req_uid[keep]
     deltas = deltas if deltas is not None else hum_deltas(hum_estimator, users)
+    spread, m = rule_spread(rule, hum_estimator, users)
     rid = (requests.column("request_id").to_numpy() if "request_id" in requests.column_names
            else np.arange(requests.num_rows))
     return _decision_frame(
         {"request_id": rid, "user_id": req_uid}, deltas["delta"][idx],
         request_weights(vw_estimator, requests), rn, tn, sigma=sigma, mode=mode, rule=rule,
-        n_dropped=int(len(req_uid_all) - len(req_uid)), out_path=out_path)
+        n_dropped=int(len(req_uid_all) - len(req_uid)), out_path=out_path,
+        spread=None if spread is None else spread[idx], members=m)
 
 
 def _decision_frame(ids: dict, delta: np.ndarray, w: np.ndarray, rn, tn, *, sigma: float,
-                    mode: str, rule, n_dropped: int, out_path) -> pd.DataFrame:
+                    mode: str, rule, n_dropped: int, out_path, spread=None,
+                    members: int | None = None) -> pd.DataFrame:
     """The decisions of ``decide`` and ``decide_users``: delta (n, K, R) and w (n, R) of n
     rows -> the id columns ``ids``, w_<response>, phi_<treatment>, enable_<treatment> and
-    ``arms`` (by ``rule`` when given, else phi > sigma in ``mode``); written to
-    ``out_path`` when given."""
+    ``arms`` (by ``rule`` when given, else phi > sigma in ``mode``); a rule with a bound
+    decides on the lower bound from the members' spread (n, S) and adds
+    phi_lower_<treatment>. Written to ``out_path`` when given."""
     phi, en = decide_arrays(delta, w, sigma=sigma, mode=mode)
+    lower = None
     if rule is not None:
         _check_rule(rule, rn, tn)
-        en = rule.decide(delta, w)
+        if rule.bound is not None:
+            lower = rule.lower_scores(spread, members, w)
+        en = rule.decide(delta, w, score=lower)
     df = pd.DataFrame(ids)
     for r, name in enumerate(rn):
         df[f"w_{name}"] = w[:, r]
     for k, name in enumerate(tn):
         df[f"phi_{name}"] = phi[:, k]
+    for k, name in enumerate([] if lower is None else tn):
+        df[f"phi_lower_{name}"] = lower[:, k]
     for k, name in enumerate(tn):
         df[f"enable_{name}"] = en[:, k]
     df["arms"] = arm_set_labels(en, tn)
@@ -411,9 +451,11 @@ def decide_users(
         raise ValueError(f"w_user must have shape (N, R) = {(len(users), len(rn))}, "
                          f"got {w_user.shape}")
     deltas = deltas if deltas is not None else hum_deltas(hum_estimator, users)
+    spread, m = rule_spread(rule, hum_estimator, users)
     uid = users.user_id if users.user_id is not None else np.arange(len(users))
     return _decision_frame({"user_id": uid}, deltas["delta"], w_user, rn, tn, sigma=sigma,
-                           mode=mode, rule=rule, n_dropped=0, out_path=out_path)
+                           mode=mode, rule=rule, n_dropped=0, out_path=out_path,
+                           spread=spread, members=m)
 
 
 def read_weight_columns(path: str | Path, users: ExperimentData, mapping: dict[str, str], *,
