@@ -27,9 +27,18 @@ users with delta (K = 2, R = 2) in Redis (a throwaway ``redis-server`` on a free
    thread hand-off (``anyio.to_thread``) next to a small request's decision, which is
    why small requests stay on the event loop.
 
+4. ``--mode rules`` (issue 16, item 5; in process, no wrk): the cost of the decision
+   rule a store version carries. Three versions of the same users side by side: no
+   rule (phi > sigma), a frozen point rule (per-treatment sigma, guardrail bonus), and
+   a rule that switches on the lower bound of phi from the members' spread stored
+   beside delta (``--members`` M; S = 10 more float32 per user for K = R = 2). Calls
+   rotate over the three, one request each (p50 / p99), then batches of
+   ``--batch`` requests (per decision); with the store's bytes per user.
+
 Usage: python benchmarks/bench_service.py [--duration 5] [--users 100000]
        [--workers 1] [--store redis|sqlite] [--json out.json]
        python benchmarks/bench_service.py --mode mixed [--duration 8] [--store sqlite]
+       python benchmarks/bench_service.py --mode rules --store sqlite [--users 100000]
 """
 
 from __future__ import annotations
@@ -156,6 +165,72 @@ def in_process(cfg: ServiceConfig, reqs: list[bytes], calls: int) -> dict:
     return {"onnx": pct(t_onnx), "store": pct(t_store), "decision_with_store": pct(t_all),
             "decision_without_store_io": pct(t_mem),
             "degraded_reasons": sorted(k[0] for k in degraded)}
+
+
+def fill_rule_versions(url: str, ids: np.ndarray, responses, members: int) -> dict:
+    """Namespaces "plain", "point" and "bound", each with a current version of the users
+    ``ids`` (the same deltas); the latter two with a frozen rule, "bound" with the
+    members' spread too. Returns each version's bytes per user."""
+    from hmum.decision.bounds import pack_spread
+    from hmum.decision.rules import DecisionRule, rule_to_version_extra
+
+    rng = np.random.default_rng(1)
+    n, rn, tn = len(ids), list(responses), ["t1", "t2"]
+    rules = {"plain": None,
+             "point": DecisionRule(rn, tn, sigma=[0.001, 0.002], response_bonus=[0.0, 0.3]),
+             "bound": DecisionRule(rn, tn, sigma=[0.001, 0.002],
+                                   bound={"level": 0.9, "source": "crossfit"})}
+    out = {}
+    for name, rule in rules.items():
+        st = open_store(url, name, read_timeout=None)
+        info = st.create_version(VersionInfo(
+            version=name, K=2, R=2, arms=["control", *tn], responses=rn,
+            members=members if name == "bound" else None,
+            extra={} if rule is None else rule_to_version_extra(rule)), expected_rows=n)
+        for s0 in range(0, n, 50_000):
+            part = slice(s0, s0 + 50_000)
+            md = rng.normal(0.01, 0.03, (members, len(ids[part]), 2, 2))
+            spread = pack_spread(md).astype(np.float32) if name == "bound" else None
+            st.put(name, ids[part], md.mean(0).astype(np.float32), spread=spread)
+        st.mark_ready(name, n)
+        st.switch(name)
+        st.close()
+        out[name] = info.value_bytes
+    return out
+
+
+def rules_cost(args, url: str, root: Path, ids: np.ndarray, reqs: list[bytes], est) -> dict:
+    """Side by side: one decision (p50 / p99) and a batch's per-decision cost per rule."""
+    value_bytes = fill_rule_versions(url, ids, est.responses_, args.members)
+    svcs = {}
+    for name in value_bytes:  # one namespace per rule: one service each
+        svc = DecisionService(ServiceConfig(value_weight_model=root / "vw", store_url=url,
+                                            namespace=name))
+        svc.decide([svc.prepare(DecideRequest.model_validate_json(reqs[0]))])
+        svcs[name] = svc
+    one: dict[str, list[float]] = {k: [] for k in svcs}
+    batch: dict[str, list[float]] = {k: [] for k in svcs}
+    items = {k: [v.prepare(DecideRequest.model_validate_json(b)) for b in reqs]
+             for k, v in svcs.items()}
+    for i in range(args.calls + 200):
+        for name, svc in svcs.items():
+            t0 = time.perf_counter()
+            svc.decide([items[name][i % len(reqs)]])
+            if i >= 200:
+                one[name].append(time.perf_counter() - t0)
+    for i in range(max(5, args.calls // args.batch)):
+        for name, svc in svcs.items():
+            chunk = [items[name][(i * args.batch + j) % len(reqs)] for j in range(args.batch)]
+            t0 = time.perf_counter()
+            out = svc.decide(chunk)
+            batch[name].append((time.perf_counter() - t0) / args.batch)
+    enabled = {k: float(np.mean([len(d["enabled"]) for d in v.decide(items[k][:256])]))
+               for k, v in svcs.items()}
+    return {"value_bytes": value_bytes, "members": args.members, "one_request": {
+        k: pct(v) for k, v in one.items()}, "batch_per_decision": {
+        k: pct(v) for k, v in batch.items()}, "batch": args.batch,
+        "mean_enabled_per_decision": enabled, "last_batch_degraded": any(
+            d["degraded"] for d in out)}
 
 
 LUA = """
@@ -343,13 +418,15 @@ def main() -> None:
     ap.add_argument("--redis-url", default=None)
     ap.add_argument("--sweep", default="1,2,4,8,16,32,64", help="connections to try")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--mode", choices=["load", "mixed"], default="load")
+    ap.add_argument("--mode", choices=["load", "mixed", "rules"], default="load")
+    ap.add_argument("--members", type=int, default=5, help="--mode rules: M of the bound")
+    ap.add_argument("--batch", type=int, default=64, help="--mode rules: requests per batch")
     ap.add_argument("--connections", type=int, default=2,
                     help="--mode mixed: wrk connections of small requests")
     ap.add_argument("--batch-interval", type=float, default=0.25,
                     help="--mode mixed: seconds between the end of a batch and the next")
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and args.mode != "rules":
         sys.exit("wrk not found: apt-get install wrk")
     res: dict = {"cpus": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory(prefix="hmum-bench-svc-") as tmp, contextlib.ExitStack() as es:
@@ -364,8 +441,9 @@ def main() -> None:
             SQLiteStore(root / "uplift.sqlite").close()
         ids = fill(url, args.users, est.responses_)
         reqs = bodies(table, ids, 512)
-        if args.mode == "mixed":
-            res["mixed"] = mixed(args, root, url, est, reqs)
+        if args.mode in ("mixed", "rules"):
+            res[args.mode] = mixed(args, root, url, est, reqs) if args.mode == "mixed" else \
+                rules_cost(args, url, root, ids, reqs, est)
             print(json.dumps(res, indent=2))
             if args.json:
                 args.json.write_text(json.dumps(res, indent=2) + "\n")
