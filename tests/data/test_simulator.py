@@ -414,6 +414,20 @@ GOLDEN = {"n_users": 12_000, "n_responses": 3, "seed": 5, "n_items": 2000, "n_ca
           "n_recent": 5, "n_exposed": 5}
 
 
+def assert_same_table(got, want, what) -> None:
+    """Equal schemas, integer and string columns exactly, floats to 1e-12 relative: the
+    simulator's draws are fixed, but NumPy builds may round exp / log in the last bit
+    (measured: 1 ULP in 3-11 % of the rows with another NumPy wheel)."""
+    assert got.schema == want.schema, what
+    for name in want.column_names:
+        a, b = want.column(name), got.column(name)
+        if pa.types.is_floating(a.type):
+            np.testing.assert_allclose(b.to_numpy(), a.to_numpy(), rtol=1e-12, atol=0,
+                                       err_msg=f"{what}: {name}")
+        else:
+            assert a.equals(b), f"{what}: {name}"
+
+
 @pytest.mark.parametrize("k", [2, 3])
 def test_defaults_give_exactly_the_recorded_output(k):
     # the fixtures were written by the simulator before the contested-world options
@@ -422,13 +436,13 @@ def test_defaults_give_exactly_the_recorded_output(k):
     for extra in ({}, {"contested_share": 0.0, "weight_spread": 1.0, "weight_taste": 0.0}):
         got = simulate_users(SimulatorConfig(n_treatments=k, **GOLDEN, **extra), n=300,
                              include_latent=True)
-        assert got.equals(want), extra
+        assert_same_table(got, want, extra)
 
 
 def test_defaults_give_exactly_the_recorded_requests():
     want = pq.read_table(FIXTURES / "sim_golden_requests.parquet")
     got = simulate_requests(SimulatorConfig(n_treatments=2, **GOLDEN), 60, start=2000)
-    assert got.equals(want)
+    assert_same_table(got, want, "requests")
 
 
 def _truth(table, arms=("control", "t1", "t2")):

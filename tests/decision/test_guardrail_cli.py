@@ -302,6 +302,8 @@ def test_cli_decide_with_a_bound_freezes_it_and_the_store_serves_it(sim, crossfi
                             str(db), "--date", "2024-01-02", "--decision-config",
                             str(tmp_path / "dc")])
     assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["store", "status", "--store", str(db)])
+    assert r.exit_code == 0 and "members" in flat(r), r.output
     with SQLiteStore(db) as st:
         info = st.info(st.current())
         assert info.members == 3

@@ -199,12 +199,14 @@ def store_status(
     t.add_column("status", no_wrap=True)
     t.add_column("users", justify="right", no_wrap=True)
     t.add_column("K x R", no_wrap=True)
+    t.add_column("members", justify="right", no_wrap=True)  # M: the bound's spread is held
     t.add_column("created (UTC)")
     for v in s["versions"]:
         ptr = ("current" if v["version"] == s["current"] else
                "previous" if v["version"] == s["previous"] else "")
         t.add_row(v["version"], ptr, v["status"], f"{v['rows']:,}" if v["rows"] else "-",
-                  f"{v['K']} x {v['R']}", v["created"][:19].replace("T", " "))
+                  f"{v['K']} x {v['R']}", str(v.get("members") or "-"),
+                  v["created"][:19].replace("T", " "))
     console.print(t)
 
 
