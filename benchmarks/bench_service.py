@@ -32,8 +32,8 @@ users with delta (K = 2, R = 2) in Redis (a throwaway ``redis-server`` on a free
    rule (phi > sigma), a frozen point rule (per-treatment sigma, guardrail bonus), and
    a rule that switches on the lower bound of phi from the members' spread stored
    beside delta (``--members`` M; S = 10 more float32 per user for K = R = 2). Calls
-   rotate over the three, one request each (p50 / p99), then batches of
-   ``--batch`` requests (per decision); with the store's bytes per user.
+   rotate over the three in a rotating order, one request each (p50 / p99), then
+   batches of ``--batch`` requests (per decision); with the store's bytes per user.
 
 Usage: python benchmarks/bench_service.py [--duration 5] [--users 100000]
        [--workers 1] [--store redis|sqlite] [--json out.json]
@@ -212,14 +212,17 @@ def rules_cost(args, url: str, root: Path, ids: np.ndarray, reqs: list[bytes], e
     batch: dict[str, list[float]] = {k: [] for k in svcs}
     items = {k: [v.prepare(DecideRequest.model_validate_json(b)) for b in reqs]
              for k, v in svcs.items()}
+    names = list(svcs)
     for i in range(args.calls + 200):
-        for name, svc in svcs.items():
+        for name in names[i % 3:] + names[:i % 3]:  # rotated: no rule always runs first
+            svc = svcs[name]
             t0 = time.perf_counter()
             svc.decide([items[name][i % len(reqs)]])
             if i >= 200:
                 one[name].append(time.perf_counter() - t0)
     for i in range(max(5, args.calls // args.batch)):
-        for name, svc in svcs.items():
+        for name in names[i % 3:] + names[:i % 3]:
+            svc = svcs[name]
             chunk = [items[name][(i * args.batch + j) % len(reqs)] for j in range(args.batch)]
             t0 = time.perf_counter()
             out = svc.decide(chunk)
