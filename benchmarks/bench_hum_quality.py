@@ -53,6 +53,11 @@ VARIANTS = [
               {"ema_share": 0.3}),
     ModelEntry("hum_ema_dev_bpt2", HUMEstimator, {**DEV, "branches_per_treatment": 2},
                "HUM + EMA + dev, 2 branches per treatment", True, EMA),
+    # weight decay (Adam's L2) against the over-spread uplift at effect_scale 1
+    ModelEntry("hum_wd1e4", HUMEstimator, DEV, "HUM (default) + weight decay 1e-4", True,
+               {**EMA, "weight_decay": 1e-4}),
+    ModelEntry("hum_wd1e3", HUMEstimator, DEV, "HUM (default) + weight decay 1e-3", True,
+               {**EMA, "weight_decay": 1e-3}),
     ModelEntry("slearner_v", SLearnerEstimator, MSE, "S-Learner (paper settings)", False, NO_EMA),
     ModelEntry("slearner_ema_dev", SLearnerEstimator, DEV, "S-Learner + EMA + deviance", False,
                EMA),
@@ -68,7 +73,8 @@ def final_specs() -> list:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--study", choices=["variants", "final"], default="final")
-    ap.add_argument("--models", default=None, help="comma-separated subset of the study")
+    ap.add_argument("--models", default=None,
+                    help="comma-separated models of either study (default: the study's own)")
     ap.add_argument("--users", type=int, default=200_000)
     ap.add_argument("--eval-users", type=int, default=200_000)
     ap.add_argument("--seeds", type=int, default=3)
@@ -78,9 +84,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     specs = VARIANTS if args.study == "variants" else final_specs()
-    if args.models:
-        keep = args.models.split(",")
-        specs = [s for s in specs if s.name in keep]
+    if args.models:  # from both studies, so a variant can run beside the final defaults
+        pool = {s.name: s for s in [*VARIANTS, *final_specs()]}
+        unknown = [m for m in args.models.split(",") if m not in pool]
+        if unknown:
+            raise SystemExit(f"--models: unknown {unknown}; expected some of {sorted(pool)}")
+        specs = [pool[m] for m in args.models.split(",")]
     out = args.out or Path(f"runs/bench_hum_quality/{args.study}-u{args.users}"
                            f"-es{args.effect_scale:g}")
     t0 = time.perf_counter()
