@@ -42,6 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from hmum.decision.bounds import METHODS as BOUND_METHODS
+from hmum.decision.bounds import SOURCES as BOUND_SOURCES
+from hmum.decision.bounds import spread_interval
 from hmum.exceptions import DecisionConfigError
 
 FORMAT = "hmum.decision/1"
@@ -129,19 +132,17 @@ class DecisionRule:
 
     @staticmethod
     def _check_bound(bound: Any) -> None:
-        from hmum.decision.bounds import METHODS, SOURCES
-
         if not isinstance(bound, dict):
             raise DecisionConfigError(f"bound: expected {{'level', 'source'[, 'method']}} or "
                                       f"null, got {bound!r}")
         lvl = bound.get("level")
         if isinstance(lvl, bool) or not isinstance(lvl, int | float) or not 0 < lvl < 1:
             raise DecisionConfigError(f"bound.level: expected a number in (0, 1), got {lvl!r}")
-        if bound.get("source") not in SOURCES:
-            raise DecisionConfigError(f"bound.source: expected one of {SOURCES}, got "
+        if bound.get("source") not in BOUND_SOURCES:
+            raise DecisionConfigError(f"bound.source: expected one of {BOUND_SOURCES}, got "
                                       f"{bound.get('source')!r}")
-        if bound.get("method", "t") not in METHODS:
-            raise DecisionConfigError(f"bound.method: expected one of {METHODS}, got "
+        if bound.get("method", "t") not in BOUND_METHODS:
+            raise DecisionConfigError(f"bound.method: expected one of {BOUND_METHODS}, got "
                                       f"{bound.get('method')!r}")
         unknown = sorted(set(bound) - {"level", "source", "method"})
         if unknown:
@@ -152,8 +153,6 @@ class DecisionRule:
         """The lower bound (N, K) of phi'^k at the rule's ``bound`` level, from the
         members' packed spread (N, S) (``hmum.decision.bounds.pack_spread``) of
         ``members`` = M members; its guardrail bonuses count as in ``scores``."""
-        from hmum.decision.bounds import spread_interval
-
         if self.bound is None:
             raise DecisionConfigError("this decision rule has no bound; it decides on phi")
         n = np.shape(spread)[0]
