@@ -214,7 +214,7 @@ def test_scoring_a_bound_rule_stores_the_members_spread(tmp_path):
         run_scoring(est, tmp_path / "users.parquet", tmp_path / "out", str(db),
                     {**cfg, "decision": None})
     # a model without members, or members from several fits, cannot serve the bound
-    with pytest.raises(DecisionConfigError, match="has 1: score a HUM with"):
+    with pytest.raises(DecisionConfigError, match="has 1: use a HUM with"):
         run_scoring(ConstantModel(RESP), tmp_path / "users.parquet", tmp_path / "o2",
                     str(tmp_path / "never.sqlite"), {**cfg, "model_version": "m2"})
     seeds = DecisionRule(d.schema.response_names, d.schema.arms[1:],

@@ -352,7 +352,7 @@ def decide(
                   f"has {m}; train a HUM with members: hmum train --crossfit 5 (measured "
                   "closest to nominal) or -o branches_per_treatment=5")
         rule = DecisionRule(rn_, tn_, mode=mode, sigma=[sigma] * len(tn_), bound={
-            "level": bound, "source": wf.model_bound_source(hum), "method": bound_method})
+            "level": bound, "source": hum.member_source_, "method": bound_method})
     guards, caps = [], {}
     if fitting:
         from hmum.decision.guardrails import parse_guardrail, parse_max_share

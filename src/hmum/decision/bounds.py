@@ -43,6 +43,8 @@ import numpy as np
 
 METHODS = ("t", "normal")
 SOURCES = ("branches", "seeds", "bootstrap", "crossfit")
+#: the sources one fitted model provides by itself (what scoring and serving can use)
+MODEL_SOURCES = ("branches", "crossfit")
 
 
 @functools.lru_cache(maxsize=64)

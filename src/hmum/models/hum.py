@@ -28,7 +28,9 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import nn
 
+from hmum.decision.bounds import MODEL_SOURCES
 from hmum.decision.core import Y0_FLOOR
+from hmum.exceptions import DecisionConfigError
 from hmum.models.base import NeuralUpliftEstimator
 from hmum.nn.layers import BlockMMoE, FieldEmbedding, FieldSelector
 from hmum.nn.links import LossConfig, apply_link, deviance, link_bias
@@ -370,6 +372,15 @@ class HUMEstimator(NeuralUpliftEstimator):
         nets = self._member_nets()
         return len(nets) * (nets[0].B // self.schema.K)
 
+    @property
+    def member_source_(self) -> str:
+        """The ``DecisionRule.bound`` source of these members: "crossfit" for a cross-fit
+        HUM, else "branches"."""
+        from hmum.models.crossfit import CrossFitModule
+
+        self._check_fitted()
+        return "crossfit" if isinstance(self.module_, CrossFitModule) else "branches"
+
     def _member_nets(self) -> list[HUM]:
         from hmum.models.crossfit import CrossFitModule
 
@@ -405,6 +416,27 @@ class HUMEstimator(NeuralUpliftEstimator):
                                  for net in nets], axis=1)
                  for s in range(0, x.shape[0], batch_size)]
         return np.concatenate(parts).transpose(1, 0, 2, 3)
+
+
+def bound_members(estimator, bound: dict) -> int:
+    """M of ``estimator``'s own members, which a rule's ``bound`` (``DecisionRule.bound``)
+    is computed from wherever one model is scored or read (``hmum score``, ``hmum
+    decide``). DecisionConfigError when the bound needs several fits (source seeds or
+    bootstrap) or the model has fewer than 2 members."""
+    source = bound["source"]
+    if source not in MODEL_SOURCES:
+        raise DecisionConfigError(
+            f"decision config: its bound comes from {source!r} members (several fits); one "
+            "model is scored or read here, so a bound can come only from that model's own "
+            f"members (source {' or '.join(map(repr, MODEL_SOURCES))})")
+    m = estimator.n_members_ if isinstance(estimator, HUMEstimator) else 1
+    if m < 2:
+        name = getattr(estimator, "registry_name_", None) or type(estimator).__name__
+        raise DecisionConfigError(
+            f"decision config: its rule switches on a lower bound of phi, which needs the "
+            f"model's members; this model ({name}) has {m}: use a HUM with "
+            "branches_per_treatment >= 2 or trainer crossfit >= 2")
+    return int(m)
 
 
 def _branch_deltas(mod: HUM, x: torch.Tensor, k: int, floor: float) -> np.ndarray:

@@ -780,25 +780,10 @@ def _bound_members(cfg: ScoringConfig, est) -> int | None:
     if cfg.decision is None:
         return None
     from hmum.decision.rules import DecisionRule
-    from hmum.exceptions import DecisionConfigError
+    from hmum.models.hum import bound_members
 
     bound = DecisionRule.from_dict(cfg.decision, source="decision config").bound
-    if bound is None:
-        return None
-    source = bound["source"]
-    if source not in ("branches", "crossfit"):
-        raise DecisionConfigError(
-            f"decision config: its bound comes from {source!r} members (several fits); the "
-            "scoring job scores one model, so it can serve bounds from that model's own "
-            "members only (source 'branches' or 'crossfit')")
-    m = getattr(est, "n_members_", 1) if hasattr(est, "member_deltas") else 1
-    if m < 2:
-        name = getattr(est, "registry_name_", None) or type(est).__name__
-        raise DecisionConfigError(
-            f"decision config: its rule switches on a lower bound of phi, which needs the "
-            f"model's members; this model ({name}) has {m}: score a HUM with "
-            "branches_per_treatment >= 2 or trainer crossfit >= 2")
-    return int(m)
+    return None if bound is None else bound_members(est, bound)
 
 
 def _check_switchable(st: UpliftStore, schema: Schema, version: str) -> None:

@@ -44,7 +44,7 @@ from hmum.decision.policies import (
     population_policy,
     random_policy,
 )
-from hmum.exceptions import DataError, DecisionConfigError, option_name
+from hmum.exceptions import DataError, option_name
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +154,6 @@ def branch_member_deltas(estimator, users, *, floor: float = Y0_FLOOR,
     return estimator.member_deltas(users, floor=floor, batch_size=batch_size)
 
 
-def model_bound_source(estimator) -> str:
-    """The ``DecisionRule.bound`` source of a model's own members: "crossfit" for a
-    cross-fit HUM, else "branches"."""
-    from hmum.models.crossfit import CrossFitModule
-
-    return "crossfit" if isinstance(getattr(estimator, "module_", None), CrossFitModule) \
-        else "branches"
-
-
 def rule_spread(rule, estimator, users) -> tuple[np.ndarray | None, int | None]:
     """(spread (N, S), M) of ``estimator``'s members on ``users`` when ``rule`` switches on
     a lower bound of phi, else (None, None). DecisionConfigError when the bound's members
@@ -170,18 +161,10 @@ def rule_spread(rule, estimator, users) -> tuple[np.ndarray | None, int | None]:
     if rule is None or rule.bound is None:
         return None, None
     from hmum.decision.bounds import pack_spread
+    from hmum.models.hum import bound_members
 
-    if rule.bound["source"] not in ("branches", "crossfit"):
-        raise DecisionConfigError(
-            f"the decision config's bound comes from {rule.bound['source']!r} members "
-            "(several fits); decisions here read the members of the one model given "
-            "(source 'branches' or 'crossfit')")
-    try:
-        md = branch_member_deltas(estimator, users)
-    except ValueError as e:
-        raise DecisionConfigError(f"a lower bound of phi needs the model's members: {e}"
-                                  ) from None
-    return pack_spread(md), md.shape[0]
+    m = bound_members(estimator, rule.bound)
+    return pack_spread(estimator.member_deltas(users)), m
 
 
 def ensemble_member_deltas(estimators, users: ExperimentData, *,
