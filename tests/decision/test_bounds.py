@@ -158,7 +158,7 @@ def test_cross_fit_members_each_bring_their_branches():
 
 def test_packed_spread_gives_the_members_interval_for_any_weights():
     # the served form (mean + covariance per user) equals the members' own phi spread
-    from hmum.decision.bounds import pack_spread, spread_interval, spread_width, unpack_spread
+    from hmum.decision.bounds import pack_spread, spread_interval, spread_width
 
     rng = np.random.default_rng(3)
     d = rng.normal(0.01, 0.02, (5, 300, 2, 3))
@@ -166,9 +166,10 @@ def test_packed_spread_gives_the_members_interval_for_any_weights():
     bonus = np.array([0.0, 0.5, 0.1])
     spread = pack_spread(d)
     assert spread.shape == (300, spread_width(2, 3)) == (300, 2 * 3 + 2 * 6)
-    mean, cov = unpack_spread(spread, 2, 3)
-    np.testing.assert_allclose(mean, d.mean(0))
-    np.testing.assert_allclose(cov[7, 1], np.cov(d[:, 7, 1].T, ddof=1))
+    # the layout: K*R means row-major, then per treatment the covariance's upper triangle
+    np.testing.assert_allclose(spread[:, :6], d.mean(0).reshape(300, 6))
+    cov = np.cov(d[:, 7, 1].T, ddof=1)
+    np.testing.assert_allclose(spread[7, 12:], cov[np.triu_indices(3)])
     phis = np.einsum("mnkr,nr->mnk", d, w + bonus)
     got = spread_interval(spread, 5, w, k=2, level=0.8, bonus=bonus)
     np.testing.assert_allclose(got["phi"], phis.mean(0))

@@ -90,22 +90,6 @@ def pack_spread(member_delta: np.ndarray) -> np.ndarray:
     return np.concatenate([mean.reshape(n, k * r), cov[:, :, i, j].reshape(n, -1)], axis=1)
 
 
-def unpack_spread(spread: np.ndarray, k: int, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (N, K, R), cov (N, K, R, R)) from spread (N, S) (``pack_spread``)."""
-    s = np.asarray(spread, dtype=np.float64)
-    if s.ndim != 2 or s.shape[1] != spread_width(k, r):
-        raise ValueError(f"spread must have shape (N, {spread_width(k, r)}) for K = {k}, R = "
-                         f"{r}, got {s.shape}")
-    n = s.shape[0]
-    mean = s[:, :k * r].reshape(n, k, r)
-    tri = s[:, k * r:].reshape(n, k, -1)
-    i, j, _ = _pairs(r)
-    cov = np.empty((n, k, r, r))
-    cov[:, :, i, j] = tri
-    cov[:, :, j, i] = tri
-    return mean, cov
-
-
 def phi_interval(member_delta: np.ndarray, w: np.ndarray, *, level: float = 0.9,
                  method: str = "t", bonus: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """{"phi", "sd", "lo", "hi"} (N, K) from member deltas (M, N, K, R) and w (N, R).
