@@ -265,6 +265,17 @@ def encode_values(delta: np.ndarray, spread: np.ndarray | None = None) -> list[b
     return a.view(np.dtype((np.void, a.shape[1] * 4))).ravel().tolist()
 
 
+def _checked(a, name: str, letters: str, shape: tuple, version: str) -> np.ndarray:
+    """``a`` as an array when it has ``shape`` and only finite values, else ValueError."""
+    arr = np.asarray(a)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {letters} = ({', '.join(map(str, shape))}) "
+                         f"for version {version!r}, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf; refusing to store it")
+    return arr
+
+
 def decode_values(values: Sequence[bytes], info: VersionInfo
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """n values of ``info``'s layout -> (delta (n, K, R) float32, spread (n, S) float32 or
@@ -495,26 +506,15 @@ class UpliftStore(ABC):
         """
         info = self.info(version)
         ids = as_user_ids(user_ids, info.id_kind)
-        d = np.asarray(delta)
-        if d.shape != (len(ids), info.K, info.R):
-            raise ValueError(
-                f"delta must have shape (n, K, R) = ({len(ids)}, {info.K}, {info.R}) for "
-                f"version {version!r}, got {d.shape}"
-            )
-        if not np.isfinite(d).all():
-            raise ValueError("delta contains NaN or inf; refusing to store it")
         if (spread is None) != (info.members is None):
             raise ValueError(
                 f"spread: version {version!r} "
                 + ("holds the spread of its members: pass spread (n, S)" if spread is None
                    else "holds delta only (no members): pass no spread"))
+        d = _checked(delta, "delta", "(n, K, R)", (len(ids), info.K, info.R), version)
         if spread is not None:
-            sp = np.asarray(spread)
-            if sp.shape != (len(ids), info.spread_width):
-                raise ValueError(f"spread must have shape (n, S) = ({len(ids)}, "
-                                 f"{info.spread_width}) for version {version!r}, got {sp.shape}")
-            if not np.isfinite(sp).all():
-                raise ValueError("spread contains NaN or inf; refusing to store it")
+            spread = _checked(spread, "spread", "(n, S)", (len(ids), info.spread_width),
+                              version)
         self._put(info, ids, encode_values(d, spread), shard)
 
     def mark_ready(self, version: str, rows: int) -> VersionInfo:
