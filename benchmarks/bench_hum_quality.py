@@ -58,6 +58,15 @@ VARIANTS = [
                {**EMA, "weight_decay": 1e-4}),
     ModelEntry("hum_wd1e3", HUMEstimator, DEV, "HUM (default) + weight decay 1e-3", True,
                {**EMA, "weight_decay": 1e-3}),
+    # both passes of a branch query the selector / the gates with the branch's treatment
+    # (HUMConfig.selector_query, gate_query)
+    ModelEntry("hum_bsel", HUMEstimator, {**DEV, "selector_query": "branch"},
+               "HUM (default) + branch-queried selector", True, EMA),
+    ModelEntry("hum_bgate", HUMEstimator, {**DEV, "gate_query": "branch"},
+               "HUM (default) + branch-queried gates", True, EMA),
+    ModelEntry("hum_bboth", HUMEstimator,
+               {**DEV, "selector_query": "branch", "gate_query": "branch"},
+               "HUM (default) + branch-queried selector and gates", True, EMA),
     ModelEntry("slearner_v", SLearnerEstimator, MSE, "S-Learner (paper settings)", False, NO_EMA),
     ModelEntry("slearner_ema_dev", SLearnerEstimator, DEV, "S-Learner + EMA + deviance", False,
                EMA),

@@ -14,10 +14,10 @@ from tests.models.helpers import fit_hum as fit
 from tests.synth import make_experiment
 
 
-def build(K=2, R=2, M=4, bpt=None, card=(4, 6, 3)):
+def build(K=2, R=2, M=4, bpt=None, card=(4, 6, 3), query="pass", gate="pass"):
     torch.manual_seed(0)
     cfg = HUMConfig(n_experts=M, branches_per_treatment=bpt, expert_sizes=[16, 8],
-                    tower_sizes=[8], embed_dim=8)
+                    tower_sizes=[8], embed_dim=8, selector_query=query, gate_query=gate)
     return HUM(list(card), K, ["softplus"] * R, torch.full((R,), 5.0), torch.ones(R), cfg)
 
 
@@ -188,15 +188,21 @@ def _dense_reference_loss(m: HUM, x, arm, y, kl_weight):
     return ((d_t * treated).sum() + (d_c * control).sum() + kl_weight * kl) / len(arm)
 
 
-@pytest.mark.parametrize(("K", "bpt", "losses", "arms"), [
-    (2, None, ["mse", "mse"], "balanced"), (3, None, ["gamma", "poisson"], "balanced"),
-    (1, 3, ["mse", "gamma"], "balanced"),
+@pytest.mark.parametrize(("K", "bpt", "losses", "arms", "query"), [
+    (2, None, ["mse", "mse"], "balanced", ("pass", "pass")),
+    (3, None, ["gamma", "poisson"], "balanced", ("pass", "pass")),
+    (1, 3, ["mse", "gamma"], "balanced", ("pass", "pass")),
     # a large control arm (the treated passes are padded apart from it), and none at all
-    (3, None, ["mse", "gamma"], "mostly control"), (2, None, ["mse", "poisson"], "no control"),
+    (3, None, ["mse", "gamma"], "mostly control", ("pass", "pass")),
+    (2, None, ["mse", "poisson"], "no control", ("pass", "pass")),
+    # the selector and / or the gates queried by the branch's treatment
+    (3, None, ["gamma", "poisson"], "balanced", ("branch", "pass")),
+    (1, 3, ["mse", "gamma"], "mostly control", ("pass", "branch")),
+    (2, None, ["gamma", "mse"], "balanced", ("branch", "branch")),
 ])
-def test_factual_forward_equals_the_dense_masked_loss(K, bpt, losses, arms):
+def test_factual_forward_equals_the_dense_masked_loss(K, bpt, losses, arms, query):
     """The sparse training forward gives eq. 5's loss and gradients of the full forward."""
-    m = build(K=K, bpt=bpt)
+    m = build(K=K, bpt=bpt, query=query[0], gate=query[1])
     m.losses = losses
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, 3, (40, 3), generator=g)
@@ -217,6 +223,28 @@ def test_factual_forward_equals_the_dense_masked_loss(K, bpt, losses, arms):
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
     for got, want in zip(grads, (p.grad for p in m.parameters()), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("query", ["pass", "branch"])
+def test_branch_queries_make_both_passes_weigh_fields_and_experts_alike(query):
+    """pass (eq. 2 and 4): each pass weighs the fields and mixes the experts by its own
+    treatment; branch: both passes of a branch by t(b), so for one row their field
+    weights and gates are equal, and they differ only through e_t in the experts' input."""
+    m = build(K=2, query=query, gate=query)
+    x = torch.randint(0, 3, (5, 3))
+    e_t = m._pass_embeddings()
+    sel_t, w_t = m.selector(m.embed(x), e_t[:, :1])  # (B, 1, 5, d), (B, 1, H, F)
+    _, w_c = m.selector(m.embed(x), m._queries(e_t)[:, 1:] if query == "branch" else e_t[:, 1:])
+    _, g_t = m.mmoe(sel_t, context=e_t[:, :1])
+    # the control pass's gates on the same field summary, with the configured gate query
+    _, g_c = m.mmoe(sel_t, context=e_t[:, 1:],
+                    gate_context=e_t[:, :1] if query == "branch" else None)
+    assert torch.allclose(w_c, w_t) == (query == "branch")
+    assert torch.allclose(g_c, g_t) == (query == "branch")
+    # and the model's own forward uses them: its control gates equal the treated ones
+    gates_c = m(x).gate_control  # (5, B, R, M)
+    _, g_model_t = m._heads(m.embed(x), e_t, m._queries(e_t))
+    assert torch.allclose(gates_c, g_model_t[:, 0].transpose(0, 1)) == (query == "branch")
 
 
 # --- the estimator ---------------------------------------------------------------------

@@ -61,6 +61,19 @@ class HUMConfig(LossConfig):
         "sum", description="sum: eq. 2's weighted sum of fields; fieldwise: fields scaled by "
         "their weights and concatenated (hmum.nn.layers.FieldSelector)"
     )
+    selector_query: Literal["pass", "branch"] = Field(
+        "pass", description="pass (eq. 2 as written): each pass queries the field selector "
+        "with its own treatment embedding, so branch b's control pass weighs the fields "
+        "differently from its treated pass; branch: both passes of branch b query it with "
+        "t(b)'s embedding, so they share one field summary and differ only through e_t in "
+        "eq. 3 (the treated - control difference then carries less field-weighting noise)"
+    )
+    gate_query: Literal["pass", "branch"] = Field(
+        "pass", description="pass (eq. 4 as written): each pass's gates see its own treatment "
+        "embedding in f = [e_x ; e_t]; branch: both passes of branch b's gates see t(b)'s, "
+        "so the treated and control passes mix the experts alike and differ only through "
+        "the experts' input"
+    )
     branches_per_treatment: int | None = Field(
         None, ge=1, description="branches per treatment; None: 1 if K > 1, else 3 (paper §5.2.2)"
     )
@@ -146,6 +159,7 @@ class HUM(nn.Module):
         self.R = len(links)
         self.links = list(links)
         self.uplift = cfg.uplift
+        self.branch_query = (cfg.selector_query == "branch", cfg.gate_query == "branch")
         # per response: ratio form of the within-branch uplift (positive links), and the
         # [0, 1] clamp (binary); derived from the links, so not saved with the weights
         self.register_buffer("ratio_response", torch.tensor(
@@ -189,15 +203,26 @@ class HUM(nn.Module):
         """(B, 2, d): the treatment embedding of each (branch, pass)."""
         return self.treatment_embed(self._pass_arms())
 
-    def _heads(self, e_x: torch.Tensor, e_t: torch.Tensor):
-        """e_x (N, F, d) or (B, 2, n, F, d), e_t (B, 2, d) -> y (B, 2, n, R), gates."""
-        sel, _ = self.selector(e_x, e_t)  # (B, 2, n, H*d)
+    def _heads(self, e_x: torch.Tensor, e_t: torch.Tensor, e_q: torch.Tensor):
+        """e_x (N, F, d) or (B, P, n, F, d); e_t, e_q (B, P, d) -> y (B, P, n, R), gates.
+
+        e_t is each pass's treatment embedding (eq. 3's context); e_q (``_queries``)
+        replaces it in the selector and the gates where HUMConfig says "branch".
+        """
+        branch_sel, branch_gate = self.branch_query
+        sel, _ = self.selector(e_x, e_q if branch_sel else e_t)  # (B, P, n, H*d)
         # f = [sel ; e_t] (eq. 3): e_t is the same for every row of a pass
-        z, gates = self.mmoe(sel, context=e_t)  # (B, 2, n, R), (B, 2, n, R, M)
+        z, gates = self.mmoe(sel, context=e_t, gate_context=e_q if branch_gate else None)
         return apply_link(z, self.links, self.y_mean, self.y_std), gates
 
+    @staticmethod
+    def _queries(e_t: torch.Tensor) -> torch.Tensor:
+        """(B, 2, d) pass embeddings -> (B, 2, d): t(b)'s embedding in both passes of b."""
+        return e_t[:, :1].expand_as(e_t)
+
     def forward(self, x: torch.Tensor) -> HUMOutput:
-        y, gates = self._heads(self.embed(x), self._pass_embeddings())
+        e_t = self._pass_embeddings()
+        y, gates = self._heads(self.embed(x), e_t, self._queries(e_t))
         return HUMOutput(
             y_treated=y[:, 0].transpose(0, 1),
             y_control=y[:, 1].transpose(0, 1),
@@ -225,11 +250,13 @@ class HUM(nn.Module):
             return order[(starts[arms].unsqueeze(1) + slot).clamp(max=n_rows - 1)], valid
 
         e_t = self._pass_embeddings()  # (B, 2, d)
+        e_q = self._queries(e_t)
         rows_t, valid_t = slots(self.branch_treatment, max(int(counts[1:].max()), 1))
-        y_t, _ = self._heads(e_x[rows_t].unsqueeze(1), e_t[:, :1])  # (B, 1, n_t, R)
+        y_t, _ = self._heads(e_x[rows_t].unsqueeze(1), e_t[:, :1], e_q[:, :1])  # (B, 1, n_t, R)
         rows_c, valid_c = slots(arm.new_zeros(1), max(int(counts[0]), 1))
         rows_c, valid_c = rows_c[0], valid_c[0]
-        y_c, gates = self._heads(e_x[rows_c], e_t[:, 1:])  # shared rows: (B, 1, n_0, R)
+        # shared rows: (B, 1, n_0, R)
+        y_c, gates = self._heads(e_x[rows_c], e_t[:, 1:], e_q[:, 1:])
         return FactualOutput(y_t[:, 0], rows_t, valid_t, y_c[:, 0], rows_c, valid_c,
                              gates[:, 0])
 

@@ -111,6 +111,8 @@ class BlockMMoE(nn.Module):
     where P counts passes sharing the block's parameters (HUM: treated, control).
     With ``context`` (B, P, Dc), the input is [x ; context] (D = Dx + Dc): a part of
     the input that is the same for every row of a pass (HUM's treatment embedding).
+    ``gate_context`` (B, P, Dc), default ``context``, replaces it in the gates' input
+    only (HUMConfig.gate_query).
     """
 
     def __init__(
@@ -133,7 +135,8 @@ class BlockMMoE(nn.Module):
         self.towers = BlockMLP(blocks * n_tasks, expert_sizes[-1], [*tower_sizes, 1])
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None
+        self, x: torch.Tensor, context: torch.Tensor | None = None,
+        gate_context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         B, P, N, Dx = x.shape  # noqa: N806
         M, R = self.M, self.R
@@ -149,7 +152,8 @@ class BlockMMoE(nn.Module):
             c = context.shape[-1]
             h = _split_linear(first, xe.view(B * M, P, N, Dx),
                               context.unsqueeze(1).expand(B, M, P, c).reshape(B * M, P, c))
-            g_logits = _split_linear(self.gates, x, context)
+            g_logits = _split_linear(self.gates, x,
+                                     context if gate_context is None else gate_context)
         for layer in rest:  # ReLU between layers, none after the last (as BlockMLP)
             h = layer(h.relu())
         experts = h.reshape(B, M, P * N, -1)  # (B, M, P*N, E)
