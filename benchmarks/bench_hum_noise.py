@@ -32,18 +32,19 @@ import numpy as np
 import torch
 
 from hmum.decision.evaluation import ope_terms
+from hmum.metrics.truth import uplift_errors
 from hmum.models.crossfit import fold_ids
 from hmum.models.registry import get_entry, get_model
 from hmum.workflows.bench import load_dataset_splits
 
 
-def pehe(tau_hat: np.ndarray, tau: np.ndarray) -> list[float]:
-    """(N, K, R) estimated and true uplift -> PEHE per (k, r), row-major."""
-    return np.sqrt(((tau_hat - tau) ** 2).mean(0)).ravel().round(3).tolist()
+def pehe(y_hat: np.ndarray, mu: np.ndarray) -> list[float]:
+    """(N, K+1, R) estimated and true outcomes -> PEHE per (k, r), row-major."""
+    return uplift_errors(mu, y_hat)["pehe"].round(3).tolist()
 
 
 def seed_members(split, args, seed: int):
-    tau = split.test.mu[:, 1:] - split.test.mu[:, :1]
+    mu = split.test.mu
     preds = []
     for j in range(args.members):
         # member 0 is the bench's own fit of this seed (same trainer seed)
@@ -51,9 +52,9 @@ def seed_members(split, args, seed: int):
                         trainer={"seed": seed + 1000 * j, "num_threads": args.threads})
         t0 = time.perf_counter()
         est.fit(split.train, split.valid)
-        preds.append(est.predict_uplift(split.test))
+        preds.append(est.predict_outcomes(split.test))
         yield {"member": j, "fit_s": round(time.perf_counter() - t0, 1),
-               "pehe": pehe(preds[-1], tau), "pehe_of_mean": pehe(np.mean(preds, 0), tau)}
+               "pehe": pehe(preds[-1], mu), "pehe_of_mean": pehe(np.mean(preds, 0), mu)}
 
 
 def _outcomes(est, member, x: torch.Tensor) -> np.ndarray:
@@ -75,7 +76,7 @@ def blp_alpha(est, split, seed: int) -> dict:
     fold = np.concatenate([fold, np.full(len(va.arm), -1)])  # -1: no member trained on it
 
     def u_of(yy):  # the module's uplift scale: log ratio (positive link) or difference
-        return np.where(ratio, np.log(yy[:, 1:] / yy[:, :1]), yy[:, 1:] - yy[:, :1])
+        return mod.uplift_scale(torch.from_numpy(yy)).numpy()
 
     def dev(y0, u):  # linearized deviation of the response-scale uplift from the center
         return np.where(ratio, y0 * np.exp(center) * (u - center), u - center)
@@ -112,14 +113,13 @@ def blp_fit(split, args, seed: int):
     mod = est.module_
     center, agree = mod.center.numpy().copy(), mod.alpha.numpy().copy()
     blp = blp_alpha(est, split, seed)
-    tau = split.test.mu[:, 1:] - split.test.mu[:, :1]
     rec = {"fit_s": round(fit_s, 1), "alpha_agreement": agree.ravel().round(3).tolist(),
            "alpha_blp": blp["alpha"].ravel().round(3).tolist(),
            "blp_unclipped": blp["raw"].ravel().round(3).tolist(),
            "blp_se": blp["se"].ravel().round(3).tolist()}
     for name, a in [("agreement", agree), ("blp", blp["alpha"]), ("none", np.ones_like(agree))]:
         mod.set_shrinkage(center, a)
-        rec[f"pehe_{name}"] = pehe(est.predict_uplift(split.test), tau)
+        rec[f"pehe_{name}"] = pehe(est.predict_outcomes(split.test), split.test.mu)
     mod.set_shrinkage(center, agree)
     yield rec
 
