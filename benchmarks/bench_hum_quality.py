@@ -67,6 +67,11 @@ VARIANTS = [
     ModelEntry("hum_bboth", HUMEstimator,
                {**DEV, "selector_query": "branch", "gate_query": "branch"},
                "HUM (default) + branch-queried selector and gates", True, EMA),
+    # the field-wise selector (the best lead at effect_scale 1) with branch-queried gates
+    # (the one query change that lowered PEHE in every cell at effect_scale 1)
+    ModelEntry("hum_fw_bgate", HUMEstimator,
+               {**DEV, "selector": "fieldwise", "gate_query": "branch"},
+               "HUM (default) + fieldwise selector + branch-queried gates", True, EMA),
     ModelEntry("slearner_v", SLearnerEstimator, MSE, "S-Learner (paper settings)", False, NO_EMA),
     ModelEntry("slearner_ema_dev", SLearnerEstimator, DEV, "S-Learner + EMA + deviance", False,
                EMA),

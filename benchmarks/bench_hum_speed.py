@@ -54,6 +54,7 @@ def fit_costs(data, args) -> dict:
         np.arange(len(rows) * 9 // 10, len(rows)))
     names = ["hum", "hum_paper", "slearner"]
     secs: dict[str, list[float]] = {n: [] for n in names}
+    flops: dict[str, float] = {}
     for _ in range(args.repeats):
         for n in names:  # interleaved: a noisy moment hits every model alike
             trainer = {"max_epochs": args.fit_epochs, "early_stopping_patience": 1000,
@@ -62,15 +63,35 @@ def fit_costs(data, args) -> dict:
             t0 = time.perf_counter()
             est.fit(train, valid)
             secs[n].append(time.perf_counter() - t0)
+            flops.setdefault(n, train_flops_per_row(est, train))
     med = {n: statistics.median(v) for n, v in secs.items()}
     out = {"rows": len(train), "epochs": args.fit_epochs, "repeats": args.repeats,
            **{f"{n}_fit_s": round(v, 2) for n, v in med.items()},
            **{f"{n}_rows_per_s": round(len(train) * args.fit_epochs / v)
               for n, v in med.items()}}
     for n in names:
+        out[f"{n}_train_mflop_per_row"] = round(flops[n] / 1e6, 3)
         if n != "slearner" and "slearner" in med:
             out[f"{n}_over_slearner"] = round(med[n] / med["slearner"], 2)
+            # time ratio over FLOP ratio: how much less of the CPU a HUM FLOP gets
+            out[f"{n}_flop_ratio"] = round(flops[n] / flops["slearner"], 2)
     return out
+
+
+def train_flops_per_row(est, data, rows: int = 4096) -> float:
+    """FLOPs of one training step (loss forward + backward) per row, on data's first rows."""
+    batch = est.encode(data)[:rows]
+    n = len(batch)
+    x = torch.from_numpy(batch)
+    arm = torch.from_numpy(data.arm[:n])
+    y = torch.from_numpy(data.y[:n].astype(np.float32))
+    module = est.module_
+    module.train()
+    with FlopCounterMode(display=False) as fc:
+        loss, _ = est._loss(module, (x, arm, y))
+        loss.backward()
+    module.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / n
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hmum.models.hum import HUM, HUMConfig, HUMEstimator, control_gate_kl, hum_loss
+from hmum.models.registry import get_model
 from tests.models.helpers import HUM_SMALL as SMALL
 from tests.models.helpers import fit_hum as fit
 from tests.synth import make_experiment
@@ -289,4 +290,16 @@ def test_single_treatment_and_three_responses():
     d = make_experiment(n=900, K=1, R=3, kinds=["continuous", "count", "continuous"])
     est = fit(d, epochs=2)
     assert est.predict_outcomes(d).shape == (900, 2, 3)
-    assert est.module_.B == 3
+    assert est.module_.B == 1  # one branch per treatment by default, also when K = 1
+
+
+def test_branches_none_is_the_papers_rule():
+    """None: three branches when K = 1 (paper §5.2.2), one per treatment when K > 1."""
+    assert HUMConfig(branches_per_treatment=None).n_branches_per_treatment(1) == 3
+    assert HUMConfig(branches_per_treatment=None).n_branches_per_treatment(2) == 1
+    assert HUMConfig().n_branches_per_treatment(1) == 1
+    d = make_experiment(n=600, K=1, R=1)
+    paper = get_model("hum_paper", d.schema, model={"expert_sizes": [8], "embed_dim": 4},
+                      trainer={"max_epochs": 1})
+    paper.fit(d)
+    assert paper.module_.B == 3

@@ -75,7 +75,9 @@ class HUMConfig(LossConfig):
         "the experts' input"
     )
     branches_per_treatment: int | None = Field(
-        None, ge=1, description="branches per treatment; None: 1 if K > 1, else 3 (paper §5.2.2)"
+        1, ge=1, description="branches per treatment; None: the paper's rule (§5.2.2), 1 if "
+        "K > 1, else 3. Default 1: with K = 1 three branches cost ~3x and were measured no "
+        "better (benchmarks/bench_hum_branches.py, docs/benchmarks.md)"
     )
     kl_weight: float = Field(1.0, ge=0.0, description="weight of the KL term; 0 = HUM w/o KL")
     uplift: Literal["within_branch", "paper"] = Field(
@@ -363,9 +365,10 @@ class HUMEstimator(NeuralUpliftEstimator):
     #: One network: the cross-fit shrinkage (``hum_crossfit``) was measured and is not
     #: the default (docs/benchmarks.md, "Cross-fit shrinkage of the uplift")
     default_trainer: ClassVar[dict] = {"ema_share": 0.1}
-    #: 2: deviance losses and EMA became the defaults; 3: the within-branch uplift
-    #: (a bump makes the old benchmark cells stale)
-    defaults_version: ClassVar[int] = 3
+    #: 2: deviance losses and EMA became the defaults; 3: the within-branch uplift;
+    #: 4: one branch per treatment also when K = 1 (a bump makes the old benchmark
+    #: cells stale)
+    defaults_version: ClassVar[int] = 4
 
     @classmethod
     def _from_artifact(cls, jsons: dict, weights: dict) -> HUMEstimator:
