@@ -85,6 +85,30 @@ def test_demo_small(tmp_path):
     assert (tmp_path / "models" / "HUM" / "manifest.json").is_file()
 
 
+def test_demo_model_options_reach_both_models(tmp_path):
+    import json
+
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path), "--users", "3000", "--epochs",
+                              "1", "--no-ddm", "-o", "selector=fieldwise"])
+    assert res.exit_code == 0, res.output
+    for name, kl in (("HUM", 1.0), ("HUM_wo_KL", 0.0)):
+        cfg = json.loads((tmp_path / "models" / name / "config.json").read_text())["model"]
+        assert cfg["selector"] == "fieldwise" and cfg["kl_weight"] == kl
+
+
+@pytest.mark.parametrize("option, message", [
+    ("kl_weight=0.5", "-o kl_weight: the demo trains HUM (kl_weight 1) and HUM w/o KL (0) "
+                      "itself; got kl_weight=0.5"),
+    ("selectr=fieldwise", "-o selectr: model hum (HUMEstimator) has no config field"),
+    ("selector=wide", "-o selector"),
+])
+def test_demo_bad_model_option(tmp_path, option, message):
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--users", "3000",
+                              "-o", option])
+    assert_one_line_error(res, message)
+    assert not (tmp_path / "d" / "data").exists()  # refused before any work
+
+
 # --------------------------------------------------------------------------------------
 # issue 13: one error boundary, flags named, outputs checked before any work
 # --------------------------------------------------------------------------------------

@@ -428,6 +428,10 @@ def demo(
     ddm: Annotated[bool, typer.Option(help="also run the decision half (DDM)")] = True,
     serve: Annotated[bool, typer.Option(
         help="with --ddm: score into SQLite, start the service, send requests")] = True,
+    option: Annotated[list[str] | None, typer.Option(
+        "-o", "--option", metavar="KEY=VALUE",
+        help="a field of HUM's config for both demo models, the value parsed as JSON (e.g. "
+             "-o selector=fieldwise); repeatable")] = None,
 ) -> None:
     """The main job: simulate -> train HUM (+ w/o KL) -> evaluate -> DDM decisions -> report."""
     from hmum.data.simulator import SimulatorConfig
@@ -435,12 +439,17 @@ def demo(
     from hmum.workflows.demo import run_demo
 
     check_out_folder(out, "--out")
+    _, model_cfg = model_options("hum", option)
+    if "kl_weight" in model_cfg:  # the demo's second model *is* the kl_weight=0 one
+        _fail("-o kl_weight: the demo trains HUM (kl_weight 1) and HUM w/o KL (0) itself; "
+              f"got kl_weight={model_cfg['kl_weight']!r}")
     validated(SimulatorConfig, SIMULATOR_FLAGS, n_users=users, seed=seed,
               effect_scale=effect_scale, n_requests=min(20_000, users))
     validated(TrainerConfig, TRAINER_FLAGS, max_epochs=epochs, seed=seed, num_threads=threads)
     t0 = time.perf_counter()
     res = run_demo(out, users=users, epochs=epochs, effect_scale=effect_scale, seed=seed,
-                   threads=threads, ddm=ddm, serve=serve and ddm, console=console)
+                   threads=threads, ddm=ddm, serve=serve and ddm, console=console,
+                   model=model_cfg or None)
     print_simulation_summary(res["simulation"])
     print_evaluation(res)
     if "ddm" in res:

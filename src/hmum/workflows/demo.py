@@ -39,10 +39,13 @@ def run_demo(
     ddm: bool = True,
     serve: bool = True,
     console=None,
+    model: dict | None = None,
 ) -> dict:
     """simulate -> train HUM and HUM w/o KL -> evaluate both on the test split ->
     (ddm) value weights -> per-request decisions -> strategy table and plot ->
-    (serve) score everyone into SQLite -> decision service -> requests -> report."""
+    (serve) score everyone into SQLite -> decision service -> requests -> report.
+
+    ``model``: HUMConfig fields for both models (kl_weight is the demo's own)."""
     from hmum.data.simulator import SimulatorConfig, simulate
     from hmum.data.validate import load_experiment
 
@@ -63,8 +66,8 @@ def run_demo(
     for name, kl in (("HUM", 1.0), ("HUM_wo_KL", 0.0)):
         t1 = time.perf_counter()
         say(f"training {name} on {len(train):,} rows (valid {len(valid):,})")
-        est, _ = train_hum(train, valid, kl_weight=kl, trainer=trainer, split=False,
-                           progress=console is not None)
+        est, _ = train_hum(train, valid, kl_weight=kl, model=model, trainer=trainer,
+                           split=False, progress=console is not None)
         est.split_, est.data_fingerprint_ = split_record, fingerprint
         est.save(out / "models" / name)
         h = est.history_
