@@ -72,6 +72,12 @@ VARIANTS = [
     ModelEntry("hum_fw_bgate", HUMEstimator,
                {**DEV, "selector": "fieldwise", "gate_query": "branch"},
                "HUM (default) + fieldwise selector + branch-queried gates", True, EMA),
+    # smaller MMoE blocks: the many-arm fit cost (social pressure 4.4x the S-Learner) is
+    # the experts' activations, B branches x M experts x 128 wide per control row
+    ModelEntry("hum_e2", HUMEstimator, {**DEV, "n_experts": 2},
+               "HUM (default) with 2 experts per branch", True, EMA),
+    ModelEntry("hum_s64", HUMEstimator, {**DEV, "expert_sizes": [64, 32]},
+               "HUM (default) with experts of [64, 32]", True, EMA),
     ModelEntry("slearner_v", SLearnerEstimator, MSE, "S-Learner (paper settings)", False, NO_EMA),
     ModelEntry("slearner_ema_dev", SLearnerEstimator, DEV, "S-Learner + EMA + deviance", False,
                EMA),
