@@ -303,3 +303,10 @@ def test_branches_none_is_the_papers_rule():
                       trainer={"max_epochs": 1})
     paper.fit(d)
     assert paper.module_.B == 3
+
+
+def test_hum_paper_keeps_the_wide_experts():
+    """The default experts are [64, 32]; ``hum_paper`` keeps the first [128, 64]."""
+    d = make_experiment(n=50, K=2, R=1)
+    assert get_model("hum", d.schema)._configs()[0].expert_sizes == [64, 32]
+    assert get_model("hum_paper", d.schema)._configs()[0].expert_sizes == [128, 64]

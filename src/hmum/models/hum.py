@@ -54,7 +54,12 @@ class HUMConfig(LossConfig):
 
     embed_dim: int = Field(32, ge=1, description="embedding size d (paper: 32)")
     n_experts: int = Field(4, ge=1, description="experts M per MMoE block")
-    expert_sizes: list[int] = Field(default_factory=lambda: [128, 64])
+    expert_sizes: list[int] = Field(
+        default_factory=lambda: [64, 32], description="hidden layers of each expert (the "
+        "paper gives none; [128, 64] before, kept by ``hum_paper``). [64, 32] measured equal "
+        "at strong effects, lower PEHE at weak ones, and cuts a many-arm fit from 4.4x to "
+        "2.5x the S-Learner's (docs/benchmarks.md)"
+    )
     tower_sizes: list[int] = Field(default_factory=lambda: [32])
     selector_heads: int = Field(1, ge=1, description="attention selectors per branch (1 = eq. 2)")
     selector: Literal["sum", "fieldwise"] = Field(
@@ -366,9 +371,9 @@ class HUMEstimator(NeuralUpliftEstimator):
     #: the default (docs/benchmarks.md, "Cross-fit shrinkage of the uplift")
     default_trainer: ClassVar[dict] = {"ema_share": 0.1}
     #: 2: deviance losses and EMA became the defaults; 3: the within-branch uplift;
-    #: 4: one branch per treatment also when K = 1 (a bump makes the old benchmark
-    #: cells stale)
-    defaults_version: ClassVar[int] = 4
+    #: 4: one branch per treatment also when K = 1; 5: experts of [64, 32] (a bump makes
+    #: the old benchmark cells stale)
+    defaults_version: ClassVar[int] = 5
 
     @classmethod
     def _from_artifact(cls, jsons: dict, weights: dict) -> HUMEstimator:

@@ -174,9 +174,10 @@ def load_estimator(path: str | Path) -> UpliftModel:
 register("hum", HUMEstimator, label="HUM", ours=True)
 register("hum_nokl", HUMEstimator, model={"kl_weight": 0.0}, label="HUM w/o KL", ours=True)
 # the paper's settings: squared error, no weight averaging, tau_k = y^k - y0*, three
-# branches when K = 1
+# branches when K = 1, and the experts' first width (the paper states none)
 register("hum_paper", HUMEstimator, model={"loss": "mse", "uplift": "paper",
-                                           "branches_per_treatment": None},
+                                           "branches_per_treatment": None,
+                                           "expert_sizes": [128, 64]},
          label="HUM (paper settings)", ours=True, trainer={"ema_share": None})
 # weight averaging over half the run: shrinks a noisy uplift at weak (1 %) effects, but
 # averages in under-fitted weights on short runs and strong effects (docs/benchmarks.md)
