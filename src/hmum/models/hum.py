@@ -58,7 +58,7 @@ class HUMConfig(LossConfig):
         default_factory=lambda: [64, 32], description="hidden layers of each expert (the "
         "paper gives none; [128, 64] before, kept by ``hum_paper``). [64, 32] measured equal "
         "at strong effects, lower PEHE at weak ones, and cuts a many-arm fit from 4.4x to "
-        "2.5x the S-Learner's (docs/benchmarks.md)"
+        "2.2x the S-Learner's (docs/benchmarks.md)"
     )
     tower_sizes: list[int] = Field(default_factory=lambda: [32])
     selector_heads: int = Field(1, ge=1, description="attention selectors per branch (1 = eq. 2)")
